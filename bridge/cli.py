@@ -1,0 +1,224 @@
+"""The ``bridge`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bridge.config import Config, load_config
+from bridge.errors import BridgeError, UsageError
+from bridge.events import Event
+from bridge.journal import Journal
+from bridge.pipeline import FAILED, Pipeline
+from bridge.plugins import discover
+from bridge.service import naming_of
+
+
+@dataclass
+class AppState:
+    """What the top-level options chose; the config is read once, on first use."""
+
+    config_path: str | None
+    state_dir: str | None
+    _config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            config = load_config(self.config_path)
+            if self.state_dir:
+                config = config.replace(state_dir=self.state_dir)
+            self._config = config
+        return self._config
+
+    def journal(self) -> Journal:
+        config = self.config
+        return Journal.in_state_dir(config.state_path, naming_of(config))
+
+
+class BridgeGroup(click.Group):
+    """Turns the bridge's own errors into one readable line and their exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BridgeError as e:
+            click.echo(f"bridge: error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except OSError as e:
+            where = f" {e.filename}" if e.filename else ""
+            click.echo(f"bridge: error:{where}: {e.strerror or e}", err=True)
+            ctx.exit(1)
+
+
+pass_state = click.make_pass_decorator(AppState)
+
+
+@click.group(cls=BridgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    envvar="BRIDGE_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="TOML config file (default: $BRIDGE_CONFIG, else embedded defaults).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    help="Directory of the journal and spool (overrides state_dir).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="debian-bus-bridge", prog_name="bridge")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, state_dir: str | None, verbose: int) -> None:
+    """Debian's bug-tracker and archive mail, as a fedmsg-compatible ZeroMQ event bus."""
+    ctx.obj = AppState(config_path, state_dir)
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--smtp", "smtp_listen", metavar="HOST:PORT", help="SMTP listen address.")
+@click.option("--publish", metavar="ENDPOINT", help="ZeroMQ PUB endpoint to bind.")
+@click.option("--replay", metavar="ENDPOINT", help="ZeroMQ replay (REP) endpoint to bind.")
+@pass_state
+def serve(
+    state: AppState, smtp_listen: str | None, publish: str | None, replay: str | None
+) -> None:
+    """Run the bridge: SMTP intake, worker, publisher and replay endpoint."""
+    from bridge.service import Service
+
+    config = state.config
+    if smtp_listen:
+        config = config.with_section("smtp", listen=smtp_listen)
+    if publish:
+        config = config.with_section("bus", publish=publish)
+    if replay:
+        config = config.with_section("bus", replay=replay)
+    logging.getLogger().setLevel(min(logging.getLogger().level, _level(config.log_level)))
+    Service(config).run_until_signalled()
+
+
+def _level(name: str) -> int:
+    level = logging.getLevelName(name.upper())
+    if not isinstance(level, int):
+        raise UsageError(f"unknown log_level {name!r}")
+    return level
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--explain", is_flag=True, help="Say on stderr why a mail gave no event.")
+@click.option("--parser", "only", multiple=True, help="Use only this parser (repeatable).")
+def parse(files: tuple[str, ...], explain: bool, only: tuple[str, ...]) -> None:
+    """Print the events of each mail FILE (or - for stdin) as JSON Lines."""
+    registry = discover(only=only or None)
+    pipeline = Pipeline(registry.parsers)
+    naming = naming_of(Config())
+    failed = 0
+    for name in files:
+        raw = sys.stdin.buffer.read() if name == "-" else _read_file(name)
+        outcome = pipeline.process(raw)
+        for event in outcome.events:
+            line = {"file": name, "topic": naming.topic(event.topic), "msg": event.body}
+            click.echo(json.dumps(line, ensure_ascii=False, sort_keys=True))
+        if outcome.status == FAILED:
+            failed += 1
+            click.echo(f"{name}: failed: {outcome.reason}", err=True)
+        elif explain and not outcome.events:
+            click.echo(f"{name}: no event: {outcome.reason}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+def _read_file(name: str) -> bytes:
+    try:
+        return Path(name).read_bytes()
+    except FileNotFoundError as e:
+        raise UsageError(f"no such file: {name}") from e
+    except IsADirectoryError as e:
+        raise UsageError(f"is a directory: {name}") from e
+
+
+@main.command()
+@click.option("--topic", required=True, help="Event topic, e.g. debbugs.bug.report.")
+@click.argument("body", required=False)
+@pass_state
+def log(state: AppState, topic: str, body: str | None) -> None:
+    """Journal a JSON object BODY (or stdin) under TOPIC; a running serve publishes it."""
+    if not topic.strip() or any(c.isspace() for c in topic):
+        raise UsageError(f"invalid topic {topic!r}")
+    text = body if body is not None else sys.stdin.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"body is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise UsageError("body must be a JSON object")
+    with state.journal() as journal:
+        journal.append([Event(topic, data, dedup_key=f"log:{uuid.uuid4()}")], source="log")
+
+
+@main.command()
+@click.option(
+    "--connect",
+    "endpoints",
+    multiple=True,
+    metavar="ENDPOINT",
+    help="PUB endpoint to subscribe to (repeatable; default [bus] publish).",
+)
+@click.option("--topic", default="", help="Topic prefix, full or event-relative.")
+@click.option("--package", help="Only events about this source package.")
+@click.option("--bug", type=int, help="Only events about this bug number.")
+@click.option("--json", "as_json", is_flag=True, help="Print each whole envelope as JSON.")
+@click.option("--timeout", type=float, help="Exit after this many idle seconds.")
+@pass_state
+def tail(
+    state: AppState,
+    endpoints: tuple[str, ...],
+    topic: str,
+    package: str | None,
+    bug: int | None,
+    as_json: bool,
+    timeout: float | None,
+) -> None:
+    """Subscribe to the bus and print what arrives."""
+    from bridge.client import Filter, envelope_json
+    from bridge.client import tail as tail_bus
+
+    config = state.config
+    prefix = naming_of(config).bus_prefix(topic)
+    stream = tail_bus(
+        list(endpoints) or [config.bus.publish],
+        prefix,
+        filter=Filter(package=package, bug=bug),
+        timeout=timeout,
+    )
+    try:
+        for envelope in stream:
+            if as_json:
+                click.echo(envelope_json(envelope))
+            else:
+                summary = envelope.msg.get("summary") or json.dumps(envelope.msg)[:200]
+                click.echo(f"{envelope.seq_id} {envelope.topic} {summary}")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+def parsers() -> None:
+    """List the installed parser plugins."""
+    registry = discover()
+    for info in registry.plugins:
+        status = f"FAILED: {info.error}" if info.error else "ok"
+        click.echo(f"{info.name}\t{info.module}\t{info.distribution}\t{status}")
+    if not registry.plugins:
+        click.echo("no parsers installed", err=True)

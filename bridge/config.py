@@ -1,0 +1,170 @@
+"""Configuration: one typed object built from embedded defaults and an optional TOML file.
+
+Every key has a default; a key the bridge does not know is an error that lists the valid
+ones. Nothing here runs at import time: call :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import ConfigError
+
+CONFIG_ENV = "BRIDGE_CONFIG"
+
+
+def default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "debian-bus-bridge")
+
+
+def default_username() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "bridge"
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    listen: str = "127.0.0.1:8025"
+    recipients: list[str] = field(default_factory=lambda: ["bridge@localhost"])
+    max_message_size: int = 32 * 1024 * 1024
+    max_line_length: int = 65536
+    max_recipients: int = 100
+    max_commands: int = 1000
+    command_timeout: float = 300.0
+    data_timeout: float = 600.0
+    max_connections: int = 64
+    min_free_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    publish: str = "tcp://127.0.0.1:9940"
+    replay: str = "tcp://127.0.0.1:9941"
+    replay_max_messages: int = 1000
+    poll_interval: float = 0.02
+    # Like fedmsg's post_init_sleep: let subscribers (re)connect before the backlog goes out.
+    startup_delay: float = 0.5
+    send_hwm: int = 100_000
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    retention_days: float = 7.0
+    group_commit_window: float = 0.002
+
+
+@dataclass(frozen=True)
+class Config:
+    state_dir: str = field(default_factory=default_state_dir)
+    topic_prefix: str = "org.debian"
+    environment: str = "dev"
+    username: str = field(default_factory=default_username)
+    log_level: str = "INFO"
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir).expanduser()
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with top-level keys changed (CLI options override the file)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_section(self, section: str, **changes: Any) -> Config:
+        return dataclasses.replace(
+            self, **{section: dataclasses.replace(getattr(self, section), **changes)}
+        )
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read the TOML file at *path* (or ``$BRIDGE_CONFIG``) over the embedded defaults."""
+    path = path or os.environ.get(CONFIG_ENV) or None
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    return _build(Config, data, where="")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        valid = ", ".join(_qualified(where, n) for n in fields)
+        raise ConfigError(
+            f"unknown config key {_qualified(where, unknown[0])!r}; valid keys: {valid}"
+        )
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        default = getattr(defaults, name)
+        key = _qualified(where, name)
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {key!r} must be a table")
+            values[name] = _build(type(default), value, where=key)
+        else:
+            values[name] = _coerce(key, value, default)
+    return cls(**values)
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ConfigError(f"config key {key!r} must be {_kind(default)}, not {value!r}")
+    return value
+
+
+def _kind(default: Any) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, list):
+        return "a list of strings"
+    return "a string"
+
+
+def _qualified(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[::1]:25`` for IPv6) into its parts."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)

@@ -1,0 +1,111 @@
+"""The event model and the fedmsg wire format.
+
+An :class:`Event` is what a parser produces: an event topic such as ``debbugs.bug.report``
+and a JSON-able body. The journal wraps it in an :class:`Envelope` (``msg_id``, ``seq_id``,
+timestamp, ...) once, when it is stored; the same envelope bytes are published and replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    """One structured event: *topic* is the event topic part, e.g. ``dak.upload.accepted``.
+
+    *dedup_key* identifies the fact the event reports (a bug-tracker message, an upload);
+    two events with the same topic and key are one event. ``None`` lets the pipeline use the
+    SHA-256 of the raw mail.
+    """
+
+    topic: str
+    body: Mapping[str, Any]
+    dedup_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How event topics become bus topics, and who the service says it is."""
+
+    topic_prefix: str = "org.debian"
+    environment: str = "dev"
+    username: str = "bridge"
+
+    def topic(self, event_topic: str) -> str:
+        return full_topic(self.topic_prefix, self.environment, event_topic)
+
+    def bus_prefix(self, topic_or_prefix: str = "") -> str:
+        """Turn a user's ``--topic`` (full or event-relative) into a full topic prefix."""
+        base = f"{self.topic_prefix}.{self.environment}"
+        if not topic_or_prefix:
+            return base
+        if topic_or_prefix == base or topic_or_prefix.startswith(base + "."):
+            return topic_or_prefix
+        return self.topic(topic_or_prefix)
+
+
+def full_topic(topic_prefix: str, environment: str, event_topic: str) -> str:
+    """The one place a bus topic is built: ``<topic_prefix>.<environment>.<event topic>``."""
+    parts = [topic_prefix.strip("."), environment.strip("."), event_topic.strip(".")]
+    return ".".join(p for p in parts if p)
+
+
+def dumps(obj: Any) -> str:
+    """JSON as fedmsg puts it on the wire: sorted keys, compact separators, ASCII only."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def new_msg_id(now: datetime | None = None) -> str:
+    """A fedmsg message id: ``<year>-<uuid4>``."""
+    year = (now or datetime.now(UTC)).year
+    return f"{year}-{uuid.uuid4()}"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A published message: the fedmsg envelope around an event body."""
+
+    topic: str
+    msg: Mapping[str, Any]
+    timestamp: int
+    msg_id: str
+    i: int
+    username: str
+    seq_id: int
+
+    def to_json(self) -> str:
+        return dumps(
+            {
+                "topic": self.topic,
+                "msg": self.msg,
+                "timestamp": self.timestamp,
+                "msg_id": self.msg_id,
+                "i": self.i,
+                "username": self.username,
+                "seq_id": self.seq_id,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Envelope:
+        data = json.loads(text)
+        return cls(
+            topic=data["topic"],
+            msg=data["msg"],
+            timestamp=int(data["timestamp"]),
+            msg_id=data["msg_id"],
+            i=int(data.get("i", 0)),
+            username=data.get("username", ""),
+            seq_id=int(data["seq_id"]),
+        )
+
+
+def frames(topic: str, envelope_json: str) -> list[bytes]:
+    """The two ZeroMQ frames of one message: topic, then the JSON envelope."""
+    return [topic.encode("utf-8"), envelope_json.encode("ascii")]

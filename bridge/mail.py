@@ -1,0 +1,206 @@
+"""Reading mail safely: the helpers every parser needs, written once.
+
+Headers are decoded (RFC 2047, any declared charset, raw 8-bit bytes, invalid sequences
+replaced) and unfolded; bodies are decoded on demand. Nothing here raises on odd input.
+"""
+
+from __future__ import annotations
+
+import codecs
+import email
+import email.header
+import email.policy
+import email.utils
+import re
+from datetime import UTC, datetime
+from email.message import Message
+from typing import Any
+
+_FOLD = re.compile(r"\r?\n[ \t]*")
+_SPACES = re.compile(r"[ \t]+")
+PATCH_SUFFIXES = (".patch", ".diff", ".debdiff", ".dpatch")
+PATCH_TYPES = (
+    "text/x-diff",
+    "text/x-patch",
+    "text/x-debdiff",
+    "application/x-patch",
+    "text/x-diff; charset",
+    "application/x-diff",
+)
+
+
+def strip_from_line(raw: bytes) -> bytes:
+    """Drop a leading mbox ``From `` separator line, if there is one."""
+    if raw.startswith(b"From "):
+        end = raw.find(b"\n")
+        return raw[end + 1 :] if end >= 0 else b""
+    return raw
+
+
+def parse_message(raw: bytes) -> Message:
+    """Parse raw mail bytes (stdlib ``compat32``: the fastest full parse, tolerant of defects)."""
+    return email.message_from_bytes(strip_from_line(raw), policy=email.policy.compat32)
+
+
+def decode_bytes(data: bytes, charset: str | None = None) -> str:
+    """Decode *data* in its declared *charset*; undeclared or unknown, try UTF-8 then cp1252."""
+    if charset and charset.lower() not in ("unknown-8bit", "x-unknown", "8bit"):
+        try:
+            codecs.lookup(charset)
+        except LookupError:
+            charset = None
+        else:
+            return data.decode(charset, errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
+def decode_header_value(value: Any) -> str:
+    """A header's text: encoded words decoded, folding removed, never raising."""
+    if value is None:
+        return ""
+    if isinstance(value, email.header.Header):
+        # compat32 wraps headers holding raw 8-bit bytes in a Header of unknown-8bit chunks.
+        parts = email.header.decode_header(value)
+        text = "".join(_chunk_text(data, charset) for data, charset in parts)
+        return decode_header_value(text) if "=?" in text else _tidy(text)
+    text = str(value)
+    if "=?" not in text:
+        return _tidy(_unsurrogate(text))
+    try:
+        parts = email.header.decode_header(_FOLD.sub(" ", text))
+    except (email.errors.HeaderParseError, ValueError, LookupError):
+        return _tidy(_unsurrogate(text))
+    out = []
+    for data, charset in parts:
+        out.append(data if isinstance(data, str) else decode_bytes(data, charset))
+    return _tidy("".join(_join_encoded(parts, out)))
+
+
+def _join_encoded(parts: list[tuple[Any, str | None]], texts: list[str]) -> list[str]:
+    # decode_header drops the space between an encoded word and plain text; put it back.
+    result: list[str] = []
+    for index, ((_, charset), text) in enumerate(zip(parts, texts, strict=True)):
+        switched = index > 0 and (charset is None) != (parts[index - 1][1] is None)
+        if switched and result and not result[-1].endswith(" ") and not text.startswith(" "):
+            result.append(" ")
+        result.append(text)
+    return result
+
+
+def _chunk_text(value: Any, charset: Any) -> str:
+    if isinstance(value, bytes):
+        return decode_bytes(value, str(charset) if charset else None)
+    return _unsurrogate(str(value))
+
+
+def _unsurrogate(text: str) -> str:
+    # compat32 keeps raw 8-bit header bytes as surrogate escapes; decode them for real.
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return decode_bytes(text.encode("ascii", "surrogateescape"))
+
+
+def _tidy(text: str) -> str:
+    return _SPACES.sub(" ", _FOLD.sub(" ", text)).strip()
+
+
+def header(message: Message, name: str) -> str:
+    """The decoded value of header *name*, or ``""``."""
+    return decode_header_value(message.get(name))
+
+
+def address(value: str) -> dict[str, str | None]:
+    """``{"name", "email"}`` of one address header value (already decoded)."""
+    name, mail = email.utils.parseaddr(value)
+    return {"name": name.strip() or None, "email": mail.strip() or None}
+
+
+def message_id(message: Message) -> str | None:
+    value = header(message, "Message-ID")
+    return value or None
+
+
+def iso_date(value: str) -> str | None:
+    """An RFC 2822 date as ISO 8601 UTC (``2008-04-20T19:27:29Z``), or None."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed is None:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError):
+        return None
+
+
+def utc_iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def part_text(part: Message) -> str:
+    """The decoded text of a non-multipart *part* (transfer encoding and charset)."""
+    payload = part.get_payload(decode=True)
+    if payload is None:
+        raw = part.get_payload()
+        return raw if isinstance(raw, str) else ""
+    return decode_bytes(payload, part.get_content_charset())
+
+
+def is_attachment(part: Message) -> bool:
+    disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+    return disposition == "attachment" or bool(part.get_filename())
+
+
+def first_text_part(message: Message) -> Message | None:
+    """The first inline text/plain part, not descending into attached messages."""
+    if not message.is_multipart():
+        return message if message.get_content_type() in ("text/plain", "text") else None
+    for part in message.get_payload():
+        if not isinstance(part, Message) or part.get_content_type() == "message/rfc822":
+            continue
+        if part.is_multipart():
+            found = first_text_part(part)
+            if found is not None:
+                return found
+        elif part.get_content_type() == "text/plain" and not is_attachment(part):
+            return part
+    return None
+
+
+def text_body(message: Message, cap: int) -> str:
+    """The decoded text/plain body, at most *cap* characters."""
+    part = first_text_part(message)
+    return part_text(part)[:cap] if part is not None else ""
+
+
+def patches(message: Message) -> list[dict[str, Any]]:
+    """Attachments that are patches: ``filename``, ``content_type``, ``size`` (decoded bytes)."""
+    found = []
+    for part in message.walk():
+        if part.is_multipart() or part is message:
+            continue
+        filename = decode_header_value(part.get_filename() or "") or None
+        ctype = part.get_content_type()
+        by_name = bool(filename) and filename.lower().endswith(PATCH_SUFFIXES)
+        if by_name or ctype in PATCH_TYPES:
+            payload = part.get_payload(decode=True) or b""
+            found.append({"filename": filename, "content_type": ctype, "size": len(payload)})
+    return found
+
+
+def list_id(message: Message) -> str | None:
+    value = header(message, "List-Id")
+    if not value:
+        return None
+    match = re.search(r"<([^>]+)>", value)
+    return match.group(1) if match else value

@@ -1,0 +1,117 @@
+"""The pipeline every mail runs through, whatever brought it (SMTP, an mbox, ``bridge parse``).
+
+Parse the mail once, offer it to each parser that accepts it, and say what came of it:
+events, a deliberate skip, nobody interested, or a parser failure. Expected outcomes are
+values; a parser that raises is caught here, at the boundary, and reported with its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import traceback
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from email.message import Message
+
+from bridge.errors import ParseError, SkipMessage
+from bridge.events import Event
+from bridge.mail import header, parse_message
+from bridge.plugins import Parser
+
+log = logging.getLogger(__name__)
+
+PUBLISHED, IGNORED, FAILED = "published", "ignored", "failed"
+
+
+@dataclass
+class Outcome:
+    """What came of one mail."""
+
+    message_id: str | None
+    events: list[Event] = field(default_factory=list)
+    parsers: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.failures:
+            return FAILED
+        return PUBLISHED if self.events else IGNORED
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.failures or self.reasons)
+
+
+class Pipeline:
+    """Runs *parsers* over mails. Pure: the caller journals the events."""
+
+    def __init__(self, parsers: Sequence[Parser]):
+        self.parsers = list(parsers)
+
+    def process(self, raw: bytes) -> Outcome:
+        try:
+            message = parse_message(raw)
+        except Exception as e:  # the stdlib parser is lenient; anything else is unreadable mail
+            return Outcome(None, failures=[f"unreadable mail: {type(e).__name__}: {e}"])
+        outcome = Outcome(header(message, "Message-ID") or None)
+        for parser in self.parsers:
+            self._offer(parser, message, outcome)
+        if not outcome.parsers and not outcome.failures:
+            names = ", ".join(p.name for p in self.parsers) or "none installed"
+            outcome.reasons.append(f"no parser accepted the mail (parsers: {names})")
+        outcome.events = _keyed(outcome.events, raw)
+        return outcome
+
+    def _offer(self, parser: Parser, message: Message, outcome: Outcome) -> None:
+        try:
+            if not parser.accepts(message):
+                return
+            outcome.parsers.append(parser.name)
+            outcome.events.extend(parser.parse(message))
+        except SkipMessage as e:
+            outcome.reasons.append(f"{parser.name}: {e}")
+        except ParseError as e:
+            outcome.failures.append(f"{parser.name}: {e}")
+        except Exception as e:
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            outcome.failures.append(
+                f"{parser.name} raised {type(e).__name__}: {e} "
+                f"(at {where.filename}:{where.lineno} in {where.name})"
+            )
+
+
+def _keyed(events: list[Event], raw: bytes) -> list[Event]:
+    """Give each event without a dedup key one derived from the raw mail's SHA-256."""
+    if all(e.dedup_key for e in events):
+        return events
+    digest = hashlib.sha256(raw).hexdigest()
+    return [
+        e if e.dedup_key else replace(e, dedup_key=f"sha256:{digest}:{i}")
+        for i, e in enumerate(events)
+    ]
+
+
+@dataclass
+class Tally:
+    """Running counts over many mails (replay summaries, serve counters)."""
+
+    mails: int = 0
+    events: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    failed: int = 0
+    by_topic: Counter[str] = field(default_factory=Counter)
+
+    def add(self, outcome: Outcome, new: int, duplicates: int) -> None:
+        self.mails += 1
+        self.events += new
+        self.duplicates += duplicates
+        if outcome.status == IGNORED:
+            self.ignored += 1
+        elif outcome.status == FAILED:
+            self.failed += 1
+        self.by_topic.update(e.topic for e in outcome.events)

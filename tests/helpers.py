@@ -1,0 +1,152 @@
+"""Helpers the tests share: free ports, running the real CLI, subscribing to the bus."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import zmq
+
+from bridge.client import decode
+from bridge.events import Envelope
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+FIXTURES = ROOT / "fixtures"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bridge(
+    *args: str, input: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the real ``bridge`` command line in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        env=env or child_env(),
+    )
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "BRIDGE_CONFIG"}
+    env.update(extra)
+    return env
+
+
+class Server:
+    """A real ``bridge serve`` child process."""
+
+    def __init__(self, state_dir: Path, *args: str, config: Path | None = None):
+        self.state_dir = state_dir
+        self.publish = f"tcp://127.0.0.1:{free_port()}"
+        self.replay = f"tcp://127.0.0.1:{free_port()}"
+        self.smtp_port = free_port()
+        self.args = list(args)
+        self.config = config
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = state_dir.parent / f"{state_dir.name}-serve.log"
+
+    def start(self) -> Server:
+        base = [sys.executable, "-m", "bridge", "-v", "--state-dir", str(self.state_dir)]
+        if self.config:
+            base += ["--config", str(self.config)]
+        cmd = base + [
+            "serve",
+            "--publish",
+            self.publish,
+            "--replay",
+            self.replay,
+            "--smtp",
+            f"127.0.0.1:{self.smtp_port}",
+            *self.args,
+        ]
+        self._log = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env=child_env()
+        )
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+    def wait_for_smtp(self, timeout: float = 20) -> None:
+        wait_until(
+            lambda: _port_open(self.smtp_port), timeout, f"SMTP port; log: {self.log_text()}"
+        )
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Subscriber:
+    """A real SUB socket collecting envelopes."""
+
+    def __init__(self, endpoint: str, topic: str = "", rcvhwm: int = 1_000_000):
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 50)
+        self.sock.setsockopt_string(zmq.SUBSCRIBE, topic)
+        self.sock.connect(endpoint)
+        self.received: list[Envelope] = []
+        self.raw: list[list[bytes]] = []
+
+    def collect(self, until: Callable[[list[Envelope]], bool], timeout: float) -> list[Envelope]:
+        deadline = time.monotonic() + timeout
+        while not until(self.received) and time.monotonic() < deadline:
+            if self.sock.poll(100):
+                frames = self.sock.recv_multipart()
+                self.raw.append(frames)
+                envelope = decode(frames)
+                if envelope is not None:
+                    self.received.append(envelope)
+        return self.received
+
+    def close(self) -> None:
+        self.sock.close()
+        self.context.term()

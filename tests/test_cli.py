@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bridge.journal import JOURNAL_FILE, Journal
+from tests.helpers import FIXTURES, bridge
+
+
+def test_log_journals_a_json_body_under_the_full_topic(state_dir: Path):
+    result = bridge("--state-dir", str(state_dir), "log", "--topic", "bridge.test", '{"a": 1}')
+    assert result.returncode == 0, result.stderr
+    result = bridge(
+        "--state-dir", str(state_dir), "log", "--topic", "bridge.test", input=b'{"b": 2}'
+    )
+    assert result.returncode == 0, result.stderr
+    with Journal(state_dir / JOURNAL_FILE) as journal:
+        envelopes = list(journal.iter_envelopes(journal.rows_after(0)))
+    assert [(e.seq_id, e.topic, e.msg) for e in envelopes] == [
+        (1, "org.debian.dev.bridge.test", {"a": 1}),
+        (2, "org.debian.dev.bridge.test", {"b": 2}),
+    ]
+
+
+def test_log_rejects_malformed_json_in_one_line(state_dir: Path):
+    for body in ('{"a": ', "[1, 2]"):
+        result = bridge("--state-dir", str(state_dir), "log", "--topic", "t", body)
+        err = result.stderr.decode()
+        assert result.returncode == 2
+        assert err.startswith("bridge: error: body ")
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert (
+        not (state_dir / JOURNAL_FILE).exists()
+        or Journal(state_dir / JOURNAL_FILE).last_seq_id() == 0
+    )
+
+
+def test_parse_of_a_missing_file_is_one_line():
+    result = bridge("parse", "/nonexistent/mail.eml")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "bridge: error: no such file: /nonexistent/mail.eml"
+
+
+def test_parsers_lists_the_built_in_plugins():
+    result = bridge("parsers")
+    assert result.returncode == 0
+    lines = [line.split("\t") for line in result.stdout.decode().splitlines()]
+    names = {line[0]: line for line in lines}
+    assert names["debbugs"][1] == "parsers.debbugs" and names["debbugs"][3] == "ok"
+    assert names["dak"][1] == "parsers.dak" and "debian-bus-bridge" in names["dak"][2]
+
+
+def test_parse_prints_json_lines_and_accepts_a_from_line():
+    mail = (FIXTURES / "debbugs" / "report.eml").read_bytes()
+    result = bridge("parse", "-", input=b"From bugs@example.org Mon Jan  1 00:00:00 2024\n" + mail)
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.decode().splitlines()
+    event = json.loads(line)
+    assert set(event) == {"file", "topic", "msg"}
+    assert event["file"] == "-"
+    assert event["topic"] == "org.debian.dev.debbugs.bug.report"
+
+
+def test_parse_explain_says_why_a_mail_gave_nothing(tmp_path: Path):
+    mail = tmp_path / "hello.eml"
+    mail.write_bytes(b"From: a@example.org\nSubject: hello\n\nhi\n")
+    quiet = bridge("parse", str(mail))
+    assert quiet.returncode == 0 and quiet.stdout == b"" and quiet.stderr == b""
+    explained = bridge("parse", "--explain", str(mail))
+    assert explained.stdout == b""
+    assert "no parser accepted the mail" in explained.stderr.decode()

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.config import Config, load_config
+from bridge.errors import ConfigError
+from tests.helpers import bridge
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bridge.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_match_the_documented_interface():
+    config = Config()
+    assert (config.topic_prefix, config.environment) == ("org.debian", "dev")
+    assert config.smtp.listen == "127.0.0.1:8025"
+    assert config.smtp.recipients == ["bridge@localhost"]
+    assert config.bus.publish == "tcp://127.0.0.1:9940"
+    assert config.bus.replay == "tcp://127.0.0.1:9941"
+    assert config.state_dir.endswith("debian-bus-bridge")
+
+
+def test_the_file_overlays_the_defaults(tmp_path):
+    path = write(tmp_path, 'environment = "prod"\n[bus]\npublish = "tcp://127.0.0.1:5555"\n')
+    config = load_config(path)
+    assert config.environment == "prod"
+    assert config.bus.publish == "tcp://127.0.0.1:5555"
+    assert config.bus.replay == "tcp://127.0.0.1:9941"
+    assert config.topic_prefix == "org.debian"
+
+
+def test_bridge_config_variable_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRIDGE_CONFIG", str(write(tmp_path, 'topic_prefix = "net.example"\n')))
+    assert load_config().topic_prefix == "net.example"
+
+
+def test_an_unknown_key_is_rejected_with_the_valid_keys(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "[smtp]\nlisten_on = 'x'\n"))
+    message = str(info.value)
+    assert "smtp.listen_on" in message
+    assert "smtp.listen" in message and "smtp.recipients" in message
+
+
+def test_a_value_of_the_wrong_type_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="smtp.max_recipients.*integer"):
+        load_config(write(tmp_path, "[smtp]\nmax_recipients = 'many'\n"))
+
+
+def test_a_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("toml", "args", "expected"),
+    [
+        ("bogus = 1\n", ["parsers"], "unknown config key 'bogus'"),
+        ("[bus\n", ["parsers"], "not valid TOML"),
+    ],
+)
+def test_cli_reports_config_errors_in_one_line(tmp_path, toml, args, expected):
+    result = bridge(
+        "--config",
+        str(write(tmp_path, toml)),
+        "--state-dir",
+        str(tmp_path),
+        "log",
+        "--topic",
+        "x",
+        "{}",
+    )
+    err = result.stderr.decode()
+    assert result.returncode != 0
+    assert expected in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_reports_a_missing_config_file_in_one_line(tmp_path):
+    result = bridge("--config", str(tmp_path / "missing.toml"), "log", "--topic", "x", "{}")
+    err = result.stderr.decode()
+    assert result.returncode != 0
+    assert "config file not found" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import json
+import re
+
+from bridge.events import Envelope, Naming, dumps, frames, full_topic, new_msg_id
+
+
+def test_topic_is_prefix_environment_and_event_topic():
+    assert (
+        full_topic("org.debian", "dev", "debbugs.bug.report") == "org.debian.dev.debbugs.bug.report"
+    )
+    naming = Naming("org.debian", "prod")
+    assert naming.topic("dak.upload.accepted") == "org.debian.prod.dak.upload.accepted"
+
+
+def test_a_user_topic_filter_may_be_full_or_event_relative():
+    naming = Naming()
+    assert naming.bus_prefix("debbugs") == "org.debian.dev.debbugs"
+    assert naming.bus_prefix("org.debian.dev.dak") == "org.debian.dev.dak"
+    assert naming.bus_prefix("") == "org.debian.dev"
+
+
+def test_wire_json_is_sorted_compact_and_ascii():
+    text = dumps({"b": "é", "a": [1, 2]})
+    assert text == '{"a":[1,2],"b":"\\u00e9"}'
+
+
+def test_msg_id_is_year_dash_uuid4():
+    assert re.fullmatch(
+        r"\d{4}-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", new_msg_id()
+    )
+
+
+def test_envelope_round_trips_through_two_frames():
+    envelope = Envelope(
+        "org.debian.dev.x", {"summary": "ü"}, 1700000000, "2023-abc", 3, "bridge", 42
+    )
+    topic, body = frames(envelope.topic, envelope.to_json())
+    assert topic == b"org.debian.dev.x"
+    data = json.loads(body)
+    assert set(data) == {"topic", "msg", "timestamp", "msg_id", "i", "username", "seq_id"}
+    assert Envelope.from_json(body) == envelope
+    body.decode("ascii")
