@@ -1,0 +1,298 @@
+"""Mail from Debian's bug tracker (debbugs) as bug events.
+
+debbugs labels what it sends: ``X-Debian-PR-Message: <type> <bug>`` says what happened, the
+``X-Debian-PR-Package``/``-Source``/``-Keywords`` headers say to what, and the handler ids in
+``Resent-Message-ID``/``Message-ID`` and the ``Received: via spool by …`` line tie every copy
+of one message together. Classification uses those headers; bodies are read only for the
+fields an event carries.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.message import Message
+from typing import Any
+
+from bridge.errors import SkipMessage
+from bridge.events import Event
+from bridge.mail import address, header, patches, text_body
+from parsers.common import cap, display, origin, strip_list_footer, strip_pgp
+from parsers.transcript import parse_transcript
+
+BTS_URL = "https://bugs.debian.org/"
+CLOSED_TYPES = ("closed", "done", "they-closed")
+_HANDLER_ID = re.compile(r"handler\.(\d+|s)\.([A-Z]+)(\d*)\.(\d+)")
+_SPOOL = re.compile(r"via spool by (\S+?)@bugs\.debian\.org\s+id=([A-Z]+)(\d*)\.(\d+)")
+# List tags and reply markers come before "Bug#N:"; after it, brackets belong to the title.
+_PREFIX = re.compile(r"^\s*(?:\[[^\]]*\]\s*|(?:re|fwd?|aw|sv|tr)\s*:\s*)", re.IGNORECASE)
+_BUG_NUMBER = re.compile(r"^\s*bug\s*#\s*\d+\s*:\s*", re.IGNORECASE)
+_REPLY = re.compile(r"^(?:\s*(?:re|fwd?|aw|sv|tr)\s*:\s*)+", re.IGNORECASE)
+_MARKED_DONE = re.compile(r"marked as done \((.*)\)\s*$", re.DOTALL)
+_PSEUDO = re.compile(
+    r"^(Package|Source|Version|Severity|Tags|Control|User|Usertags)\s*:\s*(.*)$", re.IGNORECASE
+)
+_FIXED_IN = re.compile(r"\bfixed in \S+ (\S+)", re.IGNORECASE)
+_SOURCE_VERSION = re.compile(r"^Source-Version:\s*(\S+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Label:
+    """The parsed ``X-Debian-PR-Message`` header: a type and, usually, a bug number."""
+
+    type: str
+    bug: int | None
+
+
+def read_label(message: Message) -> Label | None:
+    value = header(message, "X-Debian-PR-Message")
+    if not value:
+        return None
+    kind, _, rest = value.partition(" ")
+    number = rest.strip().split(" ")[0] if rest.strip() else ""
+    return Label(kind.lower(), int(number) if number.isdigit() else None)
+
+
+class DebbugsParser:
+    """Bug reports, follow-ups, closures, forwards and control transcripts."""
+
+    name = "debbugs"
+
+    def accepts(self, message: Message) -> bool:
+        if message.get("X-Debian-PR-Message") is not None:
+            return True
+        return "owner@bugs.debian.org" in " ".join(message.get_all("X-Loop") or [])
+
+    def parse(self, message: Message) -> list[Event]:
+        label = read_label(message)
+        if label is None:
+            raise SkipMessage("bug-tracker mail without X-Debian-PR-Message (a raw log copy?)")
+        if label.type == "transcript":
+            return [self._transcript(message)]
+        if label.bug is None:
+            raise SkipMessage(f"debbugs {label.type!r} message without a bug number")
+        if label.type.startswith("ack"):
+            raise SkipMessage(
+                f"debbugs {label.type} for #{label.bug}: an acknowledgement, not news"
+            )
+        if label.type == "report":
+            topic_type = "followup" if is_followup_report(message, label.bug) else "report"
+            return [self._bug_event(message, label, topic_type)]
+        if label.type == "followup":
+            return [self._bug_event(message, label, "followup")]
+        if label.type in CLOSED_TYPES:
+            return [self._closed(message, label)]
+        if label.type == "forwarded":
+            return [self._bug_event(message, label, "forwarded")]
+        raise SkipMessage(f"debbugs message type {label.type!r} is not an event")
+
+    # -- events ------------------------------------------------------------------------
+
+    def _bug_event(self, message: Message, label: Label, topic_type: str) -> Event:
+        body = common_bug_fields(message, label)
+        text = strip_pgp(strip_list_footer(text_body(message, 4 * 16384)))
+        pseudo = pseudo_headers(text) if topic_type == "report" else {}
+        agent = author(message)
+        body.update(
+            agent=agent,
+            severity=pseudo.get("severity"),
+            version=pseudo.get("version"),
+            body=cap(text),
+            patches=patches(message),
+        )
+        body["summary"] = _summary(topic_type, agent, body)
+        return Event(f"debbugs.bug.{topic_type}", body, dedup_key=dedup_key(message, label))
+
+    def _closed(self, message: Message, label: Label) -> Event:
+        body = common_bug_fields(message, label)
+        closing = closing_mail(message)
+        source = closing if closing is not None else message
+        text = strip_pgp(strip_list_footer(text_body(source, 4 * 16384)))
+        agent = author(source)
+        body.update(
+            agent=agent,
+            severity=None,
+            version=None,
+            body=cap(text),
+            patches=patches(source),
+            fixed_version=fixed_version(source, text),
+        )
+        body["summary"] = _summary("closed", agent, body)
+        return Event("debbugs.bug.closed", body, dedup_key=dedup_key(message, label))
+
+    def _transcript(self, message: Message) -> Event:
+        text = text_body(message, 1 << 20)
+        commands = parse_transcript(text)
+        bugs = sorted({b for c in commands for b in c["bugs"]} | footer_bugs(text))
+        agent = address(header(message, "To").split(",")[0])
+        packages, sources = package_headers(message)
+        subject = header(message, "Subject")
+        body: dict[str, Any] = {
+            "bugs": bugs,
+            "commands": commands,
+            "type": "transcript",
+            "subject": subject,
+            "title": bug_title(re.sub(r"^Processed(?: \(with \d+ errors?\))?:\s*", "", subject)),
+            "package": packages,
+            "source": sources,
+            "packages": sources or _sources_of(packages),
+            "agent": agent,
+            "url": f"{BTS_URL}{bugs[0]}" if len(bugs) == 1 else BTS_URL,
+            "origin": origin(message),
+        }
+        failed = sum(1 for c in commands if not c["ok"])
+        touched = ", ".join(f"#{b}" for b in bugs[:8]) + (" …" if len(bugs) > 8 else "")
+        body["summary"] = (
+            f"{display(agent)} sent {len(commands)} control command(s)"
+            + (f" touching {touched}" if bugs else "")
+            + (f" ({failed} failed)" if failed else "")
+        )
+        return Event(
+            "debbugs.bug.control", body, dedup_key=dedup_key(message, Label("transcript", None))
+        )
+
+
+# -- field helpers -----------------------------------------------------------------------
+
+
+def common_bug_fields(message: Message, label: Label) -> dict[str, Any]:
+    subject = header(message, "Subject")
+    packages, sources = package_headers(message)
+    return {
+        "bug": label.bug,
+        "type": label.type,
+        "title": bug_title(subject),
+        "subject": subject,
+        "package": packages,
+        "source": sources,
+        "packages": sources or _sources_of(packages),
+        "tags": header(message, "X-Debian-PR-Keywords").split(),
+        "url": f"{BTS_URL}{label.bug}",
+        "origin": origin(message),
+    }
+
+
+def package_headers(message: Message) -> tuple[list[str], list[str]]:
+    """Binary package names and source names, as debbugs lists them (space or comma separated)."""
+    packages = _words(header(message, "X-Debian-PR-Package"))
+    sources = _words(header(message, "X-Debian-PR-Source"))
+    return packages, sources
+
+
+def _words(value: str) -> list[str]:
+    return [w for w in re.split(r"[\s,]+", value) if w]
+
+
+def _sources_of(packages: list[str]) -> list[str]:
+    """Without X-Debian-PR-Source: the ``src:`` entries, else the binary names as a best guess."""
+    sources = [p[4:] for p in packages if p.startswith("src:")]
+    return sources or list(packages)
+
+
+def bug_title(subject: str) -> str:
+    """The bug's title: no list tags, ``Re:``, ``Bug#N:``; the inside of ``marked as done (…)``."""
+    title = subject
+    while not _BUG_NUMBER.match(title):
+        stripped = _PREFIX.sub("", title, count=1)
+        if stripped == title:
+            break
+        title = stripped
+    title = _REPLY.sub("", _BUG_NUMBER.sub("", title, count=1))
+    done = _MARKED_DONE.match(title)
+    return (done.group(1) if done else title).strip()
+
+
+def author(message: Message) -> dict[str, str | None]:
+    """The person who wrote the mail (debbugs resends under the author's own From)."""
+    return address(header(message, "From") or header(message, "Resent-From"))
+
+
+def pseudo_headers(text: str) -> dict[str, str]:
+    """``Package:``/``Version:``/``Severity:`` lines at the top of a report body."""
+    found: dict[str, str] = {}
+    for line in text.lstrip("\n").split("\n"):
+        match = _PSEUDO.match(line.strip())
+        if not match:
+            break
+        found.setdefault(match.group(1).lower(), match.group(2).strip())
+    return found
+
+
+def is_followup_report(message: Message, bug: int) -> bool:
+    """Tell a 2008-era follow-up labelled ``report N`` from a bug's first report.
+
+    debbugs numbers a new bug's handler id ``B.<stamp>`` (received at ``submit@``) and a
+    follow-up's ``B<bug>.<stamp>`` (received at ``<bug>-submit@`` or ``<bug>@``).
+    """
+    handler = _HANDLER_ID.search(header(message, "Resent-Message-ID"))
+    if handler and handler.group(1) != "s":
+        return bool(handler.group(3))
+    for received in message.get_all("Received") or []:
+        spool = _SPOOL.search(" ".join(str(received).split()))
+        if spool:
+            return spool.group(1) != "submit" or bool(spool.group(3))
+    return False
+
+
+def dedup_key(message: Message, label: Label) -> str:
+    """One key for every copy of one bug-tracker message.
+
+    debbugs' own handler id when one is found (list servers put their own Resent-Message-ID
+    on copies of closures and transcripts), else the Message-ID; the pipeline falls back to
+    the mail's hash when neither exists.
+    """
+    for name in ("Resent-Message-ID", "Message-ID"):
+        match = _HANDLER_ID.search(header(message, name))
+        if match:
+            return "debbugs:handler." + ".".join(match.groups())
+    for received in message.get_all("Received") or []:
+        spool = _SPOOL.search(" ".join(str(received).split()))
+        if spool and label.bug is not None:
+            return f"debbugs:handler.{label.bug}.{spool.group(2)}.{spool.group(3)}.{spool.group(4)}"
+    message_id = header(message, "Message-ID")
+    return f"debbugs:{message_id}" if message_id else ""
+
+
+def closing_mail(message: Message) -> Message | None:
+    """In a ``marked as done`` notice, the attached closing mail (the last message part)."""
+    if not message.is_multipart():
+        return None
+    parts = [p for p in message.walk() if p.get_content_type() == "message/rfc822"]
+    if not parts:
+        return None
+    inner = parts[-1].get_payload()
+    if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+        return inner[0]
+    return None
+
+
+def fixed_version(closing: Message, text: str) -> str | None:
+    """The version that fixed the bug, when the closing mail says so."""
+    pseudo = pseudo_headers(text)
+    if pseudo.get("version"):
+        return pseudo["version"]
+    source_version = _SOURCE_VERSION.search(text)
+    if source_version:
+        return source_version.group(1)
+    fixed = _FIXED_IN.search(header(closing, "Subject"))
+    return fixed.group(1) if fixed else None
+
+
+def footer_bugs(text: str) -> set[int]:
+    """Bug numbers in the transcript's footer (``N: https://bugs.debian.org/…``)."""
+    return {int(n) for n in re.findall(r"^(\d+): https?://bugs\.debian\.org/", text, re.MULTILINE)}
+
+
+def _summary(topic_type: str, agent: dict[str, str | None], body: dict[str, Any]) -> str:
+    who = display(agent)
+    what = f"#{body['bug']}"
+    pkg = ", ".join(body["packages"] or body["package"]) or "an unknown package"
+    title = body["title"]
+    if topic_type == "report":
+        return f"{who} reported {what} against {pkg}: {title}"
+    if topic_type == "followup":
+        return f"{who} followed up on {what} ({pkg}): {title}"
+    if topic_type == "forwarded":
+        return f"{who} marked {what} ({pkg}) as forwarded upstream: {title}"
+    fixed = f" in {body['fixed_version']}" if body.get("fixed_version") else ""
+    return f"{who} closed {what} ({pkg}){fixed}: {title}"
