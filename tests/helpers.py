@@ -73,10 +73,8 @@ class Server:
             f"127.0.0.1:{self.smtp_port}",
             *self.args,
         ]
-        self._log = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, env=child_env()
-        )
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env())
         return self
 
     def kill(self) -> None:
@@ -93,7 +91,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        self._log.close()
         return self.proc.returncode
 
     def wait_for_smtp(self, timeout: float = 20) -> None:

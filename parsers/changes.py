@@ -1,0 +1,105 @@
+"""Finding and reading a Debian ``.changes`` file inside a mail body.
+
+The text is located (clearsigned or bare, after any preamble), checked for the fields an
+upload event needs, and read with python-debian's ``deb822.Changes``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from debian import deb822
+
+from bridge.errors import ParseError
+from bridge.mail import address, iso_date
+
+SIGNED_START = "-----BEGIN PGP SIGNED MESSAGE-----"
+SIGNATURE_START = "-----BEGIN PGP SIGNATURE-----"
+SIGNATURE_END = "-----END PGP SIGNATURE-----"
+REQUIRED = ("Source", "Version", "Architecture", "Maintainer")
+_BARE_START = re.compile(r"^(Format|Date|Source):", re.MULTILINE)
+_NMU_VERSION = re.compile(r"(\+nmu\d+|-\d+\.\d+)$")
+
+
+def find_changes(text: str) -> str | None:
+    """The ``.changes`` text in *text* (armour included when signed), or None."""
+    start = text.find(SIGNED_START)
+    if start >= 0:
+        end = text.find(SIGNATURE_END, start)
+        if end < 0:
+            raise ParseError("truncated .changes: PGP signed message without a complete signature")
+        return text[start : end + len(SIGNATURE_END)] + "\n"
+    bare = _BARE_START.search(text)
+    return text[bare.start() :] if bare else None
+
+
+def read_changes(text: str) -> deb822.Changes:
+    """Parse a ``.changes`` text; a missing required field is a ParseError."""
+    try:
+        changes = deb822.Changes(text)
+    except Exception as e:  # python-debian raises assorted errors on broken input
+        raise ParseError(f"malformed .changes: {type(e).__name__}: {e}") from e
+    missing = [f for f in REQUIRED if not str(changes.get(f, "")).strip()]
+    if missing:
+        raise ParseError(f"malformed .changes: missing {', '.join(missing)}")
+    return changes
+
+
+def upload_fields(changes: deb822.Changes) -> dict[str, Any]:
+    """The upload part of an event body (design §5), from a parsed ``.changes``."""
+    version = changes["Version"].strip()
+    text = changes.get("Changes", "")
+    maintainer = address(changes["Maintainer"])
+    changed_by = address(changes.get("Changed-By") or changes["Maintainer"])
+    return {
+        "source": changes["Source"].split()[0],
+        "version": version,
+        "distribution": changes.get("Distribution", "").split(),
+        "urgency": (changes.get("Urgency") or "").split()[0] if changes.get("Urgency") else None,
+        "architecture": changes["Architecture"].split(),
+        "binaries": changes.get("Binary", "").split(),
+        "maintainer": maintainer,
+        "changed_by": changed_by,
+        "date": iso_date(changes.get("Date", "")),
+        "closes": sorted({int(n) for n in re.findall(r"\d+", changes.get("Closes", ""))}),
+        "changes": text.strip("\n"),
+        "files": file_list(changes),
+        "nmu": is_nmu(version, text),
+        "signed_by": {"fingerprint": None, "status": "unverified"},
+        "fields": {k: changes.get_as_string(k) for k in changes},
+    }
+
+
+def file_list(changes: deb822.Changes) -> list[dict[str, Any]]:
+    """Files with size, SHA-256 (when listed), section and priority."""
+    try:
+        by_name: dict[str, dict[str, Any]] = {}
+        for entry in changes.get("Files", []):
+            by_name[entry["name"]] = {
+                "name": entry["name"],
+                "size": int(entry["size"]),
+                "sha256": None,
+                "section": entry.get("section"),
+                "priority": entry.get("priority"),
+            }
+        for entry in changes.get("Checksums-Sha256", []):
+            item = by_name.setdefault(
+                entry["name"],
+                {
+                    "name": entry["name"],
+                    "size": int(entry["size"]),
+                    "sha256": None,
+                    "section": None,
+                    "priority": None,
+                },
+            )
+            item["sha256"] = entry["sha256"]
+    except (KeyError, ValueError, TypeError) as e:
+        raise ParseError(f"malformed .changes: bad file list ({type(e).__name__}: {e})") from e
+    return list(by_name.values())
+
+
+def is_nmu(version: str, changes_text: str) -> bool:
+    """A non-maintainer upload: said so in the changelog, or an NMU-style version."""
+    return "non-maintainer upload" in changes_text.lower() or bool(_NMU_VERSION.search(version))

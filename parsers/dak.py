@@ -1,0 +1,255 @@
+"""Mail from Debian's archive software (dak) as upload events.
+
+dak marks its mail with ``X-DAK``/``X-Katie``, ``X-Debian: DAK`` (``Debian: DAK`` and the
+``Debian-Archive-Action``/``-Source``/``-Version``/``-Suite`` headers since about 2022) and
+says what happened in the subject. Accepted uploads carry the uploader's ``.changes``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.message import Message
+from typing import Any
+
+from bridge.errors import ParseError, SkipMessage
+from bridge.events import Event
+from bridge.mail import address, header, part_text
+from parsers.changes import find_changes, read_changes, upload_fields
+from parsers.common import cap, display, origin, strip_list_footer
+
+TRACKER_URL = "https://tracker.debian.org/pkg/"
+_CHANGES_NAME = r"(?P<source>[a-z0-9][a-z0-9+.-]*)_(?P<version>[^_\s]+)_(?P<arch>[^_\s]+)\.changes"
+_SUBJECTS: list[tuple[str, re.Pattern[str]]] = [
+    (
+        "accepted",
+        re.compile(
+            r"^Accepted (?P<source>\S+) (?P<version>\S+) \((?P<arch>[^)]*)\)"
+            r"(?: into (?P<suite>\S+))?"
+        ),
+    ),
+    ("accepted", re.compile(rf"^{_CHANGES_NAME} ACCEPTED into (?P<suite>\S+)")),
+    ("rejected", re.compile(rf"^{_CHANGES_NAME} REJECTED")),
+    ("new", re.compile(rf"^{_CHANGES_NAME} is NEW")),
+    ("received", re.compile(rf"^Processing of {_CHANGES_NAME}")),
+    ("removed", re.compile(r"^(?:Bug#\d+: )?Removed package\(s\) from (?P<suite>\S+)")),
+]
+_REMOVAL_ROW = re.compile(
+    r"^\s*(?P<pkg>[a-z0-9][a-z0-9+.-]*)\s*\|\s*(?P<ver>\S+)\s*\|\s*(?P<archs>.+?)\s*$", re.MULTILINE
+)
+_DAK_HEADERS = ("X-DAK", "X-Katie", "Debian-Archive-Action")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What the subject line says: the action and whatever names it gives."""
+
+    action: str
+    source: str | None
+    version: str | None
+    arch: list[str]
+    suite: str | None
+
+
+def read_subject(message: Message) -> Subject | None:
+    text = header(message, "Subject")
+    for action, pattern in _SUBJECTS:
+        match = pattern.match(text)
+        if match:
+            found = match.groupdict()
+            return Subject(
+                action,
+                found.get("source"),
+                found.get("version"),
+                (found.get("arch") or "").split(),
+                found.get("suite"),
+            )
+    return None
+
+
+class DakParser:
+    """Accepted, rejected, NEW and received uploads, and removals."""
+
+    name = "dak"
+
+    def accepts(self, message: Message) -> bool:
+        if message.get("X-Debian-PR-Message") is not None:
+            return False  # a bug-tracker copy (e.g. a closing mail dak sent): debbugs' business
+        if any(message.get(h) is not None for h in _DAK_HEADERS):
+            return True
+        marks = (header(message, "X-Debian") + " " + header(message, "Debian")).upper()
+        if "DAK" in marks.split():
+            return True
+        return (
+            "Archive Administrator" in header(message, "Sender")
+            and read_subject(message) is not None
+        )
+
+    def parse(self, message: Message) -> list[Event]:
+        subject = read_subject(message)
+        if subject is None:
+            raise SkipMessage(
+                f"dak mail with an unrecognised subject: {header(message, 'Subject')!r}"
+            )
+        if subject.action == "accepted":
+            return [self._accepted(message, subject)]
+        if subject.action == "removed":
+            return [self._removed(message, subject)]
+        return [self._queue_event(message, subject)]
+
+    def _accepted(self, message: Message, subject: Subject) -> Event:
+        text = body_text(message)
+        found = find_changes(text)
+        if found is None:
+            raise ParseError("accepted-upload mail without a .changes in its body")
+        body = upload_fields(read_changes(found))
+        suite = (
+            subject.suite
+            or header(message, "Debian-Suite")
+            or next(iter(body["distribution"]), None)
+        )
+        if subject.source and body["source"] != subject.source:
+            raise ParseError(
+                f"subject names {subject.source} but the .changes is for {body['source']}"
+            )
+        agent = body["changed_by"]
+        body.update(
+            suite=suite,
+            agent=agent,
+            packages=[body["source"]],
+            url=TRACKER_URL + body["source"],
+            origin=origin(message),
+            summary=f"{display(agent)} uploaded {body['source']} {body['version']} to {suite}",
+        )
+        return Event(
+            "dak.upload.accepted", body, dedup_key=f"{body['source']}/{body['version']}/{suite}"
+        )
+
+    def _queue_event(self, message: Message, subject: Subject) -> Event:
+        """Rejected, NEW and received: names from the subject, the .changes when present."""
+        text = body_text(message)
+        body: dict[str, Any] = _from_subject(subject)
+        found = _optional_changes(text)
+        if found is not None:
+            body.update(upload_fields(found))
+        agent = body.get("changed_by") or address(header(message, "To").split(",")[0])
+        suite = header(message, "Debian-Suite") or next(iter(body.get("distribution") or []), None)
+        body.update(
+            suite=suite,
+            agent=agent,
+            packages=[body["source"]],
+            url=TRACKER_URL + body["source"],
+            origin=origin(message),
+        )
+        if subject.action == "rejected":
+            body["reason"] = rejection_reason(text)
+        if subject.action == "received" and not body["files"]:
+            body["files"] = [
+                {"name": n, "size": None, "sha256": None, "section": None, "priority": None}
+                for n in received_files(text)
+            ]
+        verb = {
+            "rejected": "was rejected",
+            "new": "is NEW (waiting for ftp-master review)",
+            "received": "was received by the upload queue",
+        }[subject.action]
+        body["summary"] = f"{body['source']} {body['version']} {verb}"
+        key = "/".join(
+            [subject.action, body["source"], body["version"], "+".join(body["architecture"])]
+        )
+        return Event(f"dak.upload.{subject.action}", body, dedup_key=key)
+
+    def _removed(self, message: Message, subject: Subject) -> Event:
+        text = body_text(message)
+        rows = [m.groupdict() for m in _REMOVAL_ROW.finditer(text.split("--- Reason ---")[0])]
+        if not rows:
+            raise ParseError("removal mail without a package table")
+        removed = [
+            {
+                "package": r["pkg"],
+                "version": r["ver"],
+                "architecture": [a.strip() for a in r["archs"].split(",")],
+            }
+            for r in rows
+        ]
+        reason = text.split("--- Reason ---", 1)[1] if "--- Reason ---" in text else ""
+        sources = sorted({r["package"] for r in removed if "source" in r["architecture"]})
+        agent = address(header(message, "From"))
+        packages = sources or sorted({r["package"] for r in removed})
+        body = {
+            "suite": subject.suite,
+            "removed": removed,
+            "reason": reason.strip().strip("-").strip(),
+            "packages": packages,
+            "agent": agent,
+            "url": TRACKER_URL + packages[0],
+            "origin": origin(message),
+            "summary": f"{', '.join(packages)} removed from {subject.suite}",
+        }
+        key = (
+            "removed/"
+            + subject.suite
+            + "/"
+            + ",".join(f"{r['package']}={r['version']}" for r in removed)
+        )
+        return Event("dak.package.removed", body, dedup_key=key)
+
+
+def body_text(message: Message) -> str:
+    """The decoded text of the mail: the text/plain parts, list footer removed."""
+    if message.is_multipart():
+        parts = [
+            p
+            for p in message.walk()
+            if not p.is_multipart() and p.get_content_type() == "text/plain"
+        ]
+        text = "\n".join(part_text(p) for p in parts)
+    else:
+        text = part_text(message)
+    text = text.replace("\r\n", "\n")
+    return strip_list_footer(text)
+
+
+def _optional_changes(text: str) -> Any:
+    found = find_changes(text)
+    return read_changes(found) if found is not None else None
+
+
+def _from_subject(subject: Subject) -> dict[str, Any]:
+    if not subject.source or not subject.version:
+        raise ParseError("dak subject without source and version")
+    return {
+        "source": subject.source,
+        "version": subject.version,
+        "architecture": subject.arch,
+        "distribution": [],
+        "urgency": None,
+        "binaries": [],
+        "maintainer": None,
+        "changed_by": None,
+        "date": None,
+        "closes": [],
+        "changes": None,
+        "files": [],
+        "nmu": None,
+        "signed_by": {"fingerprint": None, "status": "unverified"},
+        "fields": {},
+    }
+
+
+def rejection_reason(text: str) -> str:
+    """The reason dak gave, without its boilerplate tail."""
+    reason = text.split("\n===\n")[0]
+    return cap(reason.strip(), 8192)
+
+
+def received_files(text: str) -> list[str]:
+    after = text.split("along with the files:", 1)
+    if len(after) < 2:
+        return []
+    names = []
+    for line in after[1].split("\n")[1:]:
+        if not line.startswith((" ", "\t")) or not line.strip():
+            break
+        names.append(line.strip())
+    return names

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import collections
+import re
+from pathlib import Path
+
+import pytest
+from debian import deb822
+
+from bridge.mail import header, parse_message
+from bridge.pipeline import Pipeline
+from bridge.testing import golden_cases, run_case, validate
+from parsers.changes import find_changes, read_changes, upload_fields
+from parsers.dak import DakParser
+from tests.helpers import FIXTURES
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "parsers" / "schemas"
+CASES = golden_cases(FIXTURES / "dak")
+BROKEN = FIXTURES / "dak-broken"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_golden_fixture(case):
+    events = run_case([DakParser()], case.eml)
+    assert events == case.expected()
+    for event in events:
+        validate(event, SCHEMAS)
+
+
+def test_list_announcement_and_maintainer_copy_are_one_event():
+    pipeline = Pipeline([DakParser()])
+    (announced,) = pipeline.process(
+        (FIXTURES / "dak" / "accepted-2008-latin1-qp.eml").read_bytes()
+    ).events
+    (copy,) = pipeline.process(
+        (FIXTURES / "dak" / "accepted-maintainer-copy.eml").read_bytes()
+    ).events
+    assert announced.dedup_key == copy.dedup_key == "hello/2.10-3/unstable"
+
+
+@pytest.mark.parametrize("path", sorted(BROKEN.glob("*.eml")), ids=lambda p: p.stem)
+def test_a_broken_changes_is_a_clear_failure_not_a_half_event(path):
+    outcome = Pipeline([DakParser()]).process(path.read_bytes())
+    assert outcome.status == "failed"
+    assert outcome.events == []
+    expected = path.with_suffix(".reason").read_text().strip()
+    assert expected in outcome.reason
+
+
+def test_every_dak_mail_in_the_corpus(corpus: Path, capsys):
+    pipeline = Pipeline([DakParser()])
+    counts: collections.Counter[str] = collections.Counter()
+    silent = []
+    for path in sorted(corpus.glob("mails/dak-*/*.eml")):
+        raw = path.read_bytes()
+        outcome = pipeline.process(raw)
+        assert not outcome.failures, f"{path}: {outcome.reason}"
+        counts.update(e.topic for e in outcome.events)
+        for event in outcome.events:
+            validate(event, SCHEMAS)
+        subject = header(parse_message(raw), "Subject")
+        named = re.match(r"Accepted (\S+) (\S+) |(\S+?)_(\S+?)_\S+\.changes ACCEPTED", subject)
+        if named:
+            (event,) = outcome.events
+            source, version = (
+                (named.group(1), named.group(2)) if named.group(1) else named.group(3, 4)
+            )
+            assert event.topic == "dak.upload.accepted"
+            assert event.body["source"] == source
+            # file names drop the epoch that the .changes Version keeps
+            assert event.body["version"].split(":")[-1] == version.split(":")[-1], path
+        if not outcome.events:
+            silent.append(f"{path.parent.name}/{path.name}: {outcome.reason}")
+    with capsys.disabled():
+        print("\nper-topic counts:", dict(sorted(counts.items())))
+        print("mails with no event:", *silent, sep="\n  ")
+    assert counts["dak.upload.accepted"] >= 61
+
+
+def test_every_changes_file_reads_as_deb822_reads_it(corpus: Path):
+    paths = sorted(corpus.glob("changes/*.changes"))
+    assert paths
+    for path in paths:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        reference = deb822.Changes(text)
+        fields = upload_fields(read_changes(find_changes(text)))
+        assert fields["fields"] == {k: reference.get_as_string(k) for k in reference}, path
+        assert fields["source"] == reference["Source"].split()[0]
+        assert fields["version"] == reference["Version"]
+        assert fields["architecture"] == reference["Architecture"].split()
+        names = [f["name"] for f in reference.get("Files", [])]
+        assert [f["name"] for f in fields["files"]][: len(names)] == names
