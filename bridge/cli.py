@@ -82,6 +82,8 @@ def main(ctx: click.Context, config_path: str | None, state_dir: str | None, ver
     ctx.obj = AppState(config_path, state_dir)
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiosmtpd logs every SMTP command at INFO; the bridge's own line per mail says enough.
+    logging.getLogger("mail.log").setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
 @main.command()
@@ -102,7 +104,10 @@ def serve(
         config = config.with_section("bus", publish=publish)
     if replay:
         config = config.with_section("bus", replay=replay)
-    logging.getLogger().setLevel(min(logging.getLogger().level, _level(config.log_level)))
+    if config.log_level.upper() != "WARNING" and logging.getLogger().level > _level(
+        config.log_level
+    ):
+        logging.getLogger().setLevel(_level(config.log_level))
     Service(config).run_until_signalled()
 
 
@@ -222,3 +227,73 @@ def parsers() -> None:
         click.echo(f"{info.name}\t{info.module}\t{info.distribution}\t{status}")
     if not registry.plugins:
         click.echo("no parsers installed", err=True)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of lines.")
+@pass_state
+def status(state: AppState, as_json: bool) -> None:
+    """Counters, spool depths, journal and cursor positions (works while serve runs)."""
+    from bridge.service import spool_of
+    from bridge.spool import spool_id, unpack
+    from bridge.worker import CURSOR as SPOOL_CURSOR
+
+    config = state.config
+    spool = spool_of(config)
+    with state.journal() as journal:
+        position = journal.cursor(SPOOL_CURSOR) or spool.start_position()
+        report = {
+            "state_dir": str(config.state_path),
+            "journal_bytes": journal.path.stat().st_size,
+            "last_seq_id": journal.last_seq_id(),
+            "publisher_cursor": journal.cursor("publisher"),
+            "spool_position": spool_id(*unpack(position)),
+            "spool_pending": spool.depth(position),
+            "spool_failed": len(list(spool.failed_dir.glob("*.eml"))),
+            "spool_ignored": len(list(spool.ignored_dir.glob("*.eml"))),
+            "counters": journal.counters(),
+        }
+    spool.close()
+    if as_json:
+        click.echo(json.dumps(report, sort_keys=True))
+        return
+    for key, value in report.items():
+        if key != "counters":
+            click.echo(f"{key}: {value}")
+    for key, value in sorted(report["counters"].items()):
+        click.echo(f"counter.{key}: {value}")
+
+
+@main.command()
+@click.option("--all", "retry_all", is_flag=True, help="Retry every mail in failed/.")
+@click.argument("files", nargs=-1)
+@pass_state
+def retry(state: AppState, retry_all: bool, files: tuple[str, ...]) -> None:
+    """Offer failed mails to the parsers again (after a parser fix)."""
+    from bridge.service import spool_of
+    from bridge.worker import log_outcome
+
+    if not retry_all and not files:
+        raise UsageError("name failed mails to retry, or use --all")
+    spool = spool_of(state.config)
+    paths = sorted(spool.failed_dir.glob("*.eml")) if retry_all else [Path(f) for f in files]
+    pipeline = Pipeline(discover().parsers)
+    still_failed = 0
+    with state.journal() as journal:
+        for path in paths:
+            raw = _read_file(str(path))
+            outcome = pipeline.process(raw)
+            result = journal.append(outcome.events, source="retry")
+            log_outcome(f"file={path.name}", outcome, result)
+            if outcome.status == FAILED:
+                still_failed += 1
+                click.echo(f"{path.name}: still failing: {outcome.reason}", err=True)
+                continue
+            if outcome.status == "ignored":
+                spool.keep("ignored", path.stem, raw, {"retried": str(path)}, outcome.reason)
+            path.unlink(missing_ok=True)
+            path.with_suffix(".reason").unlink(missing_ok=True)
+            click.echo(f"{path.name}: {outcome.status}, {len(result.seq_ids)} new event(s)")
+    spool.close()
+    if still_failed:
+        sys.exit(1)

@@ -118,19 +118,27 @@ class Journal:
 
         Every event must carry a dedup key (the pipeline supplies one when a parser did not).
         """
+        if not events:
+            return AppendResult()
+        with self.transaction() as db:
+            return self.append_in(db, events, source)
+
+    def append_in(
+        self, db: sqlite3.Connection, events: Sequence[Event], source: str
+    ) -> AppendResult:
+        """Like :meth:`append`, inside a transaction the caller holds (see :meth:`transaction`)."""
         result = AppendResult()
         if not events:
             return result
-        with self.transaction() as db:
-            (last,) = db.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
-            for event in events:
-                key = dedup_key_of(event)
-                if db.execute("SELECT 1 FROM events WHERE dedup_key = ?", (key,)).fetchone():
-                    result.duplicates += 1
-                    continue
-                last += 1
-                self._insert(db, last, event, key, source)
-                result.seq_ids.append(last)
+        (last,) = db.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
+        for event in events:
+            key = dedup_key_of(event)
+            if db.execute("SELECT 1 FROM events WHERE dedup_key = ?", (key,)).fetchone():
+                result.duplicates += 1
+                continue
+            last += 1
+            self._insert(db, last, event, key, source)
+            result.seq_ids.append(last)
         return result
 
     def _insert(
@@ -219,13 +227,17 @@ class Journal:
         row = self._db.execute("SELECT seq_id FROM cursors WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else 0
 
-    def set_cursor(self, name: str, seq_id: int) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO cursors (name, seq_id) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET seq_id = excluded.seq_id",
-                (name, seq_id),
-            )
+    def set_cursor(self, name: str, seq_id: int, db: sqlite3.Connection | None = None) -> None:
+        """Record a position (a publisher's seq_id, the worker's spool position)."""
+        sql = (
+            "INSERT INTO cursors (name, seq_id) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET seq_id = excluded.seq_id"
+        )
+        if db is not None:
+            db.execute(sql, (name, seq_id))
+            return
+        with self.transaction() as tx:
+            tx.execute(sql, (name, seq_id))
 
     def add_counters(self, deltas: dict[str, int], db: sqlite3.Connection | None = None) -> None:
         """Add to named counters (``bridge status``), inside *db*'s transaction if given."""
@@ -272,6 +284,8 @@ class _Transaction:
                 raise JournalError(f"journal commit failed: {e}") from e
         else:
             self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise JournalError(f"journal write failed: {exc}") from exc
 
 
 def dedup_key_of(event: Event) -> str:

@@ -49,13 +49,20 @@ def child_env(**extra: str) -> dict[str, str]:
 class Server:
     """A real ``bridge serve`` child process."""
 
-    def __init__(self, state_dir: Path, *args: str, config: Path | None = None):
+    def __init__(
+        self,
+        state_dir: Path,
+        *args: str,
+        config: Path | None = None,
+        preexec: Callable[[], None] | None = None,
+    ):
         self.state_dir = state_dir
         self.publish = f"tcp://127.0.0.1:{free_port()}"
         self.replay = f"tcp://127.0.0.1:{free_port()}"
         self.smtp_port = free_port()
         self.args = list(args)
         self.config = config
+        self.preexec = preexec
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = state_dir.parent / f"{state_dir.name}-serve.log"
 
@@ -74,7 +81,9 @@ class Server:
             *self.args,
         ]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env())
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(), preexec_fn=self.preexec
+            )
         return self
 
     def kill(self) -> None:

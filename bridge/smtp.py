@@ -1,0 +1,175 @@
+"""SMTP intake: a thin aiosmtpd handler in front of the spool.
+
+RCPT is accepted only for the configured recipients (the bridge never relays); DATA is
+answered ``250`` only once the mail and its envelope are synced to the spool. Every failure
+before that is a 4xx, so the sending MTA keeps the mail and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections import Counter
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from bridge.config import SmtpConfig, parse_hostport
+from bridge.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+class Recipients:
+    """The addresses this bridge takes mail for: exact addresses, or ``@domain`` entries."""
+
+    def __init__(self, entries: list[str]):
+        self.addresses = {e.lower() for e in entries if not e.startswith("@")}
+        self.domains = {e[1:].lower() for e in entries if e.startswith("@")}
+
+    def __contains__(self, address: str) -> bool:
+        address = address.strip("<>").lower()
+        return address in self.addresses or address.rpartition("@")[2] in self.domains
+
+
+class IntakeHandler:
+    """aiosmtpd hooks: recipient check, durable spool write, reply."""
+
+    def __init__(self, spool: Spool, config: SmtpConfig):
+        self.spool = spool
+        self.config = config
+        self.recipients = Recipients(config.recipients)
+        self.counters: Counter[str] = Counter()
+        self.connections = 0
+        self.in_data = 0
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if address not in self.recipients:
+            self.counters["rejected"] += 1
+            return f"550 5.7.1 <{address}>: not a recipient of this bridge (relaying denied)"
+        if len(envelope.rcpt_tos) >= self.config.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.in_data += 1
+        try:
+            return await self._store(session, envelope)
+        finally:
+            self.in_data -= 1
+
+    async def _store(self, session: Session, envelope: Envelope) -> str:
+        if shutil.disk_usage(self.spool.root).free < self.config.min_free_bytes:
+            self.counters["tempfail"] += 1
+            log.error(
+                "refusing mail: less than %d bytes free in the spool", self.config.min_free_bytes
+            )
+            return "452 4.3.1 Insufficient system storage, try again later"
+        meta = {
+            "peer": list(session.peer) if isinstance(session.peer, tuple) else str(session.peer),
+            "helo": session.host_name,
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": envelope.rcpt_tos,
+            "received": time.time(),
+        }
+        try:
+            spool_id = await asyncio.wrap_future(
+                self.spool.submit(meta, envelope.original_content or b"")
+            )
+        except Exception as e:  # any failure before the commit: the sender must retry
+            self.counters["tempfail"] += 1
+            log.error("could not spool mail from %s: %s", envelope.mail_from, e)
+            return "451 4.3.0 Could not store the mail, try again later"
+        self.counters["accepted"] += 1
+        return f"250 2.0.0 OK queued as {spool_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        # aiosmtpd would answer a permanent 500; nothing failed for good, so the sender retries.
+        log.exception("SMTP session error")
+        self.counters["tempfail"] += 1
+        return "451 4.3.0 Temporary server error, try again later"
+
+
+class BridgeSMTP(SMTP):
+    """aiosmtpd's SMTP with the bridge's bounds: line length, connections, DATA time."""
+
+    def __init__(self, handler: IntakeHandler, config: SmtpConfig, **kwargs: Any):
+        self.line_length_limit = config.max_line_length  # read by SMTP.__init__
+        super().__init__(handler, **kwargs)
+        self.bridge_handler = handler
+        self.data_timeout = config.data_timeout
+        self.max_connections = config.max_connections
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.bridge_handler.connections >= self.max_connections:
+            self._refused = True
+            self.bridge_handler.counters["refused_connections"] += 1
+            transport.write(b"421 4.3.2 Too many connections, try again later\r\n")  # type: ignore[attr-defined]
+            transport.close()
+            return
+        self.bridge_handler.connections += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        self.bridge_handler.connections -= 1
+        super().connection_lost(error)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        try:
+            async with asyncio.timeout(self.data_timeout):
+                await super().smtp_DATA(arg)
+        except TimeoutError:
+            log.warning(
+                "%r DATA took longer than %ss; closing",
+                self.session and self.session.peer,
+                self.data_timeout,
+            )
+            if self.transport is not None:
+                self.transport.write(b"421 4.4.2 DATA took too long, closing connection\r\n")
+                self.transport.close()
+
+
+class IntakeServer(Controller):
+    """The SMTP listener, run in its own thread with its own event loop."""
+
+    def __init__(self, spool: Spool, config: SmtpConfig, listen: str | None = None):
+        host, port = parse_hostport(listen or config.listen)
+        self.intake = IntakeHandler(spool, config)
+        self.config = config
+        super().__init__(
+            self.intake,
+            hostname=host,
+            port=port,
+            data_size_limit=config.max_message_size,
+            timeout=config.command_timeout,
+            command_call_limit=config.max_commands,
+            decode_data=False,
+            enable_SMTPUTF8=True,
+            ident="debian-bus-bridge ESMTP",
+        )
+
+    def factory(self) -> SMTP:
+        return BridgeSMTP(self.intake, self.config, **self.SMTP_kwargs)
+
+    def drain_and_stop(self, grace: float = 10.0) -> None:
+        """Stop listening, let transactions in flight finish, then stop."""
+        if self.loop.is_running() and self.server is not None:
+            self.loop.call_soon_threadsafe(self.server.close)
+        deadline = time.monotonic() + grace
+        while self.intake.in_data and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.stop()

@@ -1,0 +1,217 @@
+"""The real server on a free port, a real SMTP client, a real SUB socket, a real spool."""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import smtplib
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.journal import JOURNAL_FILE, Journal
+from tests.helpers import Server, Subscriber, bridge, wait_until
+from tests.mails import bug_report
+
+RCPT = "bridge@localhost"
+
+
+def config_file(tmp_path: Path, smtp: str = "", top: str = "") -> Path:
+    path = tmp_path / "bridge.toml"
+    path.write_text(f"{top}\n[smtp]\n{smtp}\n")
+    return path
+
+
+@pytest.fixture
+def server(state_dir):
+    server = Server(state_dir).start()
+    server.wait_for_smtp()
+    yield server
+    server.stop()
+
+
+def send(server: Server, raw: bytes, rcpt: str = RCPT) -> dict:
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as client:
+        return client.sendmail("lists@example.org", [rcpt], raw)
+
+
+def journal_events(state_dir: Path) -> list:
+    with Journal(state_dir / JOURNAL_FILE) as journal:
+        return list(journal.iter_envelopes(journal.rows_after(0, limit=100_000)))
+
+
+def test_a_mail_sent_over_smtp_arrives_on_the_bus(server):
+    sub = Subscriber(server.publish)
+    try:
+        time.sleep(1.0)  # the publisher's start-up delay: let the SUB socket join first
+        assert send(server, bug_report(1056001)) == {}
+        received = sub.collect(lambda got: bool(got), timeout=20)
+    finally:
+        sub.close()
+    (envelope,) = received
+    assert envelope.topic == "org.debian.dev.debbugs.bug.report"
+    assert envelope.msg["bug"] == 1056001
+    assert envelope.seq_id == 1 and envelope.msg_id.startswith(time.strftime("%Y-"))
+    topic, body = sub.raw[0]
+    assert topic == b"org.debian.dev.debbugs.bug.report"
+    assert json.loads(body)["msg"]["summary"].startswith("Jane Doe reported #1056001")
+
+
+def test_other_recipients_are_refused_the_bridge_never_relays(server):
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
+        send(server, bug_report(1), rcpt="postmaster@example.org")
+    code, text = info.value.recipients["postmaster@example.org"]
+    assert code == 550 and b"relaying denied" in text
+
+
+def test_too_many_recipients_are_refused_with_452(server):
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as client:
+        client.ehlo()
+        client.mail("lists@example.org")
+        codes = [client.rcpt(RCPT)[0] for _ in range(1000)]
+    assert codes[:100] == [250] * 100
+    assert set(codes[100:]) == {452}
+
+
+def test_an_oversized_mail_gets_552_and_the_server_goes_on(state_dir, tmp_path):
+    server = Server(state_dir, config=config_file(tmp_path, "max_message_size = 1048576")).start()
+    server.wait_for_smtp()
+    try:
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=60) as client:
+            client.ehlo()
+            client.mail("lists@example.org")  # no SIZE= given: the limit bites during DATA
+            client.rcpt(RCPT)
+            code, _ = client.data(bug_report(2, body_bytes=50 * 1024 * 1024))
+        assert code == 552
+        assert send(server, bug_report(3)) == {}
+    finally:
+        server.stop()
+
+
+def test_a_100kb_line_is_refused_and_the_server_goes_on(server):
+    raw = bug_report(4) + b"x" * 100_000 + b"\r\n"
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as client:
+        client.ehlo()
+        client.mail("lists@example.org")
+        client.rcpt(RCPT)
+        code, text = client.data(raw)
+    assert code == 500 and b"too long" in text.lower()
+    assert send(server, bug_report(5)) == {}
+
+
+def test_garbage_instead_of_smtp_gets_errors_and_the_server_goes_on(server):
+    with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10) as raw:
+        raw.recv(1024)
+        raw.sendall(b"\x00\xff\xfe GET / HTTP/1.1\r\n\x16\x03\x01 binary junk\r\n")
+        time.sleep(0.3)
+        replies = raw.recv(4096)
+    assert replies.startswith(b"5")
+    assert send(server, bug_report(6)) == {}
+
+
+def test_a_dribbling_client_is_cut_off_while_others_are_served(state_dir, tmp_path):
+    server = Server(state_dir, config=config_file(tmp_path, "command_timeout = 2.0")).start()
+    server.wait_for_smtp()
+    try:
+        dribbler = socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10)
+        dribbler.recv(1024)
+        started = time.monotonic()
+        closed = False
+        for byte in b"EHLO slowly.example.org\r\n":
+            try:
+                dribbler.sendall(bytes([byte]))
+                if dribbler.recv(1024, socket.MSG_DONTWAIT) == b"":
+                    closed = True
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed = True
+                break
+            assert send(server, bug_report(7)) == {}
+            time.sleep(0.5)
+        assert closed, "the dribbling client was never disconnected"
+        assert time.monotonic() - started < 10
+    finally:
+        dribbler.close()
+        server.stop()
+
+
+def test_a_mail_that_is_not_rfc822_is_kept_as_ignored_with_its_reason(server, state_dir):
+    assert send(server, b"just some words, no headers at all\r\n") == {}
+    ignored = state_dir / "spool" / "ignored"
+    wait_until(lambda: list(ignored.glob("*.reason")), 20, "the ignored mail")
+    (reason,) = ignored.glob("*.reason")
+    assert "no parser accepted the mail" in reason.read_text()
+    assert b"just some words" in reason.with_suffix(".eml").read_bytes()
+
+
+def test_a_nearly_full_disk_gives_452_and_nothing_is_lost(state_dir, tmp_path):
+    server = Server(
+        state_dir, config=config_file(tmp_path, "min_free_bytes = 1000000000000000")
+    ).start()
+    server.wait_for_smtp()
+    try:
+        with pytest.raises(smtplib.SMTPDataError) as info:
+            send(server, bug_report(8))
+        assert info.value.smtp_code == 452
+        assert send.__name__ and server.proc.poll() is None
+    finally:
+        server.stop()
+    assert journal_events(state_dir) == []
+
+
+def _small_file_limit() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, resource.RLIM_INFINITY))
+
+
+def test_an_unwritable_spool_gives_451_and_the_server_keeps_serving(state_dir):
+    # A real write failure: the kernel refuses to grow files past RLIMIT_FSIZE (EFBIG).
+    server = Server(state_dir, preexec=_small_file_limit).start()
+    server.wait_for_smtp()
+    accepted, refused = [], []
+    try:
+        for bug in range(100, 106):
+            try:
+                send(server, bug_report(bug, body_bytes=100_000))
+                accepted.append(bug)
+            except smtplib.SMTPDataError as e:
+                assert e.smtp_code == 451
+                refused.append(bug)
+        assert refused, "the file size limit never bit"
+        assert server.proc.poll() is None
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=10) as client:
+            assert client.noop()[0] == 250
+        wait_until(
+            lambda: len(journal_events(state_dir)) >= len(accepted), 20, "accepted mails' events"
+        )
+    finally:
+        server.stop()
+    assert sorted(e.msg["bug"] for e in journal_events(state_dir)) == accepted
+
+
+def test_a_locked_journal_delays_events_but_loses_no_mail(server, state_dir):
+    journal = Journal(state_dir / JOURNAL_FILE)
+    with journal.transaction():  # another process holding the write lock
+        assert send(server, bug_report(9)) == {}  # intake depends on the spool only
+        time.sleep(1.0)
+    wait_until(lambda: len(journal_events(state_dir)) == 1, 30, "the event after the lock")
+    journal.close()
+    assert journal_events(state_dir)[0].msg["bug"] == 9
+
+
+def test_sigterm_drains_the_worker_and_exits_cleanly(state_dir):
+    server = Server(state_dir).start()
+    server.wait_for_smtp()
+    for bug in range(200, 220):
+        assert send(server, bug_report(bug)) == {}
+    assert server.stop() == 0
+    assert sorted(e.msg["bug"] for e in journal_events(state_dir)) == list(range(200, 220))
+    status = bridge("--state-dir", str(state_dir), "status", "--json")
+    report = json.loads(status.stdout)
+    assert report["spool_pending"] == 0 and report["last_seq_id"] == 20
+    assert report["counters"]["accepted"] == 20 and report["counters"]["events"] == 20
