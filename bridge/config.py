@@ -41,7 +41,7 @@ class SmtpConfig:
     max_message_size: int = 32 * 1024 * 1024
     max_line_length: int = 65536
     max_recipients: int = 100
-    max_commands: int = 1000
+    max_commands: int = 10_000
     command_timeout: float = 300.0
     data_timeout: float = 600.0
     max_connections: int = 64
@@ -62,7 +62,7 @@ class BusConfig:
 @dataclass(frozen=True)
 class SpoolConfig:
     retention_days: float = 7.0
-    group_commit_window: float = 0.002
+    group_commit_window: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,26 @@
-"""``bridge serve``: SMTP intake, worker, publisher (and replay), started and stopped together."""
+"""``bridge serve``: the running bridge, as two processes.
+
+The intake process runs the SMTP listener and the spool writer and nothing else, so the
+``250`` goes out as soon as the spool commit lands. The pipeline process (spawned by it)
+runs the worker, the publisher and the replay endpoint; CPU spent parsing never holds the
+SMTP replies back behind the GIL. The intake wakes the pipeline through a pipe after each
+commit; the pipeline dies with the intake (``PR_SET_PDEATHSIG``) so a restarted bridge never
+finds a stale worker on its spool.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import multiprocessing
+import os
+import select
 import signal
 import threading
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
+from multiprocessing.connection import Connection
 
 import zmq
 
@@ -15,7 +28,7 @@ from bridge.config import Config
 from bridge.events import Naming
 from bridge.journal import JOURNAL_FILE, Journal
 from bridge.pipeline import Pipeline
-from bridge.plugins import Parser, discover
+from bridge.plugins import discover
 from bridge.publisher import Publisher
 from bridge.spool import Spool
 from bridge.worker import Worker
@@ -24,14 +37,15 @@ log = logging.getLogger(__name__)
 
 SPOOL_DIR = "spool"
 STATS_EVERY = 60.0
+_PR_SET_PDEATHSIG = 1
 
 
 def naming_of(config: Config) -> Naming:
     return Naming(config.topic_prefix, config.environment, config.username)
 
 
-def open_journal(config: Config) -> Journal:
-    return Journal(config.state_path / JOURNAL_FILE, naming_of(config))
+def open_journal(config: Config, *, durable: bool = True) -> Journal:
+    return Journal(config.state_path / JOURNAL_FILE, naming_of(config), durable=durable)
 
 
 def spool_of(config: Config) -> Spool:
@@ -39,50 +53,56 @@ def spool_of(config: Config) -> Spool:
 
 
 class Service:
-    """One running bridge."""
+    """The intake process of one running bridge."""
 
-    def __init__(self, config: Config, parsers: list[Parser] | None = None):
+    def __init__(self, config: Config, parser_names: list[str] | None = None):
         from bridge.smtp import IntakeServer
 
         self.config = config
         config.state_path.mkdir(parents=True, exist_ok=True)
         self.stop_event = threading.Event()
-        self._context = zmq.Context()
-        self._threads: list[threading.Thread] = []
-        if parsers is None:
-            parsers = discover().parsers
-        self.publisher = Publisher(
-            open_journal(config),
-            config.bus.publish,
-            context=self._context,
-            poll_interval=config.bus.poll_interval,
-            startup_delay=config.bus.startup_delay,
-            send_hwm=config.bus.send_hwm,
-        )
         self.spool = spool_of(config)
-        self.worker_journal = open_journal(config)
-        self.worker = Worker(
-            self.spool, self.worker_journal, Pipeline(parsers), on_appended=self.publisher.wake
-        )
         self.intake = IntakeServer(self.spool, config.smtp)
+        self.journal = open_journal(config)
+        self.parser_names = parser_names
         self._flushed: Counter[str] = Counter()
-
-    @property
-    def journal_path(self) -> Path:
-        return self.config.state_path / JOURNAL_FILE
+        self._threads: list[threading.Thread] = []
+        self._child: multiprocessing.process.BaseProcess | None = None
+        self._wake_fd = -1
 
     def start(self) -> None:
+        self._start_pipeline_process()
         self.spool.start()
-        self._spawn("publisher", self.publisher.run)
-        self._spawn("worker", self.worker.run)
+        self.spool.listeners.append(self._wake_pipeline)
         self._spawn("stats", self._stats)
         self.intake.start()
         log.info(
-            "bridge serving: SMTP %s:%s, publish %s",
+            "bridge serving: SMTP %s:%s, publish %s, replay %s",
             self.intake.hostname,
             self.intake.port,
             self.config.bus.publish,
+            self.config.bus.replay,
         )
+
+    def _start_pipeline_process(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        reader, writer = ctx.Pipe(duplex=False)
+        level = logging.getLogger().getEffectiveLevel()
+        self._child = ctx.Process(
+            target=pipeline_main,
+            name="bridge-pipeline",
+            args=(self.config, self.parser_names, level, reader, os.getpid()),
+        )
+        self._child.start()
+        reader.close()
+        self._wake_writer = writer
+        self._wake_fd = writer.fileno()
+        os.set_blocking(self._wake_fd, False)
+
+    def _wake_pipeline(self) -> None:
+        # A full pipe means a wake-up is pending already; a closed one, that we are stopping.
+        with contextlib.suppress(OSError):
+            os.write(self._wake_fd, b"\x01")
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
         thread = threading.Thread(target=target, args=(self.stop_event,), name=name, daemon=True)
@@ -90,28 +110,34 @@ class Service:
         self._threads.append(thread)
 
     def stop(self) -> None:
-        """Stop accepting, finish the transaction in flight, drain the worker, close."""
+        """Stop accepting, finish the transaction in flight, drain the pipeline, close."""
         self.intake.drain_and_stop()
-        self.stop_event.set()
-        self.publisher.wake()
-        for thread in self._threads:
-            thread.join(timeout=30)
-        self.flush_counters()
-        self.log_counters()
         self.spool.close()
-        self.publisher.close()
-        self._context.term()
+        self.stop_event.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.flush_counters()
+        # Closing the wake pipe tells the pipeline to drain and exit, even if it is still
+        # starting up (a signal could arrive before its handler is installed).
+        self._wake_writer.close()
+        if self._child is not None:
+            self._child.join(120)
+            if self._child.is_alive():
+                log.error("the pipeline process did not stop; terminating it")
+                self._child.terminate()
+        self.log_counters()
+        self.journal.close()
 
     def flush_counters(self) -> None:
         """Move the intake's counters into the journal, where ``bridge status`` reads them."""
         current = Counter(self.intake.intake.counters)
         delta = {k: v - self._flushed[k] for k, v in current.items() if v != self._flushed[k]}
         if delta:
-            self.worker_journal.add_counters(delta)
+            self.journal.add_counters(delta)
             self._flushed = current
 
     def log_counters(self) -> None:
-        counters = self.worker_journal.counters()
+        counters = self.journal.counters()
         log.info(
             "counters: %s", " ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "none yet"
         )
@@ -125,20 +151,98 @@ class Service:
                 if waited >= STATS_EVERY:
                     waited = 0.0
                     self.log_counters()
-                    self.spool.expire(
-                        self.worker.position, self.config.spool.retention_days * 86400
-                    )
+                if self._child is not None and not self._child.is_alive():
+                    log.error("the pipeline process died (exit %s); stopping", self._child.exitcode)
+                    self.stop_event.set()
             except Exception:  # statistics must never take the service down
                 log.exception("could not update counters")
 
     def run_until_signalled(self) -> None:
         """Start, then block until SIGTERM or SIGINT (SIGUSR1 logs the counters)."""
+        stopping = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop_event.set())
+            signal.signal(sig, lambda *_: stopping.set())
         signal.signal(signal.SIGUSR1, lambda *_: self.log_counters())
         self.start()
-        while not self.stop_event.wait(0.5):
+        while not stopping.wait(0.5) and not self.stop_event.is_set():
             pass
         log.info("stopping")
-        self.stop_event.clear()
         self.stop()
+
+
+class PipelineProcess:
+    """Worker, publisher and replay endpoint: everything after the spool."""
+
+    def __init__(self, config: Config, parser_names: list[str] | None):
+        self.config = config
+        self.stop_event = threading.Event()
+        self._context = zmq.Context()
+        registry = discover(only=parser_names)
+        self.publisher = Publisher(
+            open_journal(config, durable=False),
+            config.bus.publish,
+            context=self._context,
+            poll_interval=config.bus.poll_interval,
+            startup_delay=config.bus.startup_delay,
+            send_hwm=config.bus.send_hwm,
+        )
+        self.spool = spool_of(config)
+        self.worker = Worker(
+            self.spool,
+            open_journal(config),
+            Pipeline(registry.parsers),
+            on_appended=self.publisher.wake,
+        )
+        self._threads: list[threading.Thread] = []
+
+    def run(self, wake: Connection, parent: int) -> None:
+        for name, target in (("publisher", self.publisher.run), ("worker", self._work)):
+            thread = threading.Thread(
+                target=target, args=(self.stop_event,), name=name, daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        self._watch(wake, parent)
+        self.stop_event.set()
+        self.publisher.wake()
+        for thread in self._threads:
+            thread.join(60)
+        self.publisher.close()
+        self._context.term()
+
+    def _watch(self, wake: Connection, parent: int) -> None:
+        """Forward the intake's wake-ups to the worker until told to stop."""
+        fd = wake.fileno()
+        os.set_blocking(fd, False)
+        while not self.stop_event.is_set() and os.getppid() == parent:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    if not os.read(fd, 4096):
+                        return  # the intake closed its end: it is stopping
+                except BlockingIOError:
+                    continue
+                self.worker.wake()
+
+    def _work(self, stop: threading.Event) -> None:
+        self.worker.run(stop)
+
+
+def pipeline_main(
+    config: Config, parser_names: list[str] | None, level: int, wake: Connection, parent: int
+) -> None:
+    """Entry point of the pipeline process."""
+    _die_with_parent()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    process = PipelineProcess(config, parser_names)
+    signal.signal(signal.SIGTERM, lambda *_: process.stop_event.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the intake decides when to stop
+    process.run(wake, parent)
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent-pid check in _watch still applies
+        pass

@@ -45,6 +45,7 @@ class IntakeHandler:
         self.counters: Counter[str] = Counter()
         self.connections = 0
         self.in_data = 0
+        self._space_checked = (0.0, True)
 
     async def handle_RCPT(
         self,
@@ -70,7 +71,7 @@ class IntakeHandler:
             self.in_data -= 1
 
     async def _store(self, session: Session, envelope: Envelope) -> str:
-        if shutil.disk_usage(self.spool.root).free < self.config.min_free_bytes:
+        if not self._enough_space():
             self.counters["tempfail"] += 1
             log.error(
                 "refusing mail: less than %d bytes free in the spool", self.config.min_free_bytes
@@ -93,6 +94,15 @@ class IntakeHandler:
             return "451 4.3.0 Could not store the mail, try again later"
         self.counters["accepted"] += 1
         return f"250 2.0.0 OK queued as {spool_id}"
+
+    def _enough_space(self) -> bool:
+        """Free space in the spool, looked up at most every 0.5 s (it is one statvfs call)."""
+        checked_at, enough = self._space_checked
+        now = time.monotonic()
+        if now - checked_at > 0.5:
+            enough = shutil.disk_usage(self.spool.root).free >= self.config.min_free_bytes
+            self._space_checked = (now, enough)
+        return enough
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd would answer a permanent 500; nothing failed for good, so the sender retries.

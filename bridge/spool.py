@@ -93,7 +93,6 @@ class Spool:
         self._pending: list[tuple[bytes, Future[str]]] = []
         self._cond = threading.Condition()
         self._closed = False
-        self._committed = threading.Condition()
         self.listeners: list[Callable[[], None]] = []
         # Only the writer opens (and may repair) the tail: readers such as `bridge status`
         # must never touch a segment a running server is appending to.
@@ -172,9 +171,7 @@ class Spool:
             for _, future in batch:
                 future.set_exception(SpoolError(f"spool write failed: {e.strerror or e}"))
             return
-        with self._committed:
-            self.committed_position = pack(self._segment, self._size)
-            self._committed.notify_all()
+        self.committed_position = pack(self._segment, self._size)
         for (_, future), sid in zip(batch, ids, strict=True):
             future.set_result(sid)
         for listener in self.listeners:
@@ -213,21 +210,22 @@ class Spool:
     def segment_numbers(self) -> list[int]:
         return sorted(int(p.stem) for p in self.segments_dir.glob("*.log") if p.stem.isdigit())
 
-    def wait_for(self, position: int, timeout: float) -> bool:
-        """Block until something is committed after *position* (or the timeout passes)."""
-        with self._committed:
-            return self._committed.wait_for(lambda: self.committed_position > position, timeout)
-
     def read_after(self, position: int, limit: int = 64, upto: int | None = None) -> list[Record]:
-        """Up to *limit* committed records starting at *position*."""
-        if upto is None:
-            upto = self.committed_position if self._fd is not None else self.end_position()
+        """Up to *limit* whole records from *position* (before *upto*, when given).
+
+        In the writer's process only synced records are read; another process reads every
+        whole record (each carries its CRC), which may include a batch whose sync is still
+        under way: at worst a mail is processed whose sender then retries, and the dedup key
+        absorbs the second copy.
+        """
+        if upto is None and self._fd is not None:
+            upto = self.committed_position
         segment, offset = unpack(position)
         records: list[Record] = []
         for number in [n for n in self.segment_numbers() if n >= segment]:
             start = offset if number == segment else 0
             for record in _iter_records(self.segment_path(number), number, start):
-                if record.position >= upto or len(records) >= limit:
+                if (upto is not None and record.position >= upto) or len(records) >= limit:
                     return records
                 records.append(record)
         return records

@@ -77,6 +77,11 @@ class Worker:
         self.on_appended = on_appended
         self.batch_size = batch_size
         self.position = journal.cursor(CURSOR) or spool.start_position()
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        """Something new was committed to the spool (called from another thread)."""
+        self._wake.set()
 
     def run(self, stop: threading.Event) -> None:
         log.info("worker starting at spool position %s", spool_id(*unpack(self.position)))
@@ -88,7 +93,8 @@ class Worker:
                 progressed = False
                 stop.wait(1.0)
             if not progressed:
-                self.spool.wait_for(self.position, 0.2)
+                self._wake.wait(0.2)
+                self._wake.clear()
         while self.step():  # drain what was accepted before the stop
             pass
 
