@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS events (
     dedup_key   TEXT NOT NULL UNIQUE,
     source      TEXT NOT NULL,
     agent       TEXT NOT NULL DEFAULT '',
+    live        INTEGER NOT NULL DEFAULT 1,
     envelope    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_timestamp ON events (timestamp);
@@ -133,9 +134,12 @@ class Journal:
             return self.append_in(db, events, source)
 
     def append_in(
-        self, db: sqlite3.Connection, events: Sequence[Event], source: str
+        self, db: sqlite3.Connection, events: Sequence[Event], source: str, *, live: bool = True
     ) -> AppendResult:
-        """Like :meth:`append`, inside a transaction the caller holds (see :meth:`transaction`)."""
+        """Like :meth:`append`, inside a transaction the caller holds (see :meth:`transaction`).
+
+        Rows appended with ``live=False`` are history: journaled and queryable, never published.
+        """
         result = AppendResult()
         if not events:
             return result
@@ -146,12 +150,12 @@ class Journal:
                 result.duplicates += 1
                 continue
             last += 1
-            self._insert(db, last, event, key, source)
+            self._insert(db, last, event, key, source, live)
             result.seq_ids.append(last)
         return result
 
     def _insert(
-        self, db: sqlite3.Connection, seq_id: int, event: Event, key: str, source: str
+        self, db: sqlite3.Connection, seq_id: int, event: Event, key: str, source: str, live: bool
     ) -> None:
         now = datetime.now(UTC)
         envelope = Envelope(
@@ -165,7 +169,7 @@ class Journal:
         )
         db.execute(
             "INSERT INTO events (seq_id, msg_id, topic, event_topic, timestamp, dedup_key,"
-            " source, agent, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " source, agent, live, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 seq_id,
                 envelope.msg_id,
@@ -175,6 +179,7 @@ class Journal:
                 key,
                 source,
                 _agent_text(event.body),
+                int(live),
                 envelope.to_json(),
             ),
         )
@@ -197,9 +202,11 @@ class Journal:
         (last,) = self._db.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
         return int(last)
 
-    def rows_after(self, seq_id: int, limit: int = 500) -> list[Row]:
+    def rows_after(self, seq_id: int, limit: int = 500, *, live_only: bool = False) -> list[Row]:
+        live = " AND live = 1" if live_only else ""
         cur = self._db.execute(
-            "SELECT seq_id, topic, envelope FROM events WHERE seq_id > ? ORDER BY seq_id LIMIT ?",
+            f"SELECT seq_id, topic, envelope FROM events WHERE seq_id > ?{live}"
+            " ORDER BY seq_id LIMIT ?",
             (seq_id, limit),
         )
         return [Row(*r) for r in cur]

@@ -148,12 +148,18 @@ def utc_iso(moment: datetime) -> str:
 
 
 def part_text(part: Message) -> str:
-    """The decoded text of a non-multipart *part* (transfer encoding and charset)."""
+    """The decoded text of a non-multipart *part*, with ``\n`` line ends.
+
+    Mail arrives over SMTP with CRLF line ends and from archives with LF; events must not
+    depend on which.
+    """
     payload = part.get_payload(decode=True)
     if payload is None:
         raw = part.get_payload()
-        return raw if isinstance(raw, str) else ""
-    return decode_bytes(payload, part.get_content_charset())
+        text = raw if isinstance(raw, str) else ""
+    else:
+        text = decode_bytes(payload, part.get_content_charset())
+    return text.replace("\r\n", "\n")
 
 
 def is_attachment(part: Message) -> bool:

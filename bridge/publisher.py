@@ -62,8 +62,12 @@ class Publisher:
         """Send every row after the cursor; return how many were sent."""
         sent = 0
         while True:
-            rows = self.journal.rows_after(self.cursor, self.batch_size)
+            last = self.journal.last_seq_id()  # read first: rows at or below it are committed
+            rows = self.journal.rows_after(self.cursor, self.batch_size, live_only=True)
             if not rows:
+                if last > self.cursor:  # only history rows remain: step over them
+                    self.cursor = last
+                    self.journal.set_cursor(CURSOR, last)
                 return sent
             for row in rows:
                 self._socket.send_multipart(frames(row.topic, row.envelope))

@@ -206,7 +206,6 @@ def body_text(message: Message) -> str:
         text = "\n".join(part_text(p) for p in parts)
     else:
         text = part_text(message)
-    text = text.replace("\r\n", "\n")
     return strip_list_footer(text)
 
 

@@ -1,0 +1,235 @@
+"""``bridge replay-mbox``: archived list mail through the same pipeline as ``serve``.
+
+Mails are read as a stream, parsed (on ``--jobs`` processes when asked), and journaled in
+mbox order in batches; each batch commits its events together with the file's resume point,
+so an interrupted replay restarted on the same file continues after the last batch it
+committed. The journal's dedup keys make a second replay (or mail already seen live) add
+nothing.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from bridge.journal import Journal
+from bridge.mbox import MboxMessage, iter_messages
+from bridge.pipeline import FAILED, Outcome, Pipeline, Tally
+from bridge.plugins import discover
+from bridge.spool import Spool
+from bridge.worker import log_outcome
+
+BATCH = 256
+
+
+@dataclass
+class Summary(Tally):
+    """What a replay did, over all its files."""
+
+    bytes_read: int = 0
+    seconds: float = 0.0
+    resumed_from: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.mails / self.seconds if self.seconds else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "mails": self.mails,
+            "events": self.events,
+            "duplicates": self.duplicates,
+            "ignored": self.ignored,
+            "failed": self.failed,
+            "by_topic": dict(sorted(self.by_topic.items())),
+            "seconds": round(self.seconds, 3),
+            "rate": round(self.rate, 1),
+        }
+
+
+@dataclass
+class Options:
+    dry_run: bool = False
+    live: bool = True
+    jobs: int = 1
+    parser_names: Sequence[str] | None = None
+
+
+class Backfill:
+    """Replays mbox files into *journal* (or, dry, into *emit*)."""
+
+    def __init__(
+        self,
+        options: Options,
+        journal: Journal | None,
+        spool: Spool | None,
+        emit: Callable[[str], None] = print,
+    ):
+        self.options = options
+        self.journal = journal
+        self.spool = spool
+        self.emit = emit
+        self.summary = Summary()
+        self._pool: Any = None
+        self._pipeline: Pipeline | None = None
+
+    def __enter__(self) -> Backfill:
+        if self.options.jobs > 1:
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = ctx.Pool(self.options.jobs, _init_worker, (self.options.parser_names,))
+        else:
+            self._pipeline = Pipeline(discover(only=self.options.parser_names).parsers)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+
+    def replay(self, path: Path, on_progress: Callable[[int, int], None] | None = None) -> None:
+        """Replay one file; *on_progress* gets (mails so far, bytes of the file consumed)."""
+        key = str(path.resolve())
+        start = 0 if self.options.dry_run else self._resume_point(key)
+        if start:
+            self.summary.resumed_from[str(path)] = start
+        started = time.perf_counter()
+        with open(path, "rb") as raw:
+            stream = _decompressing(path, raw)
+            batches = _batches(_skip_done(iter_messages(stream, start), start))
+            for batch, outcomes in self._parsed(batches):
+                self._record(path, key, batch, outcomes)
+                if on_progress:
+                    on_progress(self.summary.mails, raw.tell())
+        self.summary.seconds += time.perf_counter() - started
+        if not self.options.dry_run and self.journal is not None:
+            self._forget_resume_point(key)
+
+    def _parsed(
+        self, batches: Iterator[list[MboxMessage]]
+    ) -> Iterator[tuple[list[MboxMessage], list[Outcome]]]:
+        if self._pool is None:
+            assert self._pipeline is not None
+            for batch in batches:
+                yield batch, [self._pipeline.process(m.raw) for m in batch]
+            return
+        pending = ((batch, [m.raw for m in batch]) for batch in batches)
+        batch_list: list[list[MboxMessage]] = []
+
+        def raws() -> Iterator[list[bytes]]:
+            for batch, raw in pending:
+                batch_list.append(batch)
+                yield raw
+
+        for outcomes in self._pool.imap(_parse_batch, raws(), chunksize=1):
+            yield batch_list.pop(0), outcomes
+
+    def _record(
+        self, path: Path, key: str, batch: list[MboxMessage], outcomes: list[Outcome]
+    ) -> None:
+        self.summary.bytes_read += sum(len(m.raw) for m in batch)
+        if self.options.dry_run:
+            for message, outcome in zip(batch, outcomes, strict=True):
+                for event in outcome.events:
+                    self.emit(
+                        json.dumps(
+                            {
+                                "file": str(path),
+                                "offset": message.offset,
+                                "topic": event.topic,
+                                "msg": event.body,
+                            },
+                            ensure_ascii=False,
+                            sort_keys=True,
+                        )
+                    )
+                self.summary.add(outcome, len(outcome.events), 0)
+            return
+        assert self.journal is not None and self.spool is not None
+        for message, outcome in zip(batch, outcomes, strict=True):
+            if outcome.status == FAILED:
+                self.spool.keep(
+                    "failed",
+                    f"mbox-{path.name}-{message.offset}",
+                    message.raw,
+                    {"mbox": str(path), "offset": message.offset},
+                    outcome.reason,
+                )
+        source = f"mbox:{path.name}"
+        with self.journal.transaction() as db:
+            results = [
+                self.journal.append_in(db, o.events, source, live=self.options.live)
+                for o in outcomes
+            ]
+            db.execute(
+                "INSERT INTO replay_progress (path, offset, mails) VALUES (?, ?, ?)"
+                " ON CONFLICT (path) DO UPDATE SET offset = excluded.offset,"
+                " mails = replay_progress.mails + excluded.mails",
+                (key, batch[-1].offset, len(batch)),
+            )
+        for message, outcome, result in zip(batch, outcomes, results, strict=True):
+            self.summary.add(outcome, len(result.seq_ids), result.duplicates)
+            log_outcome(f"mbox={path.name}@{message.offset}", outcome, result)
+
+    def _resume_point(self, key: str) -> int:
+        if self.journal is None:
+            return 0
+        row = self.journal.execute(
+            "SELECT offset FROM replay_progress WHERE path = ?", [key]
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _forget_resume_point(self, key: str) -> None:
+        assert self.journal is not None
+        with self.journal.transaction() as db:
+            db.execute("DELETE FROM replay_progress WHERE path = ?", (key,))
+
+
+def _decompressing(path: Path, raw: BinaryIO) -> BinaryIO:
+    """Wrap the open file by its suffix (the raw file's position still shows progress)."""
+    if path.suffix == ".gz":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if path.suffix == ".xz":
+        return lzma.LZMAFile(raw, "rb")  # type: ignore[return-value]
+    if path.suffix == ".bz2":
+        return bz2.BZ2File(raw, "rb")  # type: ignore[return-value]
+    return raw
+
+
+def _skip_done(messages: Iterator[MboxMessage], resume: int) -> Iterator[MboxMessage]:
+    """A resume point names the last mail already journaled: start after it."""
+    for message in messages:
+        if resume and message.offset == resume:
+            continue
+        yield message
+
+
+def _batches(messages: Iterator[MboxMessage]) -> Iterator[list[MboxMessage]]:
+    batch: list[MboxMessage] = []
+    for message in messages:
+        batch.append(message)
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+_worker_pipeline: Pipeline | None = None
+
+
+def _init_worker(parser_names: Sequence[str] | None) -> None:
+    global _worker_pipeline  # one pipeline per pool process, built once
+    _worker_pipeline = Pipeline(discover(only=parser_names).parsers)
+
+
+def _parse_batch(raws: list[bytes]) -> list[Outcome]:
+    assert _worker_pipeline is not None
+    return [_worker_pipeline.process(raw) for raw in raws]

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import bz2
+import collections
+import gzip
+import json
+import lzma
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.journal import JOURNAL_FILE, Journal
+from tests.helpers import FIXTURES, bridge, child_env, wait_until
+from tests.mails import bug_report
+
+FROM_LINE = b"From archive@lists.example.org Mon Jan  1 00:00:00 2024\n"
+
+
+def write_mbox(path: Path, mails: list[bytes], crlf: bool = False) -> Path:
+    """An mbox as list archives write it: From_ lines, '>From ' quoting, a blank line between."""
+    with open(path, "wb") as out:
+        for raw in mails:
+            body = raw[5 + raw.index(b"\n") - 4 :] if raw.startswith(b"From ") else raw
+            body = body.replace(b"\nFrom ", b"\n>From ")
+            if not body.endswith(b"\n"):
+                body += b"\n"
+            chunk = FROM_LINE + body + b"\n"
+            out.write(chunk.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") if crlf else chunk)
+    return path
+
+
+def fixture_mails() -> list[Path]:
+    return sorted(FIXTURES.glob("*/*.eml"))
+
+
+def parse_topics(paths: list[Path]) -> collections.Counter:
+    result = bridge("parse", *map(str, paths))
+    return collections.Counter(
+        json.loads(line)["topic"].split(".", 3)[3] for line in result.stdout.decode().splitlines()
+    )
+
+
+def replay(state: Path, *args: str) -> dict:
+    result = bridge("--state-dir", str(state), "replay-mbox", "--json-summary", *args, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+def journal_rows(state: Path) -> list[tuple[str, dict]]:
+    with Journal(state / JOURNAL_FILE) as journal:
+        rows = journal.execute("SELECT dedup_key, envelope FROM events ORDER BY seq_id").fetchall()
+    return [(key, json.loads(envelope)["msg"]) for key, envelope in rows]
+
+
+def test_counts_per_topic_equal_bridge_parse_and_a_second_replay_adds_nothing(tmp_path):
+    mails = fixture_mails()
+    mbox = write_mbox(tmp_path / "fixtures.mbox", [p.read_bytes() for p in mails])
+    first = replay(tmp_path / "state", str(mbox))
+    expected = parse_topics(mails)
+    assert first["by_topic"] == dict(expected)
+    assert first["mails"] == len(mails)
+    assert first["events"] == sum(expected.values()) - 1  # the two accepted copies are one upload
+    again = replay(tmp_path / "state", str(mbox))
+    assert again["events"] == 0 and again["duplicates"] == first["events"] + 1
+
+
+def test_the_corpus_replays_with_the_counts_of_bridge_parse(tmp_path, corpus):
+    mails = sorted(corpus.glob("mails/*/*.eml"))
+    mbox = write_mbox(tmp_path / "corpus.mbox", [p.read_bytes() for p in mails])
+    summary = replay(tmp_path / "state", str(mbox))
+    assert summary["mails"] == len(mails)
+    assert summary["by_topic"] == dict(parse_topics(mails))
+    assert summary["failed"] == 0
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".xz", ".bz2", ".crlf"])
+def test_compressed_and_crlf_files_give_the_same_events(tmp_path, suffix):
+    mails = [p.read_bytes() for p in fixture_mails()]
+    plain = write_mbox(tmp_path / "plain.mbox", mails)
+    if suffix == ".crlf":
+        other = write_mbox(tmp_path / "crlf.mbox", mails, crlf=True)
+    else:
+        opener = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}[suffix]
+        other = tmp_path / f"plain.mbox{suffix}"
+        with opener(other, "wb") as out:
+            out.write(plain.read_bytes())
+    replay(tmp_path / "a", str(plain))
+    replay(tmp_path / "b", str(other))
+    assert journal_rows(tmp_path / "a") == journal_rows(tmp_path / "b")
+
+
+def test_dry_run_prints_events_and_touches_no_state(tmp_path):
+    mbox = write_mbox(tmp_path / "m.mbox", [bug_report(n) for n in range(1, 4)])
+    result = bridge("--state-dir", str(tmp_path / "state"), "replay-mbox", "--dry-run", str(mbox))
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [line["msg"]["bug"] for line in lines] == [1, 2, 3]
+    assert all(line["topic"] == "debbugs.bug.report" for line in lines)
+    assert "mails read: 3" in result.stderr.decode()
+    assert not (tmp_path / "state").exists()
+
+
+def test_broken_mails_in_the_middle_are_counted_and_kept(tmp_path):
+    junk = bytes(range(256)) * 40
+    truncated = (FIXTURES / "debbugs" / "followup-modern-quirks.eml").read_bytes()[:1500]
+    broken_changes = (FIXTURES / "dak-broken" / "missing-version.eml").read_bytes()
+    big = bug_report(77, body_bytes=30 * 1024 * 1024)
+    mails = [bug_report(1), junk, truncated, broken_changes, big, bug_report(2)]
+    summary = replay(tmp_path / "state", str(write_mbox(tmp_path / "m.mbox", mails)))
+    assert summary["mails"] == 6
+    assert summary["failed"] == 1 and summary["ignored"] == 1
+    bugs = [m["bug"] for _, m in journal_rows(tmp_path / "state") if "bug" in m]
+    assert bugs == [1, 1054644, 77, 2]
+    (kept,) = (tmp_path / "state" / "spool" / "failed").glob("*.reason")
+    reason = kept.read_text()
+    assert "missing Version" in reason and '"offset":' in reason
+
+
+def test_an_interrupted_replay_resumes_to_the_same_journal(tmp_path):
+    mails = [bug_report(n, body_bytes=2000) for n in range(1, 6001)]
+    mbox = write_mbox(tmp_path / "big.mbox", mails)
+    replay(tmp_path / "reference", str(mbox))
+
+    state = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "bridge", "--state-dir", str(state), "replay-mbox", str(mbox)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
+    wait_until(
+        lambda: (state / JOURNAL_FILE).exists() and _progress(state) > 0, 60, "a first batch"
+    )
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"run the same command again to resume" in err
+    done_before = len(journal_rows(state))
+    assert 0 < done_before < len(mails)
+
+    resumed = replay(state, str(mbox))
+    assert resumed["mails"] < len(mails)  # it did not start over
+    assert journal_rows(state) == journal_rows(tmp_path / "reference")
+
+
+def _progress(state: Path) -> int:
+    try:
+        with Journal(state / JOURNAL_FILE) as journal:
+            row = journal.execute("SELECT mails FROM replay_progress").fetchone()
+    except Exception:
+        return 0
+    time.sleep(0.01)
+    return int(row[0]) if row else 0
