@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bridge.journal import JOURNAL_FILE, Journal
+from bridge.mail import strip_from_line
 from tests.helpers import FIXTURES, bridge, child_env, wait_until
 from tests.mails import bug_report
 
@@ -24,8 +25,7 @@ def write_mbox(path: Path, mails: list[bytes], crlf: bool = False) -> Path:
     """An mbox as list archives write it: From_ lines, '>From ' quoting, a blank line between."""
     with open(path, "wb") as out:
         for raw in mails:
-            body = raw[5 + raw.index(b"\n") - 4 :] if raw.startswith(b"From ") else raw
-            body = body.replace(b"\nFrom ", b"\n>From ")
+            body = strip_from_line(raw).replace(b"\nFrom ", b"\n>From ")
             if not body.endswith(b"\n"):
                 body += b"\n"
             chunk = FROM_LINE + body + b"\n"

@@ -1,0 +1,148 @@
+"""replay-mbox benchmark: the bridge's replay against bare mailbox + email parsing, one run.
+
+    python bench/replay.py [--mails 20000]
+
+Builds a mixed mbox from the project's fixtures (bug reports of realistic size, multipart
+follow-ups with patches, closures with attached messages, control transcripts, accepted
+uploads), each copy with its own bug number or version so none is a duplicate, then prints
+mails/s for: bare `mailbox.mbox` + `email.message_from_bytes` (the floor), `replay-mbox
+--dry-run`, and `replay-mbox` into a fresh journal with --jobs 1 and --jobs 2, with each
+run's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import json
+import mailbox
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bridge.mail import strip_from_line  # noqa: E402
+
+FIXTURES = ROOT / "fixtures"
+FROM_LINE = b"From archive@lists.debian.org Mon Jan  1 00:00:00 2024\n"
+TEMPLATES = {  # fixture, the strings that must differ between copies
+    "debbugs/report.eml": [b"1056001"],
+    "debbugs/followup-modern-quirks.eml": [b"1054644"],
+    "debbugs/closed-marked-as-done.eml": [b"476162"],
+    "debbugs/control-transcript.eml": [b"1073831", b"17188348112844082"],
+    "dak/accepted-2008-latin1-qp.eml": [b"2.10-3"],
+}
+WEIGHTS = [40, 25, 20, 5, 10]
+PARAGRAPH = (
+    b"When I run the program with the default configuration it prints a warning\n"
+    b"and then exits; the log shows the lines quoted below.\n\n"
+)
+PATCH = b"".join(b"+    line %d of a patch that changes the build\n" % n for n in range(120))
+
+
+def build_mbox(path: Path, count: int) -> None:
+    rng = random.Random(7)
+    templates = [strip_from_line((FIXTURES / name).read_bytes()) for name in TEMPLATES]
+    keys = list(TEMPLATES.values())
+    with open(path, "wb") as out:
+        for n in range(count):
+            index = rng.choices(range(len(templates)), WEIGHTS)[0]
+            raw = templates[index]
+            for key in keys[index]:
+                raw = raw.replace(key, _unique(key, n))
+            if index == 0:  # reports: a few KB of text
+                raw += PARAGRAPH * rng.randint(2, 40)
+            if index == 1 and n % 3 == 0:  # some follow-ups carry a larger patch
+                raw = raw.replace(
+                    b"LS0tIGEvZGViaWFuL2NvbnRyb2wKKysrIGIvZGViaWFuL2NvbnRyb2wK", _base64(PATCH)
+                )
+            body = raw.replace(b"\nFrom ", b"\n>From ")
+            out.write(FROM_LINE + body.rstrip(b"\n") + b"\n\n")
+
+
+def _unique(key: bytes, n: int) -> bytes:
+    if key == b"2.10-3":
+        return b"2.10-%d" % (n + 10)
+    return str(int(key) + n + 1).encode()
+
+
+def _base64(data: bytes) -> bytes:
+    import base64
+
+    return base64.encodebytes(data).rstrip(b"\n")
+
+
+def floor_rate(path: Path) -> float:
+    started = time.perf_counter()
+    count = 0
+    for message in mailbox.mbox(str(path), create=False):
+        email.message_from_bytes(message.as_bytes(), policy=email.policy.compat32)
+        count += 1
+    return count / (time.perf_counter() - started)
+
+
+def run_replay(state: Path, path: Path, *args: str) -> tuple[dict, float]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "bridge",
+        "--state-dir",
+        str(state),
+        "replay-mbox",
+        "--json-summary",
+        *args,
+        str(path),
+    ]
+    # with --dry-run the events go to stdout and the summary to stderr
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        out = proc.stdout.read()  # type: ignore[union-attr]
+        _, status, usage = os.wait4(proc.pid, 0)
+        err.seek(0)
+        out += b"\n" + err.read()
+    if status != 0:
+        raise RuntimeError(f"replay-mbox failed: {cmd}: {out[-2000:]!r}")
+    lines = [line for line in out.decode().splitlines() if line.startswith('{"by_topic"')]
+    return json.loads(lines[-1]), usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mails", type=int, default=20_000)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bridge-replay-bench-"))
+    try:
+        mbox = tmp / "mixed.mbox"
+        build_mbox(mbox, args.mails)
+        size = mbox.stat().st_size
+        print(f"mbox: {args.mails} mails, {size / 1e6:.1f} MB")
+        floor = floor_rate(mbox)
+        dry, dry_rss = run_replay(tmp / "dry", mbox, "--dry-run")
+        one, one_rss = run_replay(tmp / "jobs1", mbox, "--jobs", "1")
+        two, two_rss = run_replay(tmp / "jobs2", mbox, "--jobs", "2")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{'':32} {'mails/s':>9} {'vs floor':>9} {'peak RSS MB':>12}")
+    print(f"{'floor: mailbox + message_from_bytes':32} {floor:9.0f} {1.0:9.2f} {'-':>12}")
+    for label, summary, rss in (
+        ("replay-mbox --dry-run", dry, dry_rss),
+        ("replay-mbox --jobs 1 (journal)", one, one_rss),
+        ("replay-mbox --jobs 2 (journal)", two, two_rss),
+    ):
+        print(f"{label:32} {summary['rate']:9.0f} {summary['rate'] / floor:9.2f} {rss:12.0f}")
+    print(
+        f"events journaled: {one['events']} ({json.dumps(one['by_topic'], sort_keys=True)}); "
+        f"failed {one['failed']}, ignored {one['ignored']}, duplicates {one['duplicates']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
