@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -53,9 +54,13 @@ class BridgeGroup(click.Group):
         except BridgeError as e:
             click.echo(f"bridge: error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except BrokenPipeError:
+            # the reader went away (| head): stop quietly, as other Unix tools do
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the closed stream
+            ctx.exit(141)
         except OSError as e:
-            where = f" {e.filename}" if e.filename else ""
-            click.echo(f"bridge: error:{where}: {e.strerror or e}", err=True)
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"bridge: error: {where}{e.strerror or e}", err=True)
             ctx.exit(1)
 
 
@@ -180,6 +185,14 @@ def log(state: AppState, topic: str, body: str | None) -> None:
     metavar="ENDPOINT",
     help="PUB endpoint to subscribe to (repeatable; default [bus] publish).",
 )
+@click.option(
+    "--replay",
+    "replay_endpoint",
+    metavar="ENDPOINT",
+    help="Replay endpoint for gaps and --since (default [bus] replay).",
+)
+@click.option("--no-replay", is_flag=True, help="Print only what arrives live; no gap recovery.")
+@click.option("--since", help="Start with history: after this seq_id, or from this ISO time.")
 @click.option("--topic", default="", help="Topic prefix, full or event-relative.")
 @click.option("--package", help="Only events about this source package.")
 @click.option("--bug", type=int, help="Only events about this bug number.")
@@ -189,22 +202,31 @@ def log(state: AppState, topic: str, body: str | None) -> None:
 def tail(
     state: AppState,
     endpoints: tuple[str, ...],
+    replay_endpoint: str | None,
+    no_replay: bool,
+    since: str | None,
     topic: str,
     package: str | None,
     bug: int | None,
     as_json: bool,
     timeout: float | None,
 ) -> None:
-    """Subscribe to the bus and print what arrives."""
+    """Subscribe to the bus and print what arrives, recovering missed messages."""
     from bridge.client import Filter, envelope_json
     from bridge.client import tail as tail_bus
 
     config = state.config
-    prefix = naming_of(config).bus_prefix(topic)
+    wanted = Filter(topic=naming_of(config).bus_prefix(topic), package=package, bug=bug)
+    start, is_time = _since(since)
+    replay = None if no_replay else (replay_endpoint or config.bus.replay)
+    if start is not None and replay is None:
+        raise UsageError("--since needs the replay endpoint (drop --no-replay)")
     stream = tail_bus(
         list(endpoints) or [config.bus.publish],
-        prefix,
-        filter=Filter(package=package, bug=bug),
+        replay=replay,
+        since=start,
+        since_time=is_time,
+        filter=wanted,
         timeout=timeout,
     )
     try:
@@ -217,6 +239,30 @@ def tail(
             sys.stdout.flush()
     except KeyboardInterrupt:
         pass
+
+
+def _since(value: str | None) -> tuple[float | None, bool]:
+    """``--since``: a seq_id, or an ISO 8601 time (UTC unless it says otherwise)."""
+    if value is None:
+        return None, False
+    if value.isdigit():
+        return int(value), False
+    return epoch_of(value, "--since"), True
+
+
+def epoch_of(value: str, option: str) -> float:
+    """An ISO 8601 time as epoch seconds (UTC unless it says otherwise)."""
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise UsageError(
+            f"{option} takes an ISO time such as 2026-11-01T00:00, not {value!r}"
+        ) from e
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 @main.command()
@@ -389,3 +435,107 @@ def _print_summary(summary: Any, err: bool) -> None:
     ]
     for line in lines:
         click.echo(line, err=err)
+
+
+def _criteria(
+    topic: str,
+    package: str | None,
+    bug: int | None,
+    person: str | None,
+    since: str | None,
+    until: str | None,
+) -> Any:
+    from bridge.query import Criteria
+
+    return Criteria(
+        topic=topic,
+        package=package,
+        bug=bug,
+        person=person,
+        since=epoch_of(since, "--since") if since else None,
+        until=epoch_of(until, "--until") if until else None,
+    )
+
+
+def _query_options(command: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--topic", default="", help="Topic prefix, full or event-relative."),
+            click.option("--package", help="Source package name."),
+            click.option("--bug", type=int, help="Bug number."),
+            click.option("--person", help="Part of the acting person's name or e-mail."),
+            click.option("--since", help="ISO time: events at or after it (by mail date)."),
+            click.option("--until", help="ISO time: events before it."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@main.command()
+@_query_options
+@click.option("--oldest-first", is_flag=True, help="Oldest first (default: newest first).")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--page", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One whole envelope per line, as JSON.")
+@pass_state
+def query(
+    state: AppState,
+    topic: str,
+    package: str | None,
+    bug: int | None,
+    person: str | None,
+    since: str | None,
+    until: str | None,
+    oldest_first: bool,
+    limit: int,
+    page: int,
+    as_json: bool,
+) -> None:
+    """Search the journal (every event, history included)."""
+    from bridge.client import envelope_json
+    from bridge.query import find
+
+    criteria = _criteria(topic, package, bug, person, since, until)
+    with state.journal() as journal:
+        found = find(journal, criteria, newest_first=not oldest_first, limit=limit, page=page)
+    for envelope in found:
+        if as_json:
+            click.echo(envelope_json(envelope))
+        else:
+            when = envelope.msg.get("origin", {}).get("date") or envelope.timestamp
+            click.echo(
+                f"{envelope.seq_id} {when} {envelope.topic} {envelope.msg.get('summary', '')}"
+            )
+
+
+@main.command()
+@_query_options
+@click.option(
+    "--by", "period", type=click.Choice(["day", "week", "month"]), default="day", show_default=True
+)
+@click.option("--json", "as_json", is_flag=True, help="{period: {topic: count}} as JSON.")
+@pass_state
+def stats(
+    state: AppState,
+    topic: str,
+    package: str | None,
+    bug: int | None,
+    person: str | None,
+    since: str | None,
+    until: str | None,
+    period: str,
+    as_json: bool,
+) -> None:
+    """Events per topic per day, week or month (by when they happened)."""
+    from bridge.query import render_table
+    from bridge.query import stats as count
+
+    criteria = _criteria(topic, package, bug, person, since, until)
+    with state.journal() as journal:
+        table = count(journal, criteria, period)
+    if as_json:
+        click.echo(json.dumps(table, sort_keys=True))
+        return
+    for line in render_table(table, period):
+        click.echo(line)

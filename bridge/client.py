@@ -1,41 +1,52 @@
-"""A small client for bus consumers: subscribe, decode envelopes, filter.
+"""A client for bus consumers: live messages with gap recovery from the replay endpoint.
 
-from bridge.client import tail
-for envelope in tail(["tcp://127.0.0.1:9940"], topic="org.debian.dev.debbugs"):
-    print(envelope.seq_id, envelope.topic, envelope.msg["summary"])
+    from bridge.client import tail
+    for envelope in tail(["tcp://127.0.0.1:9940"], "org.debian.dev.debbugs",
+                         replay="tcp://127.0.0.1:9941", since=1200):
+        print(envelope.seq_id, envelope.topic, envelope.msg["summary"])
+
+ZeroMQ PUB drops messages silently when a subscriber is slow or away. :func:`tail` tracks
+the last ``seq_id`` it yielded; when a later one arrives it first fetches the missing range
+from the replay endpoint, so every message is yielded once, in order. With *since* it starts
+by paging through history, then goes live without a gap or a duplicate at the seam.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import zmq
 
+from bridge.errors import ReplayError
 from bridge.events import Envelope
 
 log = logging.getLogger(__name__)
 
+REPLAY_TIMEOUT = 10.0
+JOIN_DELAY = 0.3
+
 
 @dataclass(frozen=True)
 class Filter:
-    """Which envelopes a consumer wants, beyond the topic prefix the socket filters on."""
+    """Which envelopes a consumer wants: a topic prefix, a source package, a bug number."""
 
+    topic: str = ""
     package: str | None = None
     bug: int | None = None
 
     def matches(self, envelope: Envelope) -> bool:
+        if not envelope.topic.startswith(self.topic):
+            return False
         msg = envelope.msg
-        if self.package is not None:
-            packages = msg.get("packages") or []
-            if self.package not in packages:
-                return False
+        if self.package is not None and self.package not in (msg.get("packages") or []):
+            return False
         if self.bug is not None:
             bugs = set(msg.get("bugs") or []) | set(msg.get("closes") or [])
-            if msg.get("bug") is not None:
-                bugs.add(msg.get("bug"))
+            bugs.add(msg.get("bug"))
             if self.bug not in bugs:
                 return False
         return True
@@ -71,29 +82,124 @@ def decode(frames: list[bytes]) -> Envelope | None:
         return None
 
 
+class Replayer:
+    """A REQ client of the replay endpoint."""
+
+    def __init__(
+        self, endpoint: str, *, context: zmq.Context | None = None, timeout: float = REPLAY_TIMEOUT
+    ):
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._context = context or zmq.Context.instance()
+        self._socket: zmq.Socket | None = None
+
+    def query(self, request: dict) -> list[Envelope]:
+        """The envelopes answering *request*; [] when none match. Raises ReplayError."""
+        sock = self._connect()
+        sock.send(json.dumps(request).encode())
+        if not sock.poll(int(self.timeout * 1000)):
+            self.close()  # a REQ socket without its reply cannot be used again
+            raise ReplayError(f"replay endpoint {self.endpoint} did not answer")
+        frames = sock.recv_multipart()
+        if len(frames) == 1 and frames[0].startswith(b"error: "):
+            text = frames[0].decode(errors="replace")
+            if "no message matches" in text:
+                return []
+            raise ReplayError(text)
+        return [Envelope.from_json(frame) for frame in frames]
+
+    def pages(self, first: dict) -> Iterator[Envelope]:
+        """Every envelope from a paging query on, following ``seq_id_after``."""
+        request = first
+        while True:
+            page = self.query(request)
+            if not page:
+                return
+            yield from page
+            request = {"seq_id_after": page[-1].seq_id}
+
+    def _connect(self) -> zmq.Socket:
+        if self._socket is None:
+            self._socket = self._context.socket(zmq.REQ)
+            self._socket.setsockopt(zmq.LINGER, 0)
+            self._socket.connect(self.endpoint)
+        return self._socket
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+
 def tail(
     endpoints: Sequence[str],
     topic: str = "",
     *,
+    replay: str | None = None,
+    since: int | float | None = None,
+    since_time: bool = False,
     filter: Filter | None = None,
     timeout: float | None = None,
     context: zmq.Context | None = None,
+    rcvhwm: int = 100_000,
 ) -> Iterator[Envelope]:
-    """Yield live envelopes; stop after *timeout* seconds without one (None: never)."""
-    sock = subscribe(endpoints, topic, context=context)
-    poller = zmq.Poller()
-    poller.register(sock, zmq.POLLIN)
-    wanted = filter or Filter()
+    """Yield envelopes, live, each once and in ``seq_id`` order when *replay* is given.
+
+    *since* is a seq_id to start after (or, with *since_time*, epoch seconds to start at).
+    Iteration ends after *timeout* idle seconds (None: never).
+    """
+    wanted = filter or Filter(topic=topic)
+    # With gap recovery every seq_id must be seen to tell a drop from another topic.
+    sock = subscribe(endpoints, "" if replay else wanted.topic, context=context, rcvhwm=rcvhwm)
+    replayer = Replayer(replay, context=context) if replay else None
+    last: int | None = None
     try:
-        while True:
-            ready = dict(poller.poll(None if timeout is None else int(timeout * 1000)))
-            if sock not in ready:
-                return
-            envelope = decode(sock.recv_multipart())
-            if envelope is not None and wanted.matches(envelope):
+        if replayer is not None and since is not None:
+            time.sleep(JOIN_DELAY)  # join the bus first, so nothing falls between history and live
+            first = {"after_time": since} if since_time else {"seq_id_after": int(since)}
+            for envelope in replayer.pages(first):
+                last = envelope.seq_id
+                if wanted.matches(envelope):
+                    yield envelope
+        for envelope in _live(sock, timeout):
+            if last is not None and envelope.seq_id <= last:
+                continue  # already yielded (from history or a gap fill)
+            if replayer is not None and last is not None and envelope.seq_id > last + 1:
+                yield from _fill(replayer, last, envelope.seq_id, wanted)
+            last = envelope.seq_id
+            if wanted.matches(envelope):
                 yield envelope
     finally:
         sock.close()
+        if replayer is not None:
+            replayer.close()
+
+
+def _live(sock: zmq.Socket, timeout: float | None) -> Iterator[Envelope]:
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    while True:
+        ready = dict(poller.poll(None if timeout is None else int(timeout * 1000)))
+        if sock not in ready:
+            return
+        envelope = decode(sock.recv_multipart())
+        if envelope is not None:
+            yield envelope
+
+
+def _fill(replayer: Replayer, last: int, upto: int, wanted: Filter) -> Iterator[Envelope]:
+    """The envelopes between *last* and *upto* (both exclusive), from the replay endpoint."""
+    recovered = 0
+    try:
+        for envelope in replayer.pages({"seq_id_after": last}):
+            if envelope.seq_id >= upto:
+                break
+            recovered += 1
+            if wanted.matches(envelope):
+                yield envelope
+        log.info("recovered %d message(s) missed between seq_id %d and %d", recovered, last, upto)
+    except ReplayError as e:
+        log.warning("could not recover seq_id %d..%d: %s", last + 1, upto - 1, e)
 
 
 def envelope_json(envelope: Envelope) -> str:

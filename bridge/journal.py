@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS events (
     topic       TEXT NOT NULL,
     event_topic TEXT NOT NULL,
     timestamp   INTEGER NOT NULL,
+    event_time  INTEGER NOT NULL,
     dedup_key   TEXT NOT NULL UNIQUE,
     source      TEXT NOT NULL,
     agent       TEXT NOT NULL DEFAULT '',
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS events (
     envelope    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_timestamp ON events (timestamp);
+CREATE INDEX IF NOT EXISTS events_event_time ON events (event_time);
 CREATE INDEX IF NOT EXISTS events_topic ON events (topic);
 CREATE TABLE IF NOT EXISTS event_packages (
     seq_id  INTEGER NOT NULL REFERENCES events (seq_id),
@@ -168,14 +170,15 @@ class Journal:
             seq_id=seq_id,
         )
         db.execute(
-            "INSERT INTO events (seq_id, msg_id, topic, event_topic, timestamp, dedup_key,"
-            " source, agent, live, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (seq_id, msg_id, topic, event_topic, timestamp, event_time,"
+            " dedup_key, source, agent, live, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 seq_id,
                 envelope.msg_id,
                 envelope.topic,
                 event.topic,
                 envelope.timestamp,
+                _event_time(event.body, envelope.timestamp),
                 key,
                 source,
                 _agent_text(event.body),
@@ -334,3 +337,17 @@ def _agent_text(body: Any) -> str:
         if isinstance(person, dict):
             parts += [str(person.get("name") or ""), str(person.get("email") or "")]
     return "\n".join(p.lower() for p in parts if p)
+
+
+def _event_time(body: Any, journaled: int) -> int:
+    """When the fact happened: the mail's date when known (history replays), else now."""
+    origin = body.get("origin") if isinstance(body, dict) else None
+    date = origin.get("date") if isinstance(origin, dict) else None
+    if isinstance(date, str):
+        try:
+            return int(
+                datetime.strptime(date, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+            )
+        except ValueError:
+            pass
+    return journaled

@@ -30,6 +30,7 @@ from bridge.journal import JOURNAL_FILE, Journal
 from bridge.pipeline import Pipeline
 from bridge.plugins import discover
 from bridge.publisher import Publisher
+from bridge.replay import ReplayServer
 from bridge.spool import Spool
 from bridge.worker import Worker
 
@@ -187,6 +188,12 @@ class PipelineProcess:
             send_hwm=config.bus.send_hwm,
         )
         self.spool = spool_of(config)
+        self.replay = ReplayServer(
+            open_journal(config, durable=False),
+            config.bus.replay,
+            context=self._context,
+            limit=config.bus.replay_max_messages,
+        )
         self.worker = Worker(
             self.spool,
             open_journal(config),
@@ -196,7 +203,12 @@ class PipelineProcess:
         self._threads: list[threading.Thread] = []
 
     def run(self, wake: Connection, parent: int) -> None:
-        for name, target in (("publisher", self.publisher.run), ("worker", self._work)):
+        threads = (
+            ("publisher", self.publisher.run),
+            ("replay", self.replay.run),
+            ("worker", self._work),
+        )
+        for name, target in threads:
             thread = threading.Thread(
                 target=target, args=(self.stop_event,), name=name, daemon=True
             )

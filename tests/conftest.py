@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import venv
 from pathlib import Path
 
 import pytest
@@ -19,3 +22,24 @@ def corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.skip("the shared corpus of real Debian mail is not present")
     return CORPUS
+
+
+FEDMSG = "fedmsg[commands]==1.1.7"
+
+
+@pytest.fixture(scope="session")
+def fedmsg_tail(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtualenv with fedmsg 1.1.7 (cached between runs, outside the repository)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    home = cache / "debian-bus-bridge-tests" / "fedmsg-1.1.7"
+    tail = home / "bin" / "fedmsg-tail"
+    if not tail.exists():
+        venv.create(home, with_pip=True, clear=True)
+        result = subprocess.run(
+            [str(home / "bin" / "python"), "-m", "pip", "install", "-q", FEDMSG],
+            capture_output=True,
+            timeout=600,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"could not install {FEDMSG}: {result.stderr.decode()[-2000:]}")
+    return tail

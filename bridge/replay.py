@@ -1,0 +1,168 @@
+"""The replay endpoint: fedmsg's REQ/REP replay protocol, answered from the journal.
+
+A request is one JSON object with any of ``seq_id``, ``seq_ids``, ``seq_id_range``
+([a, b], inclusive), ``msg_id``, ``msg_ids`` and ``time`` ([t0, t1], epoch seconds); the
+answer holds every envelope any of them selects, one frame each in ``seq_id`` order, the same
+bytes as published. Two extensions page through history for consumers catching up:
+``seq_id_after`` (the next envelopes after a seq_id) and ``after_time`` (the first envelopes
+at or after a time); they return at most the configured maximum without complaint. Anything
+else, or an answer larger than the maximum, is one frame ``error: '<text>'``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+import zmq
+
+from bridge.errors import ReplayError
+from bridge.journal import Journal, Row
+
+log = logging.getLogger(__name__)
+
+SELECTORS = ("seq_id", "seq_ids", "seq_id_range", "msg_id", "msg_ids", "time")
+PAGERS = ("seq_id_after", "after_time")
+
+
+class ReplayQuery:
+    """A validated replay request, turned into SQL over the journal's live rows."""
+
+    def __init__(self, data: Any):
+        if not isinstance(data, dict):
+            raise ReplayError("the query must be a JSON object")
+        unknown = sorted(set(data) - set(SELECTORS) - set(PAGERS))
+        if unknown:
+            valid = ", ".join(SELECTORS + PAGERS)
+            raise ReplayError(f"unknown query key {unknown[0]!r}; valid keys: {valid}")
+        if not data:
+            raise ReplayError(f"empty query; give one of {', '.join(SELECTORS)}")
+        paging = [k for k in PAGERS if k in data]
+        if paging and len(data) > 1:
+            raise ReplayError(f"{paging[0]!r} cannot be combined with other keys")
+        self.paging = bool(paging)
+        self.clauses: list[str] = []
+        self.params: list[Any] = []
+        for key, value in data.items():
+            getattr(self, f"_{key}")(value)
+
+    def _seq_id(self, value: Any) -> None:
+        self._seq_ids([value])
+
+    def _seq_ids(self, value: Any) -> None:
+        ids = _int_list("seq_ids", value)
+        self.clauses.append(f"seq_id IN ({','.join('?' * len(ids))})")
+        self.params += ids
+
+    def _seq_id_range(self, value: Any) -> None:
+        low, high = _pair("seq_id_range", value, int)
+        self.clauses.append("seq_id BETWEEN ? AND ?")
+        self.params += [low, high]
+
+    def _msg_id(self, value: Any) -> None:
+        self._msg_ids([value])
+
+    def _msg_ids(self, value: Any) -> None:
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise ReplayError("msg_ids must be a non-empty list of strings")
+        self.clauses.append(f"msg_id IN ({','.join('?' * len(value))})")
+        self.params += value
+
+    def _time(self, value: Any) -> None:
+        low, high = _pair("time", value, (int, float))
+        self.clauses.append("timestamp BETWEEN ? AND ?")
+        self.params += [low, high]
+
+    def _seq_id_after(self, value: Any) -> None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ReplayError("seq_id_after must be an integer")
+        self.clauses.append("seq_id > ?")
+        self.params.append(value)
+
+    def _after_time(self, value: Any) -> None:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ReplayError("after_time must be a number of epoch seconds")
+        self.clauses.append("timestamp >= ?")
+        self.params.append(value)
+
+    def run(self, journal: Journal, limit: int) -> list[Row]:
+        where = f"live = 1 AND ({' OR '.join(self.clauses)})"
+        if self.paging:
+            return journal.select(where, self.params, limit=limit)
+        rows = journal.select(where, self.params, limit=limit + 1)
+        if len(rows) > limit:
+            total = journal.count(where, self.params)
+            raise ReplayError(
+                f"the query matches {total} messages, more than the limit of {limit};"
+                " ask for smaller ranges"
+            )
+        return rows
+
+
+def _int_list(name: str, value: Any) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise ReplayError(f"{name} must be a non-empty list of integers")
+    return value
+
+
+def _pair(name: str, value: Any, kind: Any) -> tuple[Any, Any]:
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+    ):
+        raise ReplayError(f"{name} must be a pair [low, high]")
+    low, high = value
+    if low > high:
+        raise ReplayError(f"{name} is reversed: {low} > {high}")
+    return low, high
+
+
+def answer(journal: Journal, request: bytes, limit: int) -> list[bytes]:
+    """The frames that answer one request."""
+    try:
+        try:
+            data = json.loads(request)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ReplayError("the request is not valid JSON") from e
+        rows = ReplayQuery(data).run(journal, limit)
+        if not rows:
+            raise ReplayError("no message matches the query")
+    except ReplayError as e:
+        return [_error(str(e))]
+    return [row.envelope.encode("ascii") for row in rows]
+
+
+def _error(text: str) -> bytes:
+    return f"error: '{text}'".encode()
+
+
+class ReplayServer:
+    """A REP socket answering replay queries. Call :meth:`run` in its own thread."""
+
+    def __init__(self, journal: Journal, endpoint: str, *, context: zmq.Context, limit: int):
+        self.journal = journal
+        self.limit = limit
+        self._socket = context.socket(zmq.REP)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.bind(endpoint)
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("replay endpoint on %s", self._socket.getsockopt_string(zmq.LAST_ENDPOINT))
+        while not stop.is_set():
+            if not self._socket.poll(200):
+                continue
+            request = self._socket.recv()
+            try:
+                frames = answer(self.journal, request, self.limit)
+            except Exception as e:  # a REP socket must answer, or it blocks its client for good
+                log.exception("replay query failed")
+                frames = [_error(f"internal error: {type(e).__name__}")]
+            self._socket.send_multipart(frames)
+        self._socket.close()
