@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -437,27 +438,31 @@ def _print_summary(summary: Any, err: bool) -> None:
         click.echo(line, err=err)
 
 
-def _criteria(
-    topic: str,
-    package: str | None,
-    bug: int | None,
-    person: str | None,
-    since: str | None,
-    until: str | None,
-) -> Any:
+def criteria_options(command: Any) -> Any:
+    """Add the journal search options to *command* and hand it one ``criteria`` argument."""
     from bridge.query import Criteria
 
-    return Criteria(
-        topic=topic,
-        package=package,
-        bug=bug,
-        person=person,
-        since=epoch_of(since, "--since") if since else None,
-        until=epoch_of(until, "--until") if until else None,
-    )
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,
+        topic: str,
+        package: str | None,
+        bug: int | None,
+        person: str | None,
+        since: str | None,
+        until: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        criteria = Criteria(
+            topic=topic,
+            package=package,
+            bug=bug,
+            person=person,
+            since=epoch_of(since, "--since") if since else None,
+            until=epoch_of(until, "--until") if until else None,
+        )
+        return command(*args, criteria=criteria, **kwargs)
 
-
-def _query_options(command: Any) -> Any:
     for option in reversed(
         [
             click.option("--topic", default="", help="Topic prefix, full or event-relative."),
@@ -468,12 +473,12 @@ def _query_options(command: Any) -> Any:
             click.option("--until", help="ISO time: events before it."),
         ]
     ):
-        command = option(command)
-    return command
+        wrapper = option(wrapper)
+    return wrapper
 
 
 @main.command()
-@_query_options
+@criteria_options
 @click.option("--oldest-first", is_flag=True, help="Oldest first (default: newest first).")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
 @click.option("--page", type=click.IntRange(1), default=1, show_default=True)
@@ -481,12 +486,7 @@ def _query_options(command: Any) -> Any:
 @pass_state
 def query(
     state: AppState,
-    topic: str,
-    package: str | None,
-    bug: int | None,
-    person: str | None,
-    since: str | None,
-    until: str | None,
+    criteria: Any,
     oldest_first: bool,
     limit: int,
     page: int,
@@ -496,7 +496,6 @@ def query(
     from bridge.client import envelope_json
     from bridge.query import find
 
-    criteria = _criteria(topic, package, bug, person, since, until)
     with state.journal() as journal:
         found = find(journal, criteria, newest_first=not oldest_first, limit=limit, page=page)
     for envelope in found:
@@ -510,7 +509,7 @@ def query(
 
 
 @main.command()
-@_query_options
+@criteria_options
 @click.option(
     "--by", "period", type=click.Choice(["day", "week", "month"]), default="day", show_default=True
 )
@@ -518,12 +517,7 @@ def query(
 @pass_state
 def stats(
     state: AppState,
-    topic: str,
-    package: str | None,
-    bug: int | None,
-    person: str | None,
-    since: str | None,
-    until: str | None,
+    criteria: Any,
     period: str,
     as_json: bool,
 ) -> None:
@@ -531,7 +525,6 @@ def stats(
     from bridge.query import render_table
     from bridge.query import stats as count
 
-    criteria = _criteria(topic, package, bug, person, since, until)
     with state.journal() as journal:
         table = count(journal, criteria, period)
     if as_json:

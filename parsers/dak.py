@@ -112,14 +112,9 @@ class DakParser:
             raise ParseError(
                 f"subject names {subject.source} but the .changes is for {body['source']}"
             )
-        agent = body["changed_by"]
-        body.update(
-            suite=suite,
-            agent=agent,
-            packages=[body["source"]],
-            url=TRACKER_URL + body["source"],
-            origin=origin(message),
-            summary=f"{display(agent)} uploaded {body['source']} {body['version']} to {suite}",
+        _place(body, message, suite, body["changed_by"])
+        body["summary"] = (
+            f"{display(body['agent'])} uploaded {body['source']} {body['version']} to {suite}"
         )
         return Event(
             "dak.upload.accepted", body, dedup_key=f"{body['source']}/{body['version']}/{suite}"
@@ -134,13 +129,7 @@ class DakParser:
             body.update(upload_fields(found))
         agent = body.get("changed_by") or address(header(message, "To").split(",")[0])
         suite = header(message, "Debian-Suite") or next(iter(body.get("distribution") or []), None)
-        body.update(
-            suite=suite,
-            agent=agent,
-            packages=[body["source"]],
-            url=TRACKER_URL + body["source"],
-            origin=origin(message),
-        )
+        _place(body, message, suite, agent)
         if subject.action == "rejected":
             body["reason"] = rejection_reason(text)
         if subject.action == "received" and not body["files"]:
@@ -193,6 +182,17 @@ class DakParser:
             + ",".join(f"{r['package']}={r['version']}" for r in removed)
         )
         return Event("dak.package.removed", body, dedup_key=key)
+
+
+def _place(body: dict[str, Any], message: Message, suite: str | None, agent: Any) -> None:
+    """The fields every upload event fills the same way."""
+    body.update(
+        suite=suite,
+        agent=agent,
+        packages=[body["source"]],
+        url=TRACKER_URL + body["source"],
+        origin=origin(message),
+    )
 
 
 def body_text(message: Message) -> str:
