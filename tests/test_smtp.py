@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bridge.journal import JOURNAL_FILE, Journal
-from tests.helpers import Server, Subscriber, bridge, wait_until
+from tests.helpers import FIXTURES, Server, Subscriber, bridge, wait_until
 from tests.mails import bug_report
 
 RCPT = "bridge@localhost"
@@ -215,3 +215,43 @@ def test_sigterm_drains_the_worker_and_exits_cleanly(state_dir):
     report = json.loads(status.stdout)
     assert report["spool_pending"] == 0 and report["last_seq_id"] == 20
     assert report["counters"]["accepted"] == 20 and report["counters"]["events"] == 20
+
+
+def test_bare_lf_inside_a_crlf_stream_is_kept_and_parsed(server, state_dir):
+    # smtplib would normalise line ends; a raw client shows what the server does with bare LF
+    mail = bug_report(10).replace(b"\r\n", b"\n")
+    with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10) as raw:
+        reader = raw.makefile("rb")
+        reader.readline()
+        for command in (
+            b"HELO raw.example.org",
+            b"MAIL FROM:<l@example.org>",
+            b"RCPT TO:<bridge@localhost>",
+            b"DATA",
+        ):
+            raw.sendall(command + b"\r\n")
+            reply = reader.readline()
+            assert reply[:1] in (b"2", b"3"), reply
+        raw.sendall(mail + b"\r\n.\r\n")
+        assert reader.readline().startswith(b"250 ")
+    wait_until(lambda: journal_events(state_dir), 20, "the event")
+    (event,) = journal_events(state_dir)
+    assert event.msg["bug"] == 10 and event.msg["version"] == "2.10-3"
+
+
+def test_retry_reoffers_failed_mails(state_dir):
+    failed = state_dir / "spool" / "failed"
+    failed.mkdir(parents=True)
+    (failed / "a.eml").write_bytes(bug_report(11))  # as if a parser fix now reads it
+    (failed / "a.reason").write_text("debbugs raised KeyError\n")
+    broken = FIXTURES / "dak-broken" / "missing-version.eml"
+    (failed / "b.eml").write_bytes(broken.read_bytes())
+    (failed / "b.reason").write_text("dak: malformed .changes\n")
+    result = bridge("--state-dir", str(state_dir), "retry", "--all")
+    assert result.returncode == 1
+    assert "a.eml: published, 1 new event(s)" in result.stdout.decode()
+    assert (
+        "b.eml: still failing: dak: malformed .changes: missing Version" in result.stderr.decode()
+    )
+    assert sorted(p.name for p in failed.iterdir()) == ["b.eml", "b.reason"]
+    assert [e.msg["bug"] for e in journal_events(state_dir)] == [11]
