@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 import zmq
 
 from bridge.config import Config
+from bridge.errors import BridgeError
 from bridge.events import Naming
 from bridge.journal import JOURNAL_FILE, Journal
 from bridge.pipeline import Pipeline
@@ -32,6 +33,7 @@ from bridge.plugins import discover
 from bridge.publisher import Publisher
 from bridge.replay import ReplayServer
 from bridge.spool import Spool
+from bridge.worker import CURSOR as SPOOL_CURSOR
 from bridge.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -69,14 +71,20 @@ class Service:
         self._flushed: Counter[str] = Counter()
         self._threads: list[threading.Thread] = []
         self._child: multiprocessing.process.BaseProcess | None = None
+        self.pipeline_failed = False
         self._wake_fd = -1
 
     def start(self) -> None:
-        self._start_pipeline_process()
         self.spool.start()
+        try:
+            self.intake.start()  # bind SMTP first: a port in use fails before anything runs
+        except Exception:
+            self.spool.close()
+            raise
+        # Mail accepted before the pipeline is up waits in the spool; it is processed first.
+        self._start_pipeline_process()
         self.spool.listeners.append(self._wake_pipeline)
         self._spawn("stats", self._stats)
-        self.intake.start()
         log.info(
             "bridge serving: SMTP %s:%s, publish %s, replay %s",
             self.intake.hostname,
@@ -137,6 +145,14 @@ class Service:
             self.journal.add_counters(delta)
             self._flushed = current
 
+    def expire_spool(self) -> None:
+        """Drop spool segments the pipeline has finished with, once past the retention."""
+        processed = self.journal.cursor(SPOOL_CURSOR)
+        if processed:
+            removed = self.spool.expire(processed, self.config.spool.retention_days * 86400)
+            if removed:
+                log.info("spool: removed %d segment(s) past the retention", removed)
+
     def log_counters(self) -> None:
         counters = self.journal.counters()
         log.info(
@@ -152,8 +168,10 @@ class Service:
                 if waited >= STATS_EVERY:
                     waited = 0.0
                     self.log_counters()
+                    self.expire_spool()
                 if self._child is not None and not self._child.is_alive():
                     log.error("the pipeline process died (exit %s); stopping", self._child.exitcode)
+                    self.pipeline_failed = True
                     self.stop_event.set()
             except Exception:  # statistics must never take the service down
                 log.exception("could not update counters")
@@ -169,6 +187,8 @@ class Service:
             pass
         log.info("stopping")
         self.stop()
+        if self.pipeline_failed:
+            raise BridgeError("the pipeline process stopped unexpectedly; see the log above")
 
 
 class PipelineProcess:
@@ -246,7 +266,13 @@ def pipeline_main(
     """Entry point of the pipeline process."""
     _die_with_parent()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    process = PipelineProcess(config, parser_names)
+    try:
+        process = PipelineProcess(config, parser_names)
+    except zmq.ZMQError as e:
+        log.error(
+            "cannot bind the bus endpoints (%s, %s): %s", config.bus.publish, config.bus.replay, e
+        )
+        raise SystemExit(2) from e
     signal.signal(signal.SIGTERM, lambda *_: process.stop_event.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the intake decides when to stop
     process.run(wake, parent)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from bridge.spool import Spool, encode
@@ -47,3 +48,20 @@ def test_segments_roll_and_are_read_across(tmp_path: Path):
     assert len(spool.segment_numbers()) > 2
     records = spool.read_after(spool.start_position(), limit=100)
     assert [r.meta["n"] for r in records] == list(range(10))
+
+
+def test_only_processed_segments_past_the_retention_expire(tmp_path: Path):
+    spool = Spool(tmp_path / "spool", segment_bytes=300)
+    spool.start()
+    for n in range(10):
+        spool.write_now({"n": n}, b"x" * 100)
+    numbers = spool.segment_numbers()
+    processed = spool.read_after(spool.start_position(), limit=4)[-1].next_position
+    now = time.time()
+    assert spool.expire(processed, retention_seconds=3600, now=now) == 0  # all too young
+    removed = spool.expire(processed, retention_seconds=3600, now=now + 7200)
+    assert removed >= 1
+    remaining = spool.segment_numbers()
+    assert remaining[-1] == numbers[-1]  # the segment being written is never removed
+    assert [r.meta["n"] for r in spool.read_after(processed, limit=100)] == list(range(4, 10))
+    spool.close()
