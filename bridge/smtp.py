@@ -139,18 +139,20 @@ class BridgeSMTP(SMTP):
         super().connection_lost(error)
 
     async def smtp_DATA(self, arg: str) -> None:
+        # A watchdog rather than a cancellation: aiosmtpd closes the stream when DATA is
+        # cancelled, which would swallow the 421 that tells the client why.
+        watchdog = self.loop.call_later(self.data_timeout, self._data_too_slow)
         try:
-            async with asyncio.timeout(self.data_timeout):
-                await super().smtp_DATA(arg)
-        except TimeoutError:
-            log.warning(
-                "%r DATA took longer than %ss; closing",
-                self.session and self.session.peer,
-                self.data_timeout,
-            )
-            if self.transport is not None:
-                self.transport.write(b"421 4.4.2 DATA took too long, closing connection\r\n")
-                self.transport.close()
+            await super().smtp_DATA(arg)
+        finally:
+            watchdog.cancel()
+
+    def _data_too_slow(self) -> None:
+        peer = self.session.peer if self.session else "?"
+        log.warning("%r DATA took longer than %ss; closing", peer, self.data_timeout)
+        if self.transport is not None:
+            self.transport.write(b"421 4.4.2 DATA took too long, closing connection\r\n")
+            self.transport.close()
 
 
 class IntakeServer(Controller):

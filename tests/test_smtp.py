@@ -255,3 +255,63 @@ def test_retry_reoffers_failed_mails(state_dir):
     )
     assert sorted(p.name for p in failed.iterdir()) == ["b.eml", "b.reason"]
     assert [e.msg["bug"] for e in journal_events(state_dir)] == [11]
+
+
+def test_connections_over_the_cap_are_told_to_come_back_later(state_dir, tmp_path):
+    server = Server(state_dir, config=config_file(tmp_path, "max_connections = 2")).start()
+    server.wait_for_smtp()
+    held = []
+    try:
+        time.sleep(0.5)  # let the listener's own readiness probe disconnect
+        for _ in range(2):
+            conn = socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10)
+            assert conn.recv(1024).startswith(b"220 ")
+            held.append(conn)
+        with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10) as extra:
+            assert extra.recv(1024).startswith(b"421 ")
+        held.pop().close()
+        time.sleep(0.3)
+        assert send(server, bug_report(12)) == {}
+    finally:
+        for conn in held:
+            conn.close()
+        server.stop()
+
+
+def test_a_data_phase_that_takes_too_long_is_cut_off(state_dir, tmp_path):
+    server = Server(state_dir, config=config_file(tmp_path, "data_timeout = 2.0")).start()
+    server.wait_for_smtp()
+    try:
+        with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10) as raw:
+            reader = raw.makefile("rb")
+            reader.readline()
+            for command in (
+                b"HELO slow.example.org",
+                b"MAIL FROM:<l@example.org>",
+                b"RCPT TO:<bridge@localhost>",
+                b"DATA",
+            ):
+                raw.sendall(command + b"\r\n")
+                reader.readline()
+            started = time.monotonic()
+            reply = b""
+            for _ in range(20):
+                try:
+                    raw.sendall(b"Subject: one line a second\r\n")
+                except OSError:
+                    break
+                time.sleep(0.5)
+                raw.setblocking(False)
+                try:
+                    reply = raw.recv(1024)
+                except BlockingIOError:
+                    reply = b""
+                finally:
+                    raw.setblocking(True)
+                if reply:
+                    break
+            assert reply.startswith(b"421 "), reply
+            assert time.monotonic() - started < 6
+        assert send(server, bug_report(13)) == {}
+    finally:
+        server.stop()
