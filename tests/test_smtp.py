@@ -217,21 +217,27 @@ def test_sigterm_drains_the_worker_and_exits_cleanly(state_dir):
     assert report["counters"]["accepted"] == 20 and report["counters"]["events"] == 20
 
 
+def start_data(raw: socket.socket):
+    """Speak SMTP by hand up to the DATA prompt; return the reader for the replies."""
+    reader = raw.makefile("rb")
+    assert reader.readline().startswith(b"220 ")
+    for command in (
+        b"HELO raw.example.org",
+        b"MAIL FROM:<l@example.org>",
+        b"RCPT TO:<bridge@localhost>",
+        b"DATA",
+    ):
+        raw.sendall(command + b"\r\n")
+        reply = reader.readline()
+        assert reply[:1] in (b"2", b"3"), reply
+    return reader
+
+
 def test_bare_lf_inside_a_crlf_stream_is_kept_and_parsed(server, state_dir):
     # smtplib would normalise line ends; a raw client shows what the server does with bare LF
     mail = bug_report(10).replace(b"\r\n", b"\n")
     with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10) as raw:
-        reader = raw.makefile("rb")
-        reader.readline()
-        for command in (
-            b"HELO raw.example.org",
-            b"MAIL FROM:<l@example.org>",
-            b"RCPT TO:<bridge@localhost>",
-            b"DATA",
-        ):
-            raw.sendall(command + b"\r\n")
-            reply = reader.readline()
-            assert reply[:1] in (b"2", b"3"), reply
+        reader = start_data(raw)
         raw.sendall(mail + b"\r\n.\r\n")
         assert reader.readline().startswith(b"250 ")
     wait_until(lambda: journal_events(state_dir), 20, "the event")
@@ -283,16 +289,7 @@ def test_a_data_phase_that_takes_too_long_is_cut_off(state_dir, tmp_path):
     server.wait_for_smtp()
     try:
         with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10) as raw:
-            reader = raw.makefile("rb")
-            reader.readline()
-            for command in (
-                b"HELO slow.example.org",
-                b"MAIL FROM:<l@example.org>",
-                b"RCPT TO:<bridge@localhost>",
-                b"DATA",
-            ):
-                raw.sendall(command + b"\r\n")
-                reader.readline()
+            start_data(raw)
             started = time.monotonic()
             reply = b""
             for _ in range(20):
