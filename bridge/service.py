@@ -265,6 +265,10 @@ def pipeline_main(
 ) -> None:
     """Entry point of the pipeline process."""
     _die_with_parent()
+    # Under overload the intake comes first: a mail must be acknowledged promptly, while
+    # parsing may lag a little and catch up from the spool.
+    with contextlib.suppress(OSError):
+        os.nice(5)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         process = PipelineProcess(config, parser_names)
