@@ -15,6 +15,7 @@ import json
 import lzma
 import multiprocessing
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,16 +121,16 @@ class Backfill:
             for batch in batches:
                 yield batch, [self._pipeline.process(m.raw) for m in batch]
             return
-        pending = ((batch, [m.raw for m in batch]) for batch in batches)
-        batch_list: list[list[MboxMessage]] = []
+        # imap keeps order: each answer belongs to the oldest batch still waiting
+        waiting: deque[list[MboxMessage]] = deque()
 
         def raws() -> Iterator[list[bytes]]:
-            for batch, raw in pending:
-                batch_list.append(batch)
-                yield raw
+            for batch in batches:
+                waiting.append(batch)
+                yield [m.raw for m in batch]
 
         for outcomes in self._pool.imap(_parse_batch, raws(), chunksize=1):
-            yield batch_list.pop(0), outcomes
+            yield waiting.popleft(), outcomes
 
     def _record(
         self, path: Path, key: str, batch: list[MboxMessage], outcomes: list[Outcome]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import zmq
 
 from bridge.errors import ReplayError
-from bridge.events import Envelope
+from bridge.events import Envelope, bugs_of
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,7 @@ class Filter:
         msg = envelope.msg
         if self.package is not None and self.package not in (msg.get("packages") or []):
             return False
-        if self.bug is not None:
-            bugs = set(msg.get("bugs") or []) | set(msg.get("closes") or [])
-            bugs.add(msg.get("bug"))
-            if self.bug not in bugs:
-                return False
-        return True
+        return self.bug is None or self.bug in bugs_of(msg)
 
 
 def subscribe(

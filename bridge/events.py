@@ -50,6 +50,16 @@ class Naming:
         return self.topic(topic_or_prefix)
 
 
+def bugs_of(body: Mapping[str, Any]) -> list[int]:
+    """The bug numbers an event body is about: ``bug``, ``bugs`` and an upload's ``closes``."""
+    bugs: set[int] = set()
+    for key in ("bug", "bugs", "closes"):
+        value = body.get(key)
+        values = value if isinstance(value, list | tuple) else [value]
+        bugs.update(v for v in values if isinstance(v, int) and not isinstance(v, bool))
+    return sorted(bugs)
+
+
 def full_topic(topic_prefix: str, environment: str, event_topic: str) -> str:
     """The one place a bus topic is built: ``<topic_prefix>.<environment>.<event topic>``."""
     parts = [topic_prefix.strip("."), environment.strip("."), event_topic.strip(".")]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import JournalError
-from bridge.events import Envelope, Event, Naming, new_msg_id
+from bridge.events import Envelope, Event, Naming, bugs_of, new_msg_id
 
 JOURNAL_FILE = "journal.sqlite3"
 
@@ -192,7 +192,7 @@ class Journal:
         )
         db.executemany(
             "INSERT INTO event_bugs (seq_id, bug) VALUES (?, ?)",
-            [(seq_id, b) for b in _bugs_of(event.body)],
+            [(seq_id, b) for b in bugs_of(event.body)],
         )
 
     def transaction(self) -> _Transaction:
@@ -319,15 +319,6 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, list | tuple):
         return sorted({v for v in value if isinstance(v, str) and v})
     return []
-
-
-def _bugs_of(body: Any) -> list[int]:
-    bugs: set[int] = set()
-    for key in ("bug", "bugs", "closes"):
-        value = body.get(key)
-        values = value if isinstance(value, list | tuple) else [value]
-        bugs.update(v for v in values if isinstance(v, int) and not isinstance(v, bool))
-    return sorted(bugs)
 
 
 def _agent_text(body: Any) -> str:

@@ -24,7 +24,6 @@ PATCH_TYPES = (
     "text/x-patch",
     "text/x-debdiff",
     "application/x-patch",
-    "text/x-diff; charset",
     "application/x-diff",
 )
 

@@ -76,9 +76,14 @@ def _skip(stream: BinaryIO, count: int) -> None:
         return
     try:
         stream.seek(count)
+        return
     except (OSError, ValueError):
-        while count:
-            count -= len(stream.read(min(CHUNK, count)) or b"x" * count)
+        pass  # not seekable: read and drop
+    while count > 0:
+        chunk = stream.read(min(CHUNK, count))
+        if not chunk:
+            return
+        count -= len(chunk)
 
 
 def _unescape(raw: bytes) -> bytes:

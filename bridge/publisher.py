@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 
 import zmq
 
@@ -34,14 +33,12 @@ class Publisher:
         startup_delay: float = 0.0,
         batch_size: int = 500,
         send_hwm: int = 100_000,
-        on_published: Callable[[int], None] | None = None,
     ):
         self.journal = journal
         self.endpoint = endpoint
         self.poll_interval = poll_interval
         self.startup_delay = startup_delay
         self.batch_size = batch_size
-        self.on_published = on_published
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.PUB)
         self._socket.setsockopt(zmq.SNDHWM, send_hwm)
@@ -74,8 +71,6 @@ class Publisher:
             self.cursor = rows[-1].seq_id
             self.journal.set_cursor(CURSOR, self.cursor)
             sent += len(rows)
-            if self.on_published:
-                self.on_published(len(rows))
 
     def run(self, stop: threading.Event) -> None:
         log.info("publishing on %s from seq_id %d", self.bound_endpoint, self.cursor + 1)

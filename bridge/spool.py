@@ -237,8 +237,9 @@ class Spool:
     def depth(self, position: int) -> int:
         """How many committed records lie after *position* (``bridge status``)."""
         count = 0
+        end = self.end_position()
         while True:
-            batch = self.read_after(position, limit=1000, upto=self.end_position())
+            batch = self.read_after(position, limit=1000, upto=end)
             if not batch:
                 return count
             count += len(batch)

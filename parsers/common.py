@@ -47,9 +47,5 @@ def cap(text: str, limit: int = BODY_CAP) -> str:
     return text if len(text) <= limit else text[:limit]
 
 
-def person(name: str | None, email: str | None) -> dict[str, str | None]:
-    return {"name": name or None, "email": email or None}
-
-
 def display(agent: dict[str, str | None]) -> str:
     return agent.get("name") or agent.get("email") or "someone"
