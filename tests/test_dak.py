@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import collections
 import re
 from pathlib import Path
 
@@ -12,9 +11,8 @@ from bridge.pipeline import Pipeline
 from bridge.testing import golden_cases, run_case, validate
 from parsers.changes import find_changes, read_changes, upload_fields
 from parsers.dak import DakParser
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, SCHEMAS, CorpusRun
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "parsers" / "schemas"
 CASES = golden_cases(FIXTURES / "dak")
 BROKEN = FIXTURES / "dak-broken"
 
@@ -48,16 +46,8 @@ def test_a_broken_changes_is_a_clear_failure_not_a_half_event(path):
 
 
 def test_every_dak_mail_in_the_corpus(corpus: Path, capsys):
-    pipeline = Pipeline([DakParser()])
-    counts: collections.Counter[str] = collections.Counter()
-    silent = []
-    for path in sorted(corpus.glob("mails/dak-*/*.eml")):
-        raw = path.read_bytes()
-        outcome = pipeline.process(raw)
-        assert not outcome.failures, f"{path}: {outcome.reason}"
-        counts.update(e.topic for e in outcome.events)
-        for event in outcome.events:
-            validate(event, SCHEMAS)
+    run = CorpusRun(DakParser(), sorted(corpus.glob("mails/dak-*/*.eml")))
+    for path, raw, outcome in run:
         subject = header(parse_message(raw), "Subject")
         named = re.match(r"Accepted (\S+) (\S+) |(\S+?)_(\S+?)_\S+\.changes ACCEPTED", subject)
         if named:
@@ -69,12 +59,8 @@ def test_every_dak_mail_in_the_corpus(corpus: Path, capsys):
             assert event.body["source"] == source
             # file names drop the epoch that the .changes Version keeps
             assert event.body["version"].split(":")[-1] == version.split(":")[-1], path
-        if not outcome.events:
-            silent.append(f"{path.parent.name}/{path.name}: {outcome.reason}")
-    with capsys.disabled():
-        print("\nper-topic counts:", dict(sorted(counts.items())))
-        print("mails with no event:", *silent, sep="\n  ")
-    assert counts["dak.upload.accepted"] >= 61
+    run.report(capsys)
+    assert run.counts["dak.upload.accepted"] >= 61
 
 
 def test_every_changes_file_reads_as_deb822_reads_it(corpus: Path):

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import collections
 import email
 import email.policy
 import re
@@ -11,9 +10,8 @@ import pytest
 from bridge.pipeline import Pipeline
 from bridge.testing import golden_cases, run_case, validate
 from parsers.debbugs import DebbugsParser
-from tests.helpers import FIXTURES, bridge
+from tests.helpers import FIXTURES, SCHEMAS, CorpusRun, bridge
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "parsers" / "schemas"
 CASES = golden_cases(FIXTURES / "debbugs")
 BTS_TOPICS = {
     "report": "debbugs.bug.report",
@@ -69,20 +67,11 @@ def _expected_topic(folder: str, kind: str) -> str:
 
 
 def test_every_bug_tracker_mail_in_the_corpus(corpus: Path, capsys):
-    pipeline = Pipeline([DebbugsParser()])
-    counts: collections.Counter[str] = collections.Counter()
-    silent = []
-    for path in sorted(corpus.glob("mails/bts-*/*.eml")):
-        raw = path.read_bytes()
-        outcome = pipeline.process(raw)
-        assert not outcome.failures, f"{path}: {outcome.reason}"
-        counts.update(e.topic for e in outcome.events)
-        for event in outcome.events:
-            validate(event, SCHEMAS)
+    run = CorpusRun(DebbugsParser(), sorted(corpus.glob("mails/bts-*/*.eml")))
+    for path, raw, outcome in run:
         kind, bug = _label(raw)
         if kind not in BTS_TOPICS:
             assert not outcome.events
-            silent.append(f"{path.parent.name}/{path.name}: {outcome.reason}")
             continue
         (event,) = outcome.events
         assert event.topic == _expected_topic(path.parent.name, kind), path
@@ -91,10 +80,8 @@ def test_every_bug_tracker_mail_in_the_corpus(corpus: Path, capsys):
             assert body_bugs <= set(event.body["bugs"]), path
         else:
             assert event.body["bug"] == bug, path
-    with capsys.disabled():
-        print("\nper-topic counts:", dict(sorted(counts.items())))
-        print("mails with no event:", *silent, sep="\n  ")
-    assert counts["debbugs.bug.report"] > 100 and counts["debbugs.bug.closed"] > 100
+    run.report(capsys)
+    assert run.counts["debbugs.bug.report"] > 100 and run.counts["debbugs.bug.closed"] > 100
 
 
 def _transcript_bugs(raw: bytes) -> set[int]:
