@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bridge.journal import Journal
-from bridge.mbox import MboxMessage, iter_messages
+from bridge.mbox import MboxMessage, MboxReader
 from bridge.pipeline import FAILED, Outcome, Pipeline, Tally
 from bridge.plugins import discover
 from bridge.spool import Spool
@@ -62,6 +62,7 @@ class Options:
     live: bool = True
     jobs: int = 1
     parser_names: Sequence[str] | None = None
+    max_message_size: int | None = None
 
 
 class Backfill:
@@ -79,6 +80,7 @@ class Backfill:
         self.spool = spool
         self.emit = emit
         self.summary = Summary()
+        self.errors: list[str] = []  # one line per file that could not be read to its end
         self._pool: Any = None
         self._pipeline: Pipeline | None = None
 
@@ -103,14 +105,19 @@ class Backfill:
             self.summary.resumed_from[str(path)] = start
         started = time.perf_counter()
         with open(path, "rb") as raw:
-            stream = _decompressing(path, raw)
-            batches = _batches(_skip_done(iter_messages(stream, start), start))
+            reader = MboxReader(_decompressing(path, raw), start, self.options.max_message_size)
+            batches = _batches(_skip_done(iter(reader), start))
             for batch, outcomes in self._parsed(batches):
                 self._record(path, key, batch, outcomes)
                 if on_progress:
                     on_progress(self.summary.mails, raw.tell())
         self.summary.seconds += time.perf_counter() - started
-        if not self.options.dry_run and self.journal is not None:
+        if reader.error is not None:
+            self.errors.append(
+                f"{path}: unreadable after {reader.failed_at} bytes of mail ({reader.error});"
+                " every whole mail before that was replayed"
+            )
+        elif not self.options.dry_run and self.journal is not None:
             self._forget_resume_point(key)
 
     def _parsed(
@@ -119,18 +126,19 @@ class Backfill:
         if self._pool is None:
             assert self._pipeline is not None
             for batch in batches:
-                yield batch, [self._pipeline.process(m.raw) for m in batch]
+                yield batch, _outcomes(self._pipeline, batch)
             return
-        # imap keeps order: each answer belongs to the oldest batch still waiting
-        waiting: deque[list[MboxMessage]] = deque()
-
-        def raws() -> Iterator[list[bytes]]:
-            for batch in batches:
-                waiting.append(batch)
-                yield [m.raw for m in batch]
-
-        for outcomes in self._pool.imap(_parse_batch, raws(), chunksize=1):
-            yield waiting.popleft(), outcomes
+        # A bounded window of batches in flight keeps memory flat however large the file
+        # (Pool.imap would read the whole file ahead); answers are taken in order.
+        window: deque[tuple[list[MboxMessage], Any]] = deque()
+        for batch in batches:
+            window.append((batch, self._pool.apply_async(_parse_batch, (batch,))))
+            if len(window) >= 2 * self.options.jobs:
+                done, answer = window.popleft()
+                yield done, answer.get()
+        while window:
+            done, answer = window.popleft()
+            yield done, answer.get()
 
     def _record(
         self, path: Path, key: str, batch: list[MboxMessage], outcomes: list[Outcome]
@@ -231,6 +239,23 @@ def _init_worker(parser_names: Sequence[str] | None) -> None:
     _worker_pipeline = Pipeline(discover(only=parser_names).parsers)
 
 
-def _parse_batch(raws: list[bytes]) -> list[Outcome]:
+def _parse_batch(batch: list[MboxMessage]) -> list[Outcome]:
     assert _worker_pipeline is not None
-    return [_worker_pipeline.process(raw) for raw in raws]
+    return _outcomes(_worker_pipeline, batch)
+
+
+def _outcomes(pipeline: Pipeline, batch: list[MboxMessage]) -> list[Outcome]:
+    return [_outcome(pipeline, message) for message in batch]
+
+
+def _outcome(pipeline: Pipeline, message: MboxMessage) -> Outcome:
+    if message.oversized:
+        return Outcome(
+            None,
+            failures=[
+                f"the mail at byte {message.offset} of the (decompressed) archive is"
+                f" {message.size} bytes, over [mbox] max_message_size; its first"
+                f" {len(message.raw)} bytes are kept here, the whole mail stays in the archive"
+            ],
+        )
+    return pipeline.process(message.raw)

@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 import uuid
@@ -18,7 +19,7 @@ import click
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, UsageError
 from bridge.events import Event
-from bridge.journal import Journal
+from bridge.journal import Journal, classify
 from bridge.pipeline import FAILED, Pipeline
 from bridge.plugins import discover
 from bridge.service import naming_of
@@ -63,6 +64,19 @@ class BridgeGroup(click.Group):
             where = f"{e.filename}: " if e.filename else ""
             click.echo(f"bridge: error: {where}{e.strerror or e}", err=True)
             ctx.exit(1)
+        except sqlite3.DatabaseError as e:  # read paths meet a damaged file here
+            error = classify(e, "cannot read the journal")
+            click.echo(f"bridge: error: {error}", err=True)
+            ctx.exit(error.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as e:  # a bug: one line for the user, the traceback with -vv
+            logging.getLogger("bridge").debug("internal error", exc_info=True)
+            click.echo(
+                f"bridge: internal error: {type(e).__name__}: {e} (run with -vv for details)",
+                err=True,
+            )
+            ctx.exit(70)
 
 
 pass_state = click.make_pass_decorator(AppState)
@@ -164,9 +178,12 @@ def _read_file(name: str) -> bytes:
 @click.argument("body", required=False)
 @pass_state
 def log(state: AppState, topic: str, body: str | None) -> None:
-    """Journal a JSON object BODY (or stdin) under TOPIC; a running serve publishes it."""
-    if not topic.strip() or any(c.isspace() for c in topic):
-        raise UsageError(f"invalid topic {topic!r}")
+    """Journal a JSON object BODY (or stdin) under TOPIC; a running serve publishes it.
+
+    TOPIC is an event topic (``bridge.test``) or a full one (``org.debian.dev.bridge.test``).
+    """
+    from bridge.bodies import EventRefused, normalised
+
     text = body if body is not None else sys.stdin.read()
     try:
         data = json.loads(text)
@@ -174,8 +191,13 @@ def log(state: AppState, topic: str, body: str | None) -> None:
         raise UsageError(f"body is not valid JSON: {e}") from e
     if not isinstance(data, dict):
         raise UsageError("body must be a JSON object")
+    event_topic = naming_of(state.config).event_topic(topic.strip())
+    try:
+        event = normalised(Event(event_topic, data, dedup_key=f"log:{uuid.uuid4()}"))
+    except EventRefused as e:
+        raise UsageError(f"cannot journal that event: {e}") from e
     with state.journal() as journal:
-        journal.append([Event(topic, data, dedup_key=f"log:{uuid.uuid4()}")], source="log")
+        journal.append([event], source="log")
 
 
 @main.command()
@@ -313,6 +335,39 @@ def status(state: AppState, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--repair", is_flag=True, help="Salvage a damaged journal into a new file.")
+@pass_state
+def fsck(state: AppState, repair: bool) -> None:
+    """Check the spool and the journal; with --repair, salvage what is readable.
+
+    Run it with the bridge stopped. Exit status 0: sound; 1: problems found (and, with
+    --repair, what was done about them).
+    """
+    from bridge.fsck import Report, check_journal, check_spool, salvage_journal
+    from bridge.journal import JOURNAL_FILE
+    from bridge.service import spool_of
+
+    config = state.config
+    report = Report()
+    spool = spool_of(config)
+    check_spool(spool, report)
+    journal_path = config.state_path / JOURNAL_FILE
+    check_journal(journal_path, report)
+    for line in report.problems:
+        click.echo(f"PROBLEM {line}")
+    if repair and report.journal_damaged:
+        salvage_journal(journal_path, report)
+    for line in report.repaired:
+        click.echo(f"REPAIRED {line}")
+    if report.clean:
+        click.echo(f"ok: spool and journal in {config.state_path} are sound")
+        return
+    if report.journal_damaged and not repair:
+        click.echo("run 'bridge fsck --repair' with the bridge stopped to salvage the journal")
+    sys.exit(1)
+
+
+@main.command()
 @click.option("--all", "retry_all", is_flag=True, help="Retry every mail in failed/.")
 @click.argument("files", nargs=-1)
 @pass_state
@@ -377,7 +432,13 @@ def replay_mbox(
     for path in paths:
         if not path.is_file():
             raise UsageError(f"no such file: {path}")
-    options = Options(dry_run=dry_run, live=not no_publish, jobs=jobs, parser_names=only or None)
+    options = Options(
+        dry_run=dry_run,
+        live=not no_publish,
+        jobs=jobs,
+        parser_names=only or None,
+        max_message_size=state.config.mbox.max_message_size,
+    )
     journal = None if dry_run else state.journal()
     spool = None if dry_run else spool_of(state.config)
     interrupted = False
@@ -393,9 +454,13 @@ def replay_mbox(
         click.echo(json.dumps(summary.as_json(), sort_keys=True), err=out_err)
     else:
         _print_summary(summary, err=out_err)
+    for line in backfill.errors:
+        click.echo(f"bridge: error: {line}", err=True)
     if interrupted:
         click.echo("interrupted: run the same command again to resume", err=True)
         sys.exit(130)
+    if backfill.errors:
+        sys.exit(1)
 
 
 def _replay_one(backfill: Any, path: Path) -> None:

@@ -45,6 +45,8 @@ class SmtpConfig:
     command_timeout: float = 300.0
     data_timeout: float = 600.0
     max_connections: int = 64
+    # Behind an MTA every delivery comes from one peer: postfix opens up to 20 at a time.
+    max_connections_per_peer: int = 20
     min_free_bytes: int = 64 * 1024 * 1024
 
 
@@ -53,6 +55,7 @@ class BusConfig:
     publish: str = "tcp://127.0.0.1:9940"
     replay: str = "tcp://127.0.0.1:9941"
     replay_max_messages: int = 1000
+    replay_max_request_bytes: int = 1 << 20
     poll_interval: float = 0.02
     # Like fedmsg's post_init_sleep: let subscribers (re)connect before the backlog goes out.
     startup_delay: float = 0.5
@@ -66,6 +69,12 @@ class SpoolConfig:
 
 
 @dataclass(frozen=True)
+class MboxConfig:
+    # the SMTP limit: an archive's mail is no bigger than what the list server delivered
+    max_message_size: int = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class Config:
     state_dir: str = field(default_factory=default_state_dir)
     topic_prefix: str = "org.debian"
@@ -75,6 +84,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     bus: BusConfig = field(default_factory=BusConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
+    mbox: MboxConfig = field(default_factory=MboxConfig)
 
     @property
     def state_path(self) -> Path:

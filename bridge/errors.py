@@ -29,6 +29,16 @@ class JournalError(BridgeError):
     """The journal could not be opened or written."""
 
 
+class JournalUnavailable(JournalError):
+    """The journal is locked, or its disk failed: the same write may succeed later."""
+
+
+class JournalDamaged(JournalError):
+    """The journal file is corrupt; ``bridge fsck`` checks it and salvages what it can."""
+
+    exit_code = 3
+
+
 class SpoolError(BridgeError):
     """The spool could not store or move a mail."""
 

@@ -40,6 +40,11 @@ class Naming:
     def topic(self, event_topic: str) -> str:
         return full_topic(self.topic_prefix, self.environment, event_topic)
 
+    def event_topic(self, topic: str) -> str:
+        """A user's topic, full or event-relative, as the event topic (no double prefix)."""
+        base = f"{self.topic_prefix}.{self.environment}"
+        return topic[len(base) + 1 :] if topic.startswith(base + ".") else topic
+
     def bus_prefix(self, topic_or_prefix: str = "") -> str:
         """Turn a user's ``--topic`` (full or event-relative) into a full topic prefix."""
         base = f"{self.topic_prefix}.{self.environment}"

@@ -9,6 +9,7 @@ a gap. A UNIQUE dedup key makes a second append of the same fact a counted no-op
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,8 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import JournalError
+from bridge.errors import JournalDamaged, JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming, bugs_of, new_msg_id
+from bridge.spool import private_dir
 
 JOURNAL_FILE = "journal.sqlite3"
 
@@ -97,7 +99,9 @@ class Journal:
         self.naming = naming or Naming()
         self._counter = itertools.count(1)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
+            # SQLite gives its -wal and -shm files the database file's mode: create it private.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
             self._db = sqlite3.connect(
                 str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False
             )
@@ -107,7 +111,9 @@ class Journal:
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as e:
+        except sqlite3.Error as e:
+            raise classify(e, f"cannot open journal {self.path}") from e
+        except OSError as e:
             raise JournalError(f"cannot open journal {self.path}: {e}") from e
 
     @classmethod
@@ -116,6 +122,19 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+
+    def check(self, *, thorough: bool = False) -> list[str]:
+        """SQLite's own check of the file: ``[]`` when sound, else what it found.
+
+        The quick check reads every page (seconds on millions of events); the thorough one
+        also checks that every index matches its table.
+        """
+        pragma = "integrity_check" if thorough else "quick_check"
+        try:
+            rows = [r[0] for r in self._db.execute(f"PRAGMA {pragma}(100)")]
+        except sqlite3.DatabaseError as e:
+            return [str(e)]
+        return [] if rows == ["ok"] else rows
 
     def __enter__(self) -> Journal:
         return self
@@ -188,7 +207,7 @@ class Journal:
         )
         db.executemany(
             "INSERT INTO event_packages (seq_id, package) VALUES (?, ?)",
-            [(seq_id, p) for p in _strings(event.body.get("packages"))],
+            [(seq_id, p) for p in package_names(event.body)],
         )
         db.executemany(
             "INSERT INTO event_bugs (seq_id, bug) VALUES (?, ?)",
@@ -289,9 +308,9 @@ class _Transaction:
         started = time.monotonic()
         try:
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
+        except sqlite3.Error as e:
             waited = time.monotonic() - started
-            raise JournalError(f"journal is locked (waited {waited:.1f}s): {e}") from e
+            raise classify(e, f"journal is not writable (waited {waited:.1f}s)") from e
         return self._db
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -299,18 +318,39 @@ class _Transaction:
             try:
                 self._db.execute("COMMIT")
             except sqlite3.Error as e:
-                self._db.execute("ROLLBACK")
-                raise JournalError(f"journal commit failed: {e}") from e
+                self._rollback()
+                raise classify(e, "journal commit failed") from e
         else:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             if isinstance(exc, sqlite3.Error):
-                raise JournalError(f"journal write failed: {exc}") from exc
+                raise classify(exc, "journal write failed") from exc
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+
+def classify(error: sqlite3.Error, what: str) -> JournalError:
+    """A SQLite error as the bridge's: retry later, damaged file, or this write's own fault."""
+    text = str(error)
+    if isinstance(error, sqlite3.DatabaseError) and (
+        "malformed" in text or "not a database" in text
+    ):
+        return JournalDamaged(f"{what}: the journal is damaged ({text}); run 'bridge fsck'")
+    if isinstance(error, sqlite3.OperationalError):
+        return JournalUnavailable(f"{what}: {text}")
+    return JournalError(f"{what}: {text}")
 
 
 def dedup_key_of(event: Event) -> str:
     if not event.dedup_key:
         raise JournalError(f"event {event.topic} has no dedup key")
     return f"{event.topic}|{event.dedup_key}"
+
+
+def package_names(body: Any) -> list[str]:
+    """The source packages an event body names (the journal's package index)."""
+    return _strings(body.get("packages")) if isinstance(body, dict) else []
 
 
 def _strings(value: Any) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 
 _FOLD = re.compile(r"\r?\n[ \t]*")
 _SPACES = re.compile(r"[ \t]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 PATCH_SUFFIXES = (".patch", ".diff", ".debdiff", ".dpatch")
 PATCH_TYPES = (
     "text/x-diff",
@@ -42,18 +43,40 @@ def parse_message(raw: bytes) -> Message:
 
 
 def decode_bytes(data: bytes, charset: str | None = None) -> str:
-    """Decode *data* in its declared *charset*; undeclared or unknown, try UTF-8 then cp1252."""
-    if charset and charset.lower() not in ("unknown-8bit", "x-unknown", "8bit"):
+    """Decode *data* in its declared *charset*; undeclared or unusable, try UTF-8 then cp1252.
+
+    Only text codecs are honoured (a mail may declare ``zlib_codec`` or ``idna``), a codec
+    that fails is treated as undeclared, and the result never holds a lone surrogate.
+    """
+    codec = _text_codec(charset)
+    if codec is not None:
         try:
-            codecs.lookup(charset)
-        except LookupError:
-            charset = None
-        else:
-            return data.decode(charset, errors="replace")
+            return without_surrogates(data.decode(codec, errors="replace"))
+        except Exception:  # a codec that cannot "replace" (idna) or fails on odd input
+            pass
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("cp1252", errors="replace")
+
+
+def _text_codec(charset: str | None) -> str | None:
+    if not charset or charset.lower() in ("unknown-8bit", "x-unknown", "8bit"):
+        return None
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError, TypeError):
+        return None
+    return info.name if getattr(info, "_is_text_encoding", True) else None
+
+
+def without_surrogates(text: str) -> str:
+    """*text* with lone surrogates (UTF-7 and surrogate-escape leftovers) replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
 
 
 def decode_header_value(value: Any) -> str:
@@ -70,7 +93,7 @@ def decode_header_value(value: Any) -> str:
         return _tidy(_unsurrogate(text))
     try:
         parts = email.header.decode_header(_FOLD.sub(" ", text))
-    except (email.errors.HeaderParseError, ValueError, LookupError):
+    except Exception:  # any malformed encoded word: keep the text as it stands
         return _tidy(_unsurrogate(text))
     out = []
     for data, charset in parts:
@@ -101,11 +124,15 @@ def _unsurrogate(text: str) -> str:
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
+        pass
+    try:
         return decode_bytes(text.encode("ascii", "surrogateescape"))
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return without_surrogates(text)
 
 
 def _tidy(text: str) -> str:
-    return _SPACES.sub(" ", _FOLD.sub(" ", text)).strip()
+    return without_surrogates(_SPACES.sub(" ", _FOLD.sub(" ", text)).strip())
 
 
 def header(message: Message, name: str) -> str:

@@ -8,67 +8,139 @@ separator in the (decompressed) stream, which is what an interrupted replay resu
 
 from __future__ import annotations
 
+import lzma
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 CHUNK = 1 << 20
+HEAD_KEPT = 64 * 1024  # of a mail over the size cap, this much is kept to show what it was
+_TAIL = 4096  # enough to hold a separator line cut by a chunk boundary
 _SEPARATOR = re.compile(rb"From \S+ +[^\r\n]*\d\d:\d\d[^\r\n]*\r?\n")
 _QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
+_READ_ERRORS = (EOFError, OSError, ValueError, lzma.LZMAError, zlib.error)
 
 
 @dataclass(frozen=True)
 class MboxMessage:
+    """One mail of an archive. Over the size cap, *raw* holds only its first bytes."""
+
     offset: int
     raw: bytes
+    size: int = 0
+    oversized: bool = False
 
 
-def iter_messages(stream: BinaryIO, start: int = 0) -> Iterator[MboxMessage]:
-    """Messages from *stream*, beginning with the one whose separator is at *start*."""
-    _skip(stream, start)
-    buffer = b""
-    base = start  # stream offset of buffer[0]
-    current: int | None = None  # buffer index where the current message's separator starts
-    eof = False
-    while not eof:
-        chunk = stream.read(CHUNK)
-        eof = not chunk
-        buffer += chunk
-        search_from = 0 if current is None else current + 1
-        for sep in _separators(buffer, search_from, final=eof):
-            if current is not None:
-                yield MboxMessage(base + current, _unescape(buffer[current:sep]))
-            current = sep
-        if current is None:
-            # no separator yet: keep only a tail that could hold the start of one
-            keep = max(0, len(buffer) - 4096)
+class MboxReader:
+    """Messages from *stream*, beginning with the one whose separator is at *start*.
+
+    A mail larger than *max_size* is not held in memory: it comes back ``oversized`` with
+    its first bytes and its size. A stream that fails (a truncated or corrupt compressed
+    file) ends the iteration after the last whole mail; :attr:`error` then says why and
+    :attr:`failed_at` where, in bytes of decompressed data.
+    """
+
+    def __init__(self, stream: BinaryIO, start: int = 0, max_size: int | None = None):
+        self.stream = stream
+        self.start = start
+        self.max_size = max_size
+        self.error: str | None = None
+        self.failed_at = 0
+
+    def __iter__(self) -> Iterator[MboxMessage]:
+        _skip(self.stream, self.start)
+        buffer = b""
+        base = self.start  # stream offset of buffer[0]
+        line_start = True  # whether buffer[0] begins a line
+        current: int | None = None  # stream offset of the current message's separator
+        head = b""  # set once the current message is over the cap
+        eof = False
+        while not eof:
+            chunk = self._read(base + len(buffer))
+            eof = not chunk
+            buffer += chunk
+            first = 0 if current is None else max(current + 1 - base, 0)
+            for sep in _separators(buffer, first, final=eof, line_start=line_start):
+                if current is not None:
+                    data = buffer[max(current - base, 0) : sep]
+                    yield self._message(current, data, base + sep, head)
+                    head = b""
+                current = base + sep
+            if current is not None and not head and self._over(base + len(buffer) - current):
+                head = buffer[current - base : current - base + HEAD_KEPT]
+            keep = self._keep_from(buffer, base, current, head)
+            line_start = buffer[keep - 1 : keep] == b"\n" if keep else line_start
             base += keep
             buffer = buffer[keep:]
-        elif current > 0:
-            base += current
-            buffer = buffer[current:]
-            current = 0
-    if current is not None and buffer[current:].strip():
-        yield MboxMessage(base + current, _unescape(buffer[current:]))
+        if current is None or self.error is not None:
+            return  # after a read error the last mail is cut short: it is not a mail
+        rest = buffer[max(current - base, 0) :]
+        if head or rest.strip():
+            yield self._message(current, rest, base + len(buffer), head)
+
+    def _read(self, offset: int) -> bytes:
+        """About a chunk of the stream; on a read error, what was decoded before it."""
+        if self.error is not None:
+            return b""
+        # read1 hands back each decompressed piece as it comes, so an error loses nothing
+        # that was decoded before it (read() would drop its whole chunk).
+        read = getattr(self.stream, "read1", self.stream.read)
+        pieces: list[bytes] = []
+        got = 0
+        try:
+            while got < CHUNK:
+                piece = read(CHUNK - got)
+                if not piece:
+                    break
+                pieces.append(piece)
+                got += len(piece)
+        except _READ_ERRORS as e:
+            self.error = f"{type(e).__name__}: {e}"
+            self.failed_at = offset + got
+        return b"".join(pieces)
+
+    def _over(self, size: int) -> bool:
+        return self.max_size is not None and size > self.max_size
+
+    def _message(self, offset: int, data: bytes, end: int, head: bytes) -> MboxMessage:
+        size = end - offset
+        if head or self._over(size):
+            return MboxMessage(offset, head or data[:HEAD_KEPT], size, oversized=True)
+        return MboxMessage(offset, _unescape(data), size)
+
+    @staticmethod
+    def _keep_from(buffer: bytes, base: int, current: int | None, head: bytes) -> int:
+        """How much of *buffer* can go: what no message still being read needs."""
+        if current is None or head:
+            return max(0, len(buffer) - _TAIL)  # only a separator still to come matters
+        return max(current - base, 0)
 
 
-def _separators(buffer: bytes, start: int, final: bool) -> Iterator[int]:
+def iter_messages(
+    stream: BinaryIO, start: int = 0, max_size: int | None = None
+) -> Iterator[MboxMessage]:
+    """Messages from *stream* (see :class:`MboxReader`, which also reports read errors)."""
+    return iter(MboxReader(stream, start, max_size))
+
+
+def _separators(buffer: bytes, start: int, final: bool, line_start: bool = True) -> Iterator[int]:
     """Offsets in *buffer* of separator lines whose whole line has been read."""
-    if start == 0 and buffer.startswith(b"From ") and _SEPARATOR.match(buffer):
+    if start == 0 and line_start and buffer.startswith(b"From ") and _SEPARATOR.match(buffer):
         yield 0
     position = max(start, 1)
     while True:
         found = buffer.find(b"\nFrom ", position - 1)
         if found < 0:
             return
-        line_start = found + 1
-        line_end = buffer.find(b"\n", line_start)
+        line_start_at = found + 1
+        line_end = buffer.find(b"\n", line_start_at)
         if line_end < 0 and not final:
             return  # the separator line is not complete yet: decide with the next chunk
-        if _SEPARATOR.match(buffer, line_start):
-            yield line_start
-        position = line_start + 1
+        if _SEPARATOR.match(buffer, line_start_at):
+            yield line_start_at
+        position = line_start_at + 1
 
 
 def _skip(stream: BinaryIO, count: int) -> None:

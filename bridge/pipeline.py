@@ -2,7 +2,9 @@
 
 Parse the mail once, offer it to each parser that accepts it, and say what came of it:
 events, a deliberate skip, nobody interested, or a parser failure. Expected outcomes are
-values; a parser that raises is caught here, at the boundary, and reported with its name.
+values. Nothing a single mail does escapes :meth:`Pipeline.process`: a parser that raises,
+an event the journal could not hold (:mod:`bridge.bodies`) or a fault of the pipeline
+itself becomes that mail's failure, with the reason, and the next mail goes on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from email.message import Message
 
+from bridge.bodies import EventRefused, normalised
 from bridge.errors import ParseError, SkipMessage
 from bridge.events import Event
 from bridge.mail import header, parse_message
@@ -53,6 +56,13 @@ class Pipeline:
         self.parsers = list(parsers)
 
     def process(self, raw: bytes) -> Outcome:
+        """What came of *raw*; never raises."""
+        try:
+            return self._process(raw)
+        except Exception as e:  # a fault here must cost this mail, not the pipeline
+            return Outcome(None, failures=[f"pipeline error: {describe(e)}"])
+
+    def _process(self, raw: bytes) -> Outcome:
         try:
             message = parse_message(raw)
         except Exception as e:  # the stdlib parser is lenient; anything else is unreadable mail
@@ -71,17 +81,33 @@ class Pipeline:
             if not parser.accepts(message):
                 return
             outcome.parsers.append(parser.name)
-            outcome.events.extend(parser.parse(message))
+            events = parser.parse(message)
+            for event in events:
+                self._take(parser, event, outcome)
         except SkipMessage as e:
             outcome.reasons.append(f"{parser.name}: {e}")
         except ParseError as e:
             outcome.failures.append(f"{parser.name}: {e}")
         except Exception as e:
-            where = traceback.extract_tb(e.__traceback__)[-1]
-            outcome.failures.append(
-                f"{parser.name} raised {type(e).__name__}: {e} "
-                f"(at {where.filename}:{where.lineno} in {where.name})"
-            )
+            outcome.failures.append(f"{parser.name} raised {describe(e)}")
+
+    @staticmethod
+    def _take(parser: Parser, event: Event, outcome: Outcome) -> None:
+        try:
+            outcome.events.append(normalised(event))
+        except EventRefused as e:
+            topic = getattr(event, "topic", "?")
+            outcome.failures.append(f"{parser.name}: event {topic} refused: {e}")
+
+
+def describe(error: BaseException) -> str:
+    """An exception as one line: type, message, and where it was raised."""
+    text = f"{type(error).__name__}: {error}"
+    frames = traceback.extract_tb(error.__traceback__)
+    if frames:
+        where = frames[-1]
+        text += f" (at {where.filename}:{where.lineno} in {where.name})"
+    return text
 
 
 def _keyed(events: list[Event], raw: bytes) -> list[Event]:

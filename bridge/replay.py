@@ -144,25 +144,64 @@ def _error(text: str) -> bytes:
 
 
 class ReplayServer:
-    """A REP socket answering replay queries. Call :meth:`run` in its own thread."""
+    """Answers replay queries. Call :meth:`run` in its own thread.
 
-    def __init__(self, journal: Journal, endpoint: str, *, context: zmq.Context, limit: int):
+    The socket is a ROUTER, which REQ clients (fedmsg's included) talk to as to a REP: it
+    has no send/receive state to wedge, so a malformed, oversized or abandoned request
+    costs only its own answer. Requests over *max_request_bytes* are dropped by ZeroMQ.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        endpoint: str,
+        *,
+        context: zmq.Context,
+        limit: int,
+        max_request_bytes: int = 1 << 20,
+    ):
         self.journal = journal
         self.limit = limit
-        self._socket = context.socket(zmq.REP)
+        self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, max_request_bytes)
         self._socket.bind(endpoint)
 
     def run(self, stop: threading.Event) -> None:
         log.info("replay endpoint on %s", self._socket.getsockopt_string(zmq.LAST_ENDPOINT))
         while not stop.is_set():
-            if not self._socket.poll(200):
-                continue
-            request = self._socket.recv()
-            try:
-                frames = answer(self.journal, request, self.limit)
-            except Exception as e:  # a REP socket must answer, or it blocks its client for good
-                log.exception("replay query failed")
-                frames = [_error(f"internal error: {type(e).__name__}")]
-            self._socket.send_multipart(frames)
+            if self._socket.poll(200):
+                self.serve_one()
+
+    def close(self) -> None:
         self._socket.close()
+
+    def serve_one(self) -> None:
+        """Receive one request and answer it (a peer that left is simply not answered)."""
+        frames = self._socket.recv_multipart()
+        route, body = _split_route(frames)
+        if not route:
+            return  # nothing to answer to
+        if len(body) != 1:
+            reply = [_error(f"a request is one frame holding a JSON object, not {len(body)}")]
+        else:
+            reply = self._answer(body[0])
+        try:
+            self._socket.send_multipart(route + reply, flags=zmq.NOBLOCK)
+        except zmq.ZMQError as e:  # the client left, or is too slow to take its answer
+            log.info("replay answer dropped: %s", e)
+
+    def _answer(self, request: bytes) -> list[bytes]:
+        try:
+            return answer(self.journal, request, self.limit)
+        except Exception as e:  # every request is answered, whatever went wrong
+            log.exception("replay query failed")
+            return [_error(f"internal error: {type(e).__name__}")]
+
+
+def _split_route(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """ROUTER frames as (routing envelope up to the empty delimiter, request frames)."""
+    if b"" in frames:
+        cut = frames.index(b"") + 1
+        return frames[:cut], frames[cut:]
+    return frames[:1], frames[1:]  # a DEALER that sent no delimiter

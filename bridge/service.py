@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -25,14 +26,14 @@ from multiprocessing.connection import Connection
 import zmq
 
 from bridge.config import Config
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, JournalDamaged
 from bridge.events import Naming
 from bridge.journal import JOURNAL_FILE, Journal
 from bridge.pipeline import Pipeline
 from bridge.plugins import discover
 from bridge.publisher import Publisher
 from bridge.replay import ReplayServer
-from bridge.spool import Spool
+from bridge.spool import Spool, private_dir
 from bridge.worker import CURSOR as SPOOL_CURSOR
 from bridge.worker import Worker
 
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 SPOOL_DIR = "spool"
 STATS_EVERY = 60.0
 _PR_SET_PDEATHSIG = 1
+EXIT_THREAD_CRASHED = 70
+EXIT_CANNOT_START = 2  # the pipeline process met a configuration error: restarting won't help
+RESTART_PAUSES = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+HEALTHY_AFTER = 60.0  # a child that ran this long starts the pause sequence over
 
 
 def naming_of(config: Config) -> Naming:
@@ -62,11 +67,18 @@ class Service:
         from bridge.smtp import IntakeServer
 
         self.config = config
-        config.state_path.mkdir(parents=True, exist_ok=True)
+        private_dir(config.state_path)
+        self.journal = open_journal(config)
+        damage = self.journal.check()
+        if damage:
+            self.journal.close()
+            raise JournalDamaged(
+                f"the journal {self.journal.path} is damaged ({damage[0]}); the bridge will not"
+                " run on it: stop it everywhere, then run 'bridge fsck --repair'"
+            )
         self.stop_event = threading.Event()
         self.spool = spool_of(config)
         self.intake = IntakeServer(self.spool, config.smtp)
-        self.journal = open_journal(config)
         self.parser_names = parser_names
         self._flushed: Counter[str] = Counter()
         self._threads: list[threading.Thread] = []
@@ -85,6 +97,7 @@ class Service:
         self._start_pipeline_process()
         self.spool.listeners.append(self._wake_pipeline)
         self._spawn("stats", self._stats)
+        self._spawn("pipeline-supervisor", self._supervise_pipeline)
         log.info(
             "bridge serving: SMTP %s:%s, publish %s, replay %s",
             self.intake.hostname,
@@ -103,10 +116,40 @@ class Service:
             args=(self.config, self.parser_names, level, reader, os.getpid()),
         )
         self._child.start()
+        self._child_started = time.monotonic()
         reader.close()
         self._wake_writer = writer
         self._wake_fd = writer.fileno()
         os.set_blocking(self._wake_fd, False)
+
+    def _supervise_pipeline(self, stop: threading.Event) -> None:
+        """Restart a pipeline process that died, with growing pauses; intake goes on."""
+        failures = 0
+        while not stop.wait(0.2):
+            child = self._child
+            if child is None or child.is_alive():
+                continue
+            if child.exitcode == EXIT_CANNOT_START:
+                log.error("the pipeline process cannot start (see above); stopping")
+                self.pipeline_failed = True
+                self.stop_event.set()
+                return
+            ran = time.monotonic() - self._child_started
+            failures = 1 if ran > HEALTHY_AFTER else failures + 1
+            pause = RESTART_PAUSES[min(failures, len(RESTART_PAUSES)) - 1]
+            log.error(
+                "the pipeline process died (exit %s) after %.0fs; restarting it in %.0fs;"
+                " SMTP intake goes on, mail waits in the spool",
+                child.exitcode,
+                ran,
+                pause,
+            )
+            self.intake.intake.counters["pipeline_restarts"] += 1
+            if stop.wait(pause):
+                return
+            self._wake_writer.close()
+            self._start_pipeline_process()
+            self._wake_pipeline()
 
     def _wake_pipeline(self) -> None:
         # A full pipe means a wake-up is pending already; a closed one, that we are stopping.
@@ -169,10 +212,6 @@ class Service:
                     waited = 0.0
                     self.log_counters()
                     self.expire_spool()
-                if self._child is not None and not self._child.is_alive():
-                    log.error("the pipeline process died (exit %s); stopping", self._child.exitcode)
-                    self.pipeline_failed = True
-                    self.stop_event.set()
             except Exception:  # statistics must never take the service down
                 log.exception("could not update counters")
 
@@ -213,6 +252,7 @@ class PipelineProcess:
             config.bus.replay,
             context=self._context,
             limit=config.bus.replay_max_messages,
+            max_request_bytes=config.bus.replay_max_request_bytes,
         )
         self.worker = Worker(
             self.spool,
@@ -230,7 +270,10 @@ class PipelineProcess:
         )
         for name, target in threads:
             thread = threading.Thread(
-                target=target, args=(self.stop_event,), name=name, daemon=True
+                target=supervised,
+                args=(name, target, self.stop_event),
+                name=name,
+                daemon=True,
             )
             thread.start()
             self._threads.append(thread)
@@ -240,6 +283,7 @@ class PipelineProcess:
         for thread in self._threads:
             thread.join(60)
         self.publisher.close()
+        self.replay.close()
         self._context.term()
 
     def _watch(self, wake: Connection, parent: int) -> None:
@@ -260,6 +304,38 @@ class PipelineProcess:
         self.worker.run(stop)
 
 
+def supervised(
+    name: str,
+    target: Callable[[threading.Event], None],
+    stop: threading.Event,
+    *,
+    max_crashes: int = 5,
+    window: float = 60.0,
+) -> None:
+    """Run *target* until *stop*; restart it when it crashes, with a growing pause.
+
+    A thread that keeps crashing ends the whole process with exit code 70, loudly, so the
+    intake restarts it afresh rather than leaving a process that silently does less.
+    """
+    crashes: list[float] = []
+    while not stop.is_set():
+        try:
+            target(stop)
+            return
+        except Exception:
+            now = time.monotonic()
+            crashes = [t for t in crashes if now - t < window] + [now]
+            if len(crashes) > max_crashes:
+                log.critical(
+                    "%s crashed %d times in %.0fs; ending the process", name, len(crashes), window
+                )
+                logging.shutdown()
+                os._exit(EXIT_THREAD_CRASHED)
+            pause = min(0.1 * 2 ** len(crashes), 5.0)
+            log.exception("%s crashed; restarting it in %.1fs", name, pause)
+            stop.wait(pause)
+
+
 def pipeline_main(
     config: Config, parser_names: list[str] | None, level: int, wake: Connection, parent: int
 ) -> None:
@@ -276,7 +352,7 @@ def pipeline_main(
         log.error(
             "cannot bind the bus endpoints (%s, %s): %s", config.bus.publish, config.bus.replay, e
         )
-        raise SystemExit(2) from e
+        raise SystemExit(EXIT_CANNOT_START) from e
     signal.signal(signal.SIGTERM, lambda *_: process.stop_event.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the intake decides when to stop
     process.run(wake, parent)

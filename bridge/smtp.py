@@ -44,6 +44,7 @@ class IntakeHandler:
         self.recipients = Recipients(config.recipients)
         self.counters: Counter[str] = Counter()
         self.connections = 0
+        self.per_peer: Counter[str] = Counter()
         self.in_data = 0
         self._space_checked = (0.0, True)
 
@@ -112,46 +113,73 @@ class IntakeHandler:
 
 
 class BridgeSMTP(SMTP):
-    """aiosmtpd's SMTP with the bridge's bounds: line length, connections, DATA time."""
+    """aiosmtpd's SMTP with the bridge's bounds: line length, connections, idle and DATA time."""
 
     def __init__(self, handler: IntakeHandler, config: SmtpConfig, **kwargs: Any):
         self.line_length_limit = config.max_line_length  # read by SMTP.__init__
         super().__init__(handler, **kwargs)
         self.bridge_handler = handler
+        self.config = config
         self.data_timeout = config.data_timeout
-        self.max_connections = config.max_connections
-        self._refused = False
+        self._peer_host: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.bridge_handler.connections >= self.max_connections:
-            self._refused = True
-            self.bridge_handler.counters["refused_connections"] += 1
-            transport.write(b"421 4.3.2 Too many connections, try again later\r\n")  # type: ignore[attr-defined]
+        handler = self.bridge_handler
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        refusal = None
+        if handler.connections >= self.config.max_connections:
+            refusal = "421 4.3.2 Too many connections, try again later"
+        elif handler.per_peer[host] >= self.config.max_connections_per_peer:
+            refusal = "421 4.7.0 Too many connections from your host, try again later"
+        if refusal is not None:
+            handler.counters["refused_connections"] += 1
+            transport.write(refusal.encode() + b"\r\n")  # type: ignore[attr-defined]
             transport.close()
             return
-        self.bridge_handler.connections += 1
+        self._peer_host = host
+        handler.connections += 1
+        handler.per_peer[host] += 1
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._refused:
-            return
-        self.bridge_handler.connections -= 1
+        if self._peer_host is None:
+            return  # refused at connect: nothing was counted or started
+        handler = self.bridge_handler
+        handler.connections -= 1
+        handler.per_peer[self._peer_host] -= 1
+        if handler.per_peer[self._peer_host] <= 0:
+            del handler.per_peer[self._peer_host]
         super().connection_lost(error)
 
     async def smtp_DATA(self, arg: str) -> None:
-        # A watchdog rather than a cancellation: aiosmtpd closes the stream when DATA is
-        # cancelled, which would swallow the 421 that tells the client why.
+        # aiosmtpd's idle timer only restarts between commands, so it would cut a long DATA
+        # phase without a word: DATA gets its own deadline instead. A watchdog rather than a
+        # cancellation: aiosmtpd closes the stream when DATA is cancelled, which would
+        # swallow the 421 that tells the client why.
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
         watchdog = self.loop.call_later(self.data_timeout, self._data_too_slow)
         try:
             await super().smtp_DATA(arg)
         finally:
             watchdog.cancel()
+            if self.transport is not None:
+                self._reset_timeout()
 
     def _data_too_slow(self) -> None:
         peer = self.session.peer if self.session else "?"
         log.warning("%r DATA took longer than %ss; closing", peer, self.data_timeout)
+        self.bridge_handler.counters["data_timeouts"] += 1
+        self._close_with("421 4.4.2 DATA took too long, closing connection")
+
+    def _timeout_cb(self) -> None:
+        self.bridge_handler.counters["idle_timeouts"] += 1
+        self._close_with("421 4.4.2 Idle for too long, closing connection")
+
+    def _close_with(self, reply: str) -> None:
         if self.transport is not None:
-            self.transport.write(b"421 4.4.2 DATA took too long, closing connection\r\n")
+            self.transport.write(reply.encode() + b"\r\n")  # type: ignore[attr-defined]
             self.transport.close()
 
 

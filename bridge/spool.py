@@ -6,7 +6,9 @@ Concurrent SMTP sessions share one ``fdatasync`` per batch (group commit): on th
 creating and syncing one file per mail, not the disk, is what limits intake.
 
 A record counts as accepted only once its batch is synced; on start-up a torn record at the
-tail (a crash mid-write, before any ``250``) is cut off. Mails the pipeline cannot use are
+tail (a crash mid-write, before any ``250``) is cut off, while damage inside a segment is
+left for the reader, which keeps the damaged bytes aside in ``damaged/`` and salvages every
+whole record after them (see :mod:`bridge.segment`). Mails the pipeline cannot use are
 copied to ``failed/`` or ``ignored/`` with a ``.reason`` file beside them.
 """
 
@@ -15,65 +17,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 import threading
 import time
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bridge.errors import SpoolError
+from bridge.segment import Record, encode, pack, records, spool_id, unpack, valid_length
+
+__all__ = ["Record", "Spool", "encode", "pack", "spool_id", "unpack"]
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"BRS1"
-_HEADER = struct.Struct(">4sIQI")  # magic, meta length, mail length, crc32(meta + mail)
 SEGMENT_BYTES = 64 * 1024 * 1024
-POSITION_BITS = 40  # a position packs (segment, offset) into one integer for the journal
-
-
-@dataclass(frozen=True)
-class Record:
-    """One spooled mail and where it sits in the log."""
-
-    segment: int
-    offset: int
-    end: int
-    meta: dict[str, Any]
-    raw: bytes
-
-    @property
-    def position(self) -> int:
-        return pack(self.segment, self.offset)
-
-    @property
-    def next_position(self) -> int:
-        return pack(self.segment, self.end)
-
-    @property
-    def spool_id(self) -> str:
-        return spool_id(self.segment, self.offset)
-
-
-def pack(segment: int, offset: int) -> int:
-    return (segment << POSITION_BITS) | offset
-
-
-def unpack(position: int) -> tuple[int, int]:
-    return position >> POSITION_BITS, position & ((1 << POSITION_BITS) - 1)
-
-
-def spool_id(segment: int, offset: int) -> str:
-    return f"{segment:08d}-{offset:012d}"
-
-
-def encode(meta: dict[str, Any], raw: bytes) -> bytes:
-    meta_bytes = json.dumps(meta, sort_keys=True).encode()
-    crc = zlib.crc32(raw, zlib.crc32(meta_bytes))
-    return _HEADER.pack(MAGIC, len(meta_bytes), len(raw), crc) + meta_bytes + raw
 
 
 class Spool:
@@ -86,8 +44,9 @@ class Spool:
         self.segments_dir = self.root / "segments"
         self.failed_dir = self.root / "failed"
         self.ignored_dir = self.root / "ignored"
-        for folder in (self.segments_dir, self.failed_dir, self.ignored_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        self.damaged_dir = self.root / "damaged"
+        for folder in (self.segments_dir, self.failed_dir, self.ignored_dir, self.damaged_dir):
+            private_dir(folder)
         self.segment_bytes = segment_bytes
         self.commit_window = commit_window
         self._pending: list[tuple[bytes, Future[str]]] = []
@@ -186,14 +145,14 @@ class Spool:
         _fsync_dir(self.segments_dir)
 
     def _open_segment(self, number: int) -> int:
-        return os.open(self.segment_path(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        return os.open(self.segment_path(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def _open_tail(self) -> tuple[int, int, int]:
         """Open the newest segment, cutting off a torn record left by a crash."""
         numbers = self.segment_numbers()
         number = numbers[-1] if numbers else 1
         path = self.segment_path(number)
-        valid = _valid_length(path) if path.exists() else 0
+        valid = valid_length(path) if path.exists() else 0
         fd = self._open_segment(number)
         if path.stat().st_size != valid:
             log.warning("spool: cutting a torn record off %s at byte %d", path.name, valid)
@@ -221,14 +180,44 @@ class Spool:
         if upto is None and self._fd is not None:
             upto = self.committed_position
         segment, offset = unpack(position)
-        records: list[Record] = []
-        for number in [n for n in self.segment_numbers() if n >= segment]:
+        found: list[Record] = []
+        numbers = self.segment_numbers()
+        for number in [n for n in numbers if n >= segment]:
             start = offset if number == segment else 0
-            for record in _iter_records(self.segment_path(number), number, start):
-                if (upto is not None and record.position >= upto) or len(records) >= limit:
-                    return records
-                records.append(record)
-        return records
+            newest = number == numbers[-1]
+            for record in records(self.segment_path(number), number, start, newest=newest):
+                if (upto is not None and record.position >= upto) or len(found) >= limit:
+                    return found
+                found.append(record)
+        return found
+
+    def checked_position(self, position: int) -> int:
+        """*position* (a reader's saved cursor) if the spool still holds it, else a safe one.
+
+        A cursor past the spool's end means the spool was wiped or replaced under a kept
+        journal: reading on from it would skip new mail, so reading restarts at the oldest
+        segment that could hold unread mail (the dedup keys absorb anything seen before).
+        """
+        segment, offset = unpack(position)
+        numbers = self.segment_numbers()
+        if not position or not numbers:
+            return position or self.start_position()
+        if segment in numbers:
+            if offset <= self.segment_path(segment).stat().st_size:
+                return position
+            safe = pack(segment, 0)
+        else:  # retention never removes the cursor's own segment
+            later = [n for n in numbers if n > segment]
+            safe = pack(later[0] if later else numbers[0], 0)
+        log.error(
+            "spool: the saved position %s is not in the spool (segments %s..%s); it was wiped"
+            " or replaced, so reading restarts at %s",
+            spool_id(segment, offset),
+            numbers[0],
+            numbers[-1],
+            spool_id(*unpack(safe)),
+        )
+        return safe
 
     def start_position(self) -> int:
         numbers = self.segment_numbers()
@@ -249,23 +238,23 @@ class Spool:
         numbers = self.segment_numbers()
         if not numbers:
             return pack(1, 0)
-        return pack(numbers[-1], _valid_length(self.segment_path(numbers[-1])))
+        return pack(numbers[-1], valid_length(self.segment_path(numbers[-1])))
 
     # -- dead letters and retention ----------------------------------------------------
 
     def keep(
         self, folder: str, record_id: str, raw: bytes, meta: dict[str, Any], reason: str
     ) -> Path:
-        """Copy a mail to ``failed/`` or ``ignored/`` with its reason beside it."""
-        target = self.failed_dir if folder == "failed" else self.ignored_dir
-        path = target / f"{record_id}.eml"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(raw)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        """Copy a mail to ``failed/`` or ``ignored/`` (damaged bytes: ``damaged/``) with its
+        reason beside it."""
+        target = {"failed": self.failed_dir, "damaged": self.damaged_dir}.get(
+            folder, self.ignored_dir
+        )
+        suffix = ".bin" if folder == "damaged" else ".eml"
+        path = target / f"{record_id}{suffix}"
+        write_private(path, raw, sync=True)
         reason_text = f"{reason}\n\nenvelope: {json.dumps(meta, sort_keys=True)}\n"
-        path.with_suffix(".reason").write_text(reason_text, encoding="utf-8")
+        write_private(path.with_suffix(".reason"), reason_text.encode("utf-8"))
         return path
 
     def expire(self, processed: int, retention_seconds: float, now: float | None = None) -> int:
@@ -309,35 +298,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _iter_records(path: Path, segment: int, start: int) -> Iterator[Record]:
+def private_dir(path: Path) -> None:
+    """Create *path*, and any missing parent, for the bridge's user only (mail is private)."""
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+
+
+def write_private(path: Path, data: bytes, *, sync: bool = False) -> None:
+    """Write *path* atomically (temp file, rename), readable by the bridge's user only."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        yield from _records_in(path, segment, start)
-    except FileNotFoundError:  # expired by retention while we looked
-        return
-
-
-def _records_in(path: Path, segment: int, start: int) -> Iterator[Record]:
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        offset = start
-        while True:
-            header = fh.read(_HEADER.size)
-            if len(header) < _HEADER.size:
-                return
-            magic, meta_len, mail_len, crc = _HEADER.unpack(header)
-            if magic != MAGIC:
-                return
-            body = fh.read(meta_len + mail_len)
-            if len(body) < meta_len + mail_len or zlib.crc32(body) != crc:
-                return
-            end = offset + _HEADER.size + meta_len + mail_len
-            meta = json.loads(body[:meta_len])
-            yield Record(segment, offset, end, meta, body[meta_len:])
-            offset = end
-
-
-def _valid_length(path: Path) -> int:
-    end = 0
-    for record in _iter_records(path, 0, 0):
-        end = record.end
-    return end
+        _write_all(fd, data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

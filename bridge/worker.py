@@ -4,6 +4,11 @@ It reads committed spool records in arrival order, runs each through the pipelin
 writes all their events together with its spool position in one journal transaction, so a
 crash at any moment re-processes at most the batch in flight (and the dedup keys make that
 harmless). Unusable mail is copied to ``failed/`` or ``ignored/`` with its reason first.
+
+One mail can never stall the rest: when a batch cannot be journaled for a reason other than
+the journal being unavailable, the batch is journaled again mail by mail, and the mail whose
+events the journal refuses goes to ``failed/`` with that reason instead. Damaged spool
+bytes are kept in ``damaged/`` and the valid mail after them goes on.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bridge.errors import JournalError
+from bridge.errors import JournalDamaged, JournalUnavailable
 from bridge.journal import AppendResult, Journal
-from bridge.pipeline import FAILED, IGNORED, Outcome, Pipeline
+from bridge.pipeline import FAILED, IGNORED, Outcome, Pipeline, describe
 from bridge.spool import Record, Spool, spool_id, unpack
 
 log = logging.getLogger(__name__)
 
 CURSOR = "spool"
+# Worth waiting for: the same write can succeed later. Anything else is this batch's fault.
+TRANSIENT = (JournalUnavailable, JournalDamaged, OSError)
 
 
 @dataclass
@@ -76,7 +83,7 @@ class Worker:
         self.pipeline = pipeline
         self.on_appended = on_appended
         self.batch_size = batch_size
-        self.position = journal.cursor(CURSOR) or spool.start_position()
+        self.position = spool.checked_position(journal.cursor(CURSOR))
         self._wake = threading.Event()
 
     def wake(self) -> None:
@@ -103,20 +110,53 @@ class Worker:
         records = self.spool.read_after(self.position, self.batch_size)
         if not records:
             return False
+        outcomes = [(record, self._outcome(record)) for record in records]
         try:
-            self.process(records)
-        except (JournalError, OSError) as e:
+            self._journal(outcomes)
+        except TRANSIENT as e:
             log.warning("journal or spool unavailable, will retry %d mail(s): %s", len(records), e)
             return False
-        self.position = records[-1].next_position
+        except Exception as e:
+            log.warning("a batch of %d failed (%s); journaling mail by mail", len(records), e)
+            if not self._one_by_one(outcomes):
+                return False
         if self.on_appended:
             self.on_appended()
         return True
 
-    def process(self, records: list[Record]) -> list[Processed]:
-        outcomes = [(record, self.pipeline.process(record.raw)) for record in records]
+    def _outcome(self, record: Record) -> Outcome:
+        if record.damage is None:
+            return self.pipeline.process(record.raw)
+        log.error(
+            "spool: DAMAGED record in segment %d: %s; kept in %s, processing goes on",
+            record.segment,
+            record.damage,
+            self.spool.damaged_dir,
+        )
+        return Outcome(None, failures=[f"damaged spool bytes: {record.damage}"])
+
+    def _one_by_one(self, outcomes: list[tuple[Record, Outcome]]) -> bool:
+        """Journal each mail alone; a mail the journal refuses goes to ``failed/``."""
         for record, outcome in outcomes:
-            if outcome.status in (FAILED, IGNORED):
+            try:
+                self._journal([(record, outcome)])
+            except TRANSIENT as e:
+                log.warning("journal or spool unavailable, will retry: %s", e)
+                return False
+            except Exception as e:
+                refused = Outcome(
+                    outcome.message_id,
+                    parsers=outcome.parsers,
+                    failures=[f"the journal refused its events: {describe(e)}"],
+                )
+                self._journal([(record, refused)])
+        return True
+
+    def _journal(self, outcomes: list[tuple[Record, Outcome]]) -> list[Processed]:
+        for record, outcome in outcomes:
+            if record.damage is not None:
+                self.spool.keep("damaged", record.spool_id, record.raw, record.meta, record.damage)
+            elif outcome.status in (FAILED, IGNORED):
                 self.spool.keep(
                     outcome.status, record.spool_id, record.raw, record.meta, outcome.reason
                 )
@@ -125,8 +165,11 @@ class Worker:
             for record, outcome in outcomes:
                 result = self.journal.append_in(db, outcome.events, "smtp")
                 done.append(Processed(record, outcome, result))
-            self.journal.set_cursor(CURSOR, records[-1].next_position, db)
-            self.journal.add_counters(outcome_counters([(p.outcome, p.result) for p in done]), db)
+            self.journal.set_cursor(CURSOR, outcomes[-1][0].next_position, db)
+            counts = outcome_counters([(p.outcome, p.result) for p in done])
+            counts["spool_damaged"] = sum(1 for record, _ in outcomes if record.damage)
+            self.journal.add_counters(counts, db)
+        self.position = outcomes[-1][0].next_position
         for item in done:
             log_outcome(f"spool={item.record.spool_id}", item.outcome, item.result)
         return done

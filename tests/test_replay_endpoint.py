@@ -38,6 +38,7 @@ def endpoint(tmp_path: Path):
     yield address, journal
     stop.set()
     thread.join(5)
+    server.close()
     context.term()
 
 

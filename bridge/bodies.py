@@ -1,0 +1,86 @@
+"""What an event must be before the journal takes it: plain JSON the bus can carry.
+
+Parsers build bodies from hostile mail. Whatever a mail puts in them, an event reaching the
+journal holds only JSON values the journal, the wire format and every consumer can hold:
+text without lone surrogates (normalised to U+FFFD), integers within 64 bits, finite
+numbers, string keys, bounded depth and size. A value that cannot be normalised refuses
+the event, with the path of the field and why, so the mail goes to ``failed/`` and the
+pipeline goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from bridge.events import Event, dumps
+from bridge.mail import without_surrogates
+
+INT64 = (-(1 << 63), (1 << 63) - 1)
+MAX_DEPTH = 32
+MAX_BODY_BYTES = 1 << 20
+MAX_KEY_CHARS = 4096
+_TOPIC = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+
+class EventRefused(ValueError):
+    """An event holds a value the journal cannot take; the message says which and why."""
+
+
+def normalised(event: Event) -> Event:
+    """*event* with its text made safe, or :class:`EventRefused`."""
+    if not isinstance(event, Event):
+        raise EventRefused(f"a parser returned {type(event).__name__}, not an Event")
+    if not isinstance(event.topic, str) or not _TOPIC.fullmatch(event.topic):
+        raise EventRefused(f"topic {event.topic!r} is not dot-separated words")
+    if not isinstance(event.body, Mapping):
+        raise EventRefused(f"body is {type(event.body).__name__}, not a mapping")
+    key = event.dedup_key
+    if key is not None:
+        if not isinstance(key, str) or len(key) > MAX_KEY_CHARS:
+            raise EventRefused("dedup_key must be a string of at most 4096 characters")
+        key = without_surrogates(key)
+    body = _value(event.body, "body", 0)
+    size = len(dumps(body))
+    if size > MAX_BODY_BYTES:
+        raise EventRefused(f"body is {size} bytes as JSON, over the limit of {MAX_BODY_BYTES}")
+    return replace(event, body=body, dedup_key=key)
+
+
+def _value(value: Any, path: str, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise EventRefused(f"{path}: nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not INT64[0] <= value <= INT64[1]:
+            raise EventRefused(f"{path}: integer {_short(value)} does not fit in 64 bits")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise EventRefused(f"{path}: {value} is not a finite number")
+        return value
+    if isinstance(value, str):
+        return without_surrogates(value)
+    if isinstance(value, list | tuple):
+        return [_value(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        return _mapping(value, path, depth)
+    raise EventRefused(f"{path}: {type(value).__name__} is not a JSON value")
+
+
+def _mapping(value: Mapping[Any, Any], path: str, depth: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise EventRefused(f"{path}: key {key!r} is not a string")
+        out[without_surrogates(key)] = _value(item, f"{path}.{key}", depth + 1)
+    return out
+
+
+def _short(number: int) -> str:
+    # str() of a huge integer is itself an error (Python limits its digits)
+    return str(number) if number.bit_length() <= 100 else f"of {number.bit_length()} bits"
