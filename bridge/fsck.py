@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.events import bugs_of
-from bridge.journal import Journal, package_names
+from bridge.journal import Journal, package_names, sqlite_check
 from bridge.segment import records, valid_length
 from bridge.spool import Spool
 
@@ -61,8 +61,8 @@ def check_journal(path: Path, report: Report) -> None:
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            found = [r[0] for r in db.execute("PRAGMA integrity_check(100)")]
-            if found != ["ok"]:
+            found = sqlite_check(db, thorough=True)
+            if found:
                 report.problems += [f"journal: {line}" for line in found]
                 report.journal_damaged = True
                 return

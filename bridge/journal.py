@@ -129,12 +129,7 @@ class Journal:
         The quick check reads every page (seconds on millions of events); the thorough one
         also checks that every index matches its table.
         """
-        pragma = "integrity_check" if thorough else "quick_check"
-        try:
-            rows = [r[0] for r in self._db.execute(f"PRAGMA {pragma}(100)")]
-        except sqlite3.DatabaseError as e:
-            return [str(e)]
-        return [] if rows == ["ok"] else rows
+        return sqlite_check(self._db, thorough=thorough)
 
     def __enter__(self) -> Journal:
         return self
@@ -328,6 +323,19 @@ class _Transaction:
     def _rollback(self) -> None:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
+
+
+def sqlite_check(db: sqlite3.Connection, *, thorough: bool = False) -> list[str]:
+    """What SQLite's quick (or integrity) check finds wrong with *db*, one line each."""
+    pragma = "integrity_check" if thorough else "quick_check"
+    try:
+        rows = [r[0] for r in db.execute(f"PRAGMA {pragma}(100)")]
+    except sqlite3.DatabaseError as e:
+        return [str(e)]
+    if rows == ["ok"]:
+        return []
+    lines = [line for row in rows for line in str(row).splitlines()]
+    return [line for line in lines if not line.startswith("***")]
 
 
 def classify(error: sqlite3.Error, what: str) -> JournalError:

@@ -73,8 +73,9 @@ class Service:
         if damage:
             self.journal.close()
             raise JournalDamaged(
-                f"the journal {self.journal.path} is damaged ({damage[0]}); the bridge will not"
-                " run on it: stop it everywhere, then run 'bridge fsck --repair'"
+                f"the journal {self.journal.path} is damaged ({len(damage)} problem(s), first:"
+                f" {damage[0]}); the bridge will not run on it: stop it, then run"
+                " 'bridge fsck --repair'"
             )
         self.stop_event = threading.Event()
         self.spool = spool_of(config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import zmq
 
 from bridge.client import decode
 from bridge.events import Envelope
+from bridge.journal import JOURNAL_FILE, Journal
 from bridge.pipeline import Outcome, Pipeline
 from bridge.testing import validate
 
@@ -114,6 +116,27 @@ class Server:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+RCPT = "bridge@localhost"
+
+
+def config_file(tmp_path: Path, smtp: str = "", top: str = "") -> Path:
+    """A bridge.toml with *top* keys and an ``[smtp]`` section holding *smtp*."""
+    path = tmp_path / "bridge.toml"
+    path.write_text(f"{top}\n[smtp]\n{smtp}\n")
+    return path
+
+
+def send(server: Server, raw: bytes, rcpt: str = RCPT) -> dict:
+    """Deliver *raw* to the server with a real SMTP client; the refused recipients."""
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as client:
+        return client.sendmail("lists@example.org", [rcpt], raw)
+
+
+def journal_events(state_dir: Path) -> list[Envelope]:
+    with Journal(state_dir / JOURNAL_FILE) as journal:
+        return list(journal.iter_envelopes(journal.rows_after(0, limit=100_000)))
 
 
 def _port_open(port: int) -> bool:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 from bridge.journal import JOURNAL_FILE, Journal
@@ -69,3 +70,37 @@ def test_parse_explain_says_why_a_mail_gave_nothing(tmp_path: Path):
     explained = bridge("parse", "--explain", str(mail))
     assert explained.stdout == b""
     assert "no parser accepted the mail" in explained.stderr.decode()
+
+
+def test_log_takes_a_full_topic_without_prefixing_it_twice(state_dir: Path):
+    for topic in ("org.debian.dev.bridge.test", "bridge.test"):
+        result = bridge("--state-dir", str(state_dir), "log", "--topic", topic, '{"a": 1}')
+        assert result.returncode == 0, result.stderr
+    with Journal(state_dir / JOURNAL_FILE) as journal:
+        topics = [e.topic for e in journal.iter_envelopes(journal.rows_after(0))]
+    assert topics == ["org.debian.dev.bridge.test"] * 2
+
+
+def test_log_refuses_a_body_the_journal_cannot_hold_in_one_line(state_dir: Path):
+    body = '{"bug": 99999999999999999999999}'
+    result = bridge("--state-dir", str(state_dir), "log", "--topic", "bridge.test", body)
+    assert result.returncode == 2
+    (line,) = result.stderr.decode().splitlines()
+    assert "body.bug: integer 99999999999999999999999 does not fit in 64 bits" in line
+
+
+def test_parse_never_prints_a_traceback_for_any_corpus_mail(corpus: Path):
+    mails = sorted(corpus.glob("mails/*/*.eml"))
+    assert len(mails) == 611
+    result = bridge("parse", "--explain", *map(str, mails), timeout=300)
+    err = result.stderr.decode()
+    assert "Traceback" not in err and result.returncode in (0, 1)
+    events = result.stdout.decode().splitlines()
+    assert len(events) >= 600 and all(json.loads(line)["topic"] for line in events)
+
+
+def test_state_files_are_private(state_dir: Path):
+    result = bridge("--state-dir", str(state_dir / "new"), "log", "--topic", "t.x", "{}")
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((state_dir / "new").stat().st_mode) == 0o700
+    assert stat.S_IMODE((state_dir / "new" / JOURNAL_FILE).stat().st_mode) == 0o600

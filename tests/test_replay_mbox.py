@@ -150,3 +150,50 @@ def _progress(state: Path) -> int:
         return 0
     time.sleep(0.01)
     return int(row[0]) if row else 0
+
+
+def test_a_mail_over_the_size_cap_is_kept_as_failed_and_the_rest_replays(tmp_path):
+    config = tmp_path / "bridge.toml"
+    config.write_text("[mbox]\nmax_message_size = 1000000\n")
+    mails = [bug_report(1), bug_report(66, body_bytes=3_000_000), bug_report(2)]
+    mbox = write_mbox(tmp_path / "m.mbox", mails)
+    state = tmp_path / "state"
+    result = bridge("--config", str(config), "--state-dir", str(state), "replay-mbox", str(mbox))
+    assert result.returncode == 0, result.stderr.decode()
+    assert [m["bug"] for _, m in journal_rows(state)] == [1, 2]
+    (kept,) = (state / "spool" / "failed").glob("*.eml")
+    reason = kept.with_suffix(".reason").read_text()
+    size = len(FROM_LINE) + len(mails[1]) + 1  # the mail, its From_ line and the blank line
+    assert f"is {size} bytes, over [mbox] max_message_size" in reason
+    assert len(kept.read_bytes()) == 64 * 1024 and kept.read_bytes().startswith(FROM_LINE)
+
+
+def test_a_truncated_archive_is_one_error_line_after_its_readable_part(tmp_path):
+    mails = [bug_report(n, body_bytes=20_000) for n in range(1, 201)]
+    plain = write_mbox(tmp_path / "m.mbox", mails).read_bytes()
+    packed = lzma.compress(plain, preset=0)
+    cut = tmp_path / "cut.mbox.xz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    state = tmp_path / "state"
+    result = bridge("--state-dir", str(state), "replay-mbox", str(cut))
+    assert result.returncode == 1
+    (line,) = [x for x in result.stderr.decode().splitlines() if x.startswith("bridge:")]
+    assert "cut.mbox.xz: unreadable after" in line and "Compressed file ended" in line
+    bugs = [m["bug"] for _, m in journal_rows(state)]
+    assert 60 < len(bugs) < 200 and bugs == list(range(1, len(bugs) + 1))
+    # the whole archive, given later, resumes after what was journaled
+    cut.write_bytes(packed)
+    summary = replay(state, str(cut))
+    assert summary["mails"] == 200 - len(bugs) and summary["duplicates"] == 0
+    assert [m["bug"] for _, m in journal_rows(state)] == list(range(1, 201))
+
+
+def test_jobs_two_gives_the_journal_of_jobs_one(tmp_path):
+    mails = [bug_report(n) for n in range(1, 1201)] + [b"junk\n"] * 3
+    mbox = write_mbox(tmp_path / "m.mbox", mails)
+    one = replay(tmp_path / "one", str(mbox))
+    two = replay(tmp_path / "two", "--jobs", "2", str(mbox))
+    assert {k: v for k, v in one.items() if k not in ("seconds", "rate")} == {
+        k: v for k, v in two.items() if k not in ("seconds", "rate")
+    }
+    assert journal_rows(tmp_path / "one") == journal_rows(tmp_path / "two")

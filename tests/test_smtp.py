@@ -8,21 +8,22 @@ import signal
 import smtplib
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
 from bridge.journal import JOURNAL_FILE, Journal
-from tests.helpers import FIXTURES, Server, Subscriber, bridge, wait_until
+from tests.helpers import (
+    FIXTURES,
+    RCPT,
+    Server,
+    Subscriber,
+    bridge,
+    config_file,
+    journal_events,
+    send,
+    wait_until,
+)
 from tests.mails import bug_report
-
-RCPT = "bridge@localhost"
-
-
-def config_file(tmp_path: Path, smtp: str = "", top: str = "") -> Path:
-    path = tmp_path / "bridge.toml"
-    path.write_text(f"{top}\n[smtp]\n{smtp}\n")
-    return path
 
 
 @pytest.fixture
@@ -31,16 +32,6 @@ def server(state_dir):
     server.wait_for_smtp()
     yield server
     server.stop()
-
-
-def send(server: Server, raw: bytes, rcpt: str = RCPT) -> dict:
-    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as client:
-        return client.sendmail("lists@example.org", [rcpt], raw)
-
-
-def journal_events(state_dir: Path) -> list:
-    with Journal(state_dir / JOURNAL_FILE) as journal:
-        return list(journal.iter_envelopes(journal.rows_after(0, limit=100_000)))
 
 
 def test_a_mail_sent_over_smtp_arrives_on_the_bus(server):

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import stat
 import time
 from pathlib import Path
 
-from bridge.spool import Spool, encode
+from bridge.spool import Spool, encode, pack
 
 
 def test_records_come_back_in_order_with_their_envelope(tmp_path: Path):
@@ -65,3 +66,78 @@ def test_only_processed_segments_past_the_retention_expire(tmp_path: Path):
     assert remaining[-1] == numbers[-1]  # the segment being written is never removed
     assert [r.meta["n"] for r in spool.read_after(processed, limit=100)] == list(range(4, 10))
     spool.close()
+
+
+def three_records(tmp_path: Path) -> tuple[Spool, list]:
+    spool = Spool(tmp_path / "spool")
+    spool.start()
+    for n in range(3):
+        spool.write_now({"n": n}, f"mail number {n}".encode() * 10)
+    spool.close()
+    return spool, spool.read_after(spool.start_position())
+
+
+def corrupt(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(data)
+
+
+def test_damage_inside_the_newest_segment_is_reported_and_what_follows_is_read(tmp_path):
+    spool, records = three_records(tmp_path)
+    corrupt(spool.segment_path(1), records[1].offset + 40, b"\xff\xff\xff")
+    writer = Spool(tmp_path / "spool")
+    writer.start()  # must not cut the acknowledged record after the damage
+    writer.write_now({"n": 3}, b"after the restart")
+    found = writer.read_after(writer.start_position())
+    writer.close()
+    assert [r.damage is None for r in found] == [True, False, True, True]
+    assert [r.meta.get("n") for r in found] == [0, None, 2, 3]
+    damaged = found[1]
+    assert (damaged.offset, damaged.end) == (records[1].offset, records[1].end)
+    assert "whole records follow it" in damaged.damage
+
+
+def test_a_length_field_damaged_to_petabytes_is_damage_not_a_huge_read(tmp_path):
+    spool, records = three_records(tmp_path)
+    corrupt(spool.segment_path(1), records[0].offset + 8, b"\x7f" * 8)  # the mail length
+    found = spool.read_after(spool.start_position())
+    assert [r.damage is not None for r in found] == [True, False, False]
+    assert found[0].raw == spool.segment_path(1).read_bytes()[: records[1].offset]
+
+
+def test_bad_bytes_ending_an_older_segment_are_damage_not_a_torn_tail(tmp_path):
+    spool = Spool(tmp_path / "spool", segment_bytes=100)
+    spool.start()
+    for n in range(3):
+        spool.write_now({"n": n}, b"y" * 120)  # one record per segment
+    spool.close()
+    first = spool.segment_path(spool.segment_numbers()[0])
+    corrupt(first, first.stat().st_size - 5, b"zzzzz")
+    found = spool.read_after(spool.start_position())
+    assert [r.meta.get("n") for r in found] == [None, 1, 2]
+    assert "older segment" in found[0].damage
+
+
+def test_a_torn_tail_is_not_reported_as_damage(tmp_path):
+    spool, records = three_records(tmp_path)
+    with open(spool.segment_path(1), "ab") as fh:
+        fh.write(encode({"n": 9}, b"never acknowledged")[:-3])
+    found = spool.read_after(spool.start_position())
+    assert [r.damage for r in found] == [None, None, None]
+
+
+def test_a_saved_position_the_spool_no_longer_holds_restarts_at_its_oldest_segment(tmp_path):
+    spool, records = three_records(tmp_path)
+    assert spool.checked_position(records[-1].next_position) == records[-1].next_position
+    assert spool.checked_position(0) == spool.start_position()
+    assert spool.checked_position(pack(7, 10)) == pack(1, 0)  # a wiped, renumbered spool
+    assert spool.checked_position(pack(1, 10**6)) == pack(1, 0)  # a replaced segment
+
+
+def test_spool_files_are_private(tmp_path):
+    spool, records = three_records(tmp_path)
+    kept = spool.keep("failed", "x", b"mail", {}, "reason")
+    assert stat.S_IMODE(spool.segment_path(1).stat().st_mode) == 0o600
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert stat.S_IMODE(spool.failed_dir.stat().st_mode) == 0o700

@@ -1,0 +1,84 @@
+"""The worker in-process, on a real spool and a real journal: one mail never stalls the rest."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from bridge.journal import Journal
+from bridge.pipeline import Pipeline
+from bridge.plugins import discover
+from bridge.spool import Spool
+from bridge.worker import CURSOR, Worker
+from tests.mails import bug_report
+
+POISON_BUG = 760003
+
+
+@pytest.fixture
+def spool(tmp_path: Path):
+    spool = Spool(tmp_path / "spool")
+    spool.start()
+    yield spool
+    spool.close()
+
+
+def worker_for(spool: Spool, journal: Journal) -> Worker:
+    return Worker(spool, journal, Pipeline(discover(only=["debbugs"]).parsers))
+
+
+def bugs_in(journal: Journal) -> list[int]:
+    return [b for (b,) in journal.execute("SELECT bug FROM event_bugs ORDER BY bug")]
+
+
+def refuse_bug(journal: Journal, bug: int) -> None:
+    """A journal that refuses one row as a real constraint would (sqlite3.IntegrityError)."""
+    journal.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON event_bugs"
+        f" WHEN NEW.bug = {bug} BEGIN SELECT RAISE(ABORT, 'refused by a constraint'); END"
+    )
+
+
+def test_a_row_the_journal_refuses_sends_only_its_mail_to_failed(spool, tmp_path):
+    bugs = list(range(760001, 760007))
+    for bug in bugs:
+        spool.write_now({"n": bug}, bug_report(bug))
+    journal = Journal(tmp_path / "journal.sqlite3")
+    refuse_bug(journal, POISON_BUG)
+    worker = worker_for(spool, journal)
+    assert worker.step() is True  # one batch of six: retried mail by mail
+    assert worker.step() is False  # and nothing is left to do
+    assert bugs_in(journal) == [b for b in bugs if b != POISON_BUG]
+    (reason,) = spool.failed_dir.glob("*.reason")
+    assert "the journal refused its events" in reason.read_text()
+    assert "refused by a constraint" in reason.read_text()
+    assert journal.cursor(CURSOR) == spool.committed_position
+    assert journal.counters()["failed"] == 1
+
+
+def test_a_locked_journal_is_waited_for_not_blamed_on_a_mail(spool, tmp_path):
+    spool.write_now({}, bug_report(760100))
+    journal = Journal(tmp_path / "journal.sqlite3", timeout=0.2)
+    other = Journal(tmp_path / "journal.sqlite3")
+    worker = worker_for(spool, journal)
+    with other.transaction():
+        assert worker.step() is False  # retried later, not sent to failed/
+    assert list(spool.failed_dir.iterdir()) == []
+    assert worker.step() is True
+    assert bugs_in(journal) == [760100]
+
+
+def test_the_worker_thread_drains_the_spool_and_stops(spool, tmp_path):
+    for bug in range(760200, 760300):
+        spool.write_now({}, bug_report(bug))
+    journal = Journal(tmp_path / "journal.sqlite3")
+    worker = worker_for(spool, journal)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    stop.set()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert bugs_in(journal) == list(range(760200, 760300))
