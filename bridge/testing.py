@@ -1,8 +1,12 @@
 """The plugin author's test kit.
 
 ``golden_cases(folder)`` finds ``<case>.eml`` files with sibling ``<case>.json`` expected
-events; ``run_case(parsers, eml)`` runs the real pipeline over one; ``validate(event,
+outcomes; ``run_case(parsers, eml)`` runs the real pipeline over one; ``validate(event,
 schema_dir)`` checks an event body against the JSON Schema named after its topic.
+
+An expected outcome is the whole of what the mail gives: a list of events, each
+``{"topic", "dedup_key", "msg"}``, or, for a mail that deliberately gives none,
+``{"skip": "<the reason, as the pipeline states it>"}``.
 
     @pytest.mark.parametrize("case", golden_cases(HERE / "fixtures"), ids=lambda c: c.name)
     def test_golden(case):
@@ -30,7 +34,7 @@ class GoldenCase:
     eml: Path
     json: Path
 
-    def expected(self) -> list[dict[str, Any]]:
+    def expected(self) -> list[dict[str, Any]] | dict[str, str]:
         return json.loads(self.json.read_text(encoding="utf-8"))
 
 
@@ -45,17 +49,21 @@ def golden_cases(folder: Path) -> list[GoldenCase]:
     return cases
 
 
-def run_case(parsers: Sequence[Parser], eml: Path) -> list[dict[str, Any]]:
-    """The events the pipeline makes of *eml*, as ``{"topic", "msg"}`` JSON-ready dicts."""
+def run_case(parsers: Sequence[Parser], eml: Path) -> list[dict[str, Any]] | dict[str, str]:
+    """What the pipeline makes of *eml*: its events as JSON-ready dicts, or ``{"skip"}``."""
     outcome = Pipeline(parsers).process(Path(eml).read_bytes())
     if outcome.failures:
-        raise AssertionError(f"{eml.name}: {outcome.reason}")
+        raise AssertionError(f"{Path(eml).name}: {outcome.reason}")
+    if not outcome.events:
+        return {"skip": outcome.reason}
     return [as_json(e) for e in outcome.events]
 
 
 def as_json(event: Event) -> dict[str, Any]:
     """An event as it would be serialised (so tuples compare equal to lists)."""
-    return json.loads(json.dumps({"topic": event.topic, "msg": event.body}))
+    return json.loads(
+        json.dumps({"topic": event.topic, "dedup_key": event.dedup_key, "msg": event.body})
+    )
 
 
 def validate(event: Event | dict[str, Any], schema_dir: Path) -> None:

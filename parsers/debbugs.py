@@ -123,7 +123,8 @@ class DebbugsParser:
     def _transcript(self, message: Message) -> Event:
         text = text_body(message, 1 << 20)
         commands = parse_transcript(text)
-        bugs = sorted({b for c in commands for b in c["bugs"]} | footer_bugs(text))
+        # A command that failed changed nothing: its bug stays in the command, not here.
+        bugs = sorted({b for c in commands if c["ok"] for b in c["bugs"]} | footer_bugs(text))
         agent = address(header(message, "To").split(",")[0])
         packages, sources = package_headers(message)
         subject = header(message, "Subject")
@@ -283,11 +284,21 @@ def footer_bugs(text: str) -> set[int]:
     return {int(n) for n in re.findall(r"^(\d+): https?://bugs\.debian\.org/", text, re.MULTILINE)}
 
 
+def without_package_prefix(title: str, packages: list[str]) -> str:
+    """*title* without a leading ``pkg:`` or ``[pkg]`` naming a package the summary names."""
+    for name in packages:
+        for prefix in (f"{name}:", f"[{name}]"):
+            if title.lower().startswith(prefix.lower()) and title[len(prefix) :].strip():
+                return title[len(prefix) :].strip()
+    return title
+
+
 def _summary(topic_type: str, agent: dict[str, str | None], body: dict[str, Any]) -> str:
     who = display(agent)
     what = f"#{body['bug']}"
-    pkg = ", ".join(body["packages"] or body["package"]) or "an unknown package"
-    title = body["title"]
+    names = body["packages"] or body["package"]
+    pkg = ", ".join(names) or "an unknown package"
+    title = without_package_prefix(body["title"], names)
     if topic_type == "report":
         return f"{who} reported {what} against {pkg}: {title}"
     if topic_type == "followup":

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CORPUS
+from tests.helpers import CORPUS, require, strict
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if strict() and not CORPUS.is_dir():
+        pytest.exit(
+            f"the shared corpus of real Debian mail is missing ({CORPUS}); CI needs it",
+            returncode=4,
+        )
 
 
 @pytest.fixture
@@ -19,8 +27,7 @@ def state_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    if not CORPUS.is_dir():
-        pytest.skip("the shared corpus of real Debian mail is not present")
+    require(CORPUS.is_dir(), f"the shared corpus of real Debian mail is not at {CORPUS}")
     return CORPUS
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import smtplib
@@ -17,7 +18,7 @@ import pytest
 import zmq
 
 from bridge.client import decode
-from bridge.events import Envelope
+from bridge.events import Envelope, Event
 from bridge.journal import JOURNAL_FILE, Journal
 from bridge.pipeline import Outcome, Pipeline
 from bridge.testing import validate
@@ -26,6 +27,19 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
 FIXTURES = ROOT / "fixtures"
 SCHEMAS = ROOT / "parsers" / "schemas"
+
+
+def strict() -> bool:
+    """In CI (or when asked) a missing prerequisite is a failure, never a silent skip."""
+    return os.environ.get("CI") == "true" or os.environ.get("BRIDGE_REQUIRE_SERVICES") == "1"
+
+
+def require(condition: object, reason: str) -> None:
+    """Skip the test saying why, unless :func:`strict`, where the same reason fails it."""
+    if not condition:
+        if strict():
+            pytest.fail(f"{reason} (required here: CI=true or BRIDGE_REQUIRE_SERVICES=1)")
+        pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -119,6 +133,7 @@ class Server:
 
 
 RCPT = "bridge@localhost"
+PROBE_TOPIC = "bridge.probe"
 
 
 def config_file(tmp_path: Path, smtp: str = "", top: str = "") -> Path:
@@ -175,11 +190,28 @@ class Subscriber:
         while not until(self.received) and time.monotonic() < deadline:
             if self.sock.poll(100):
                 frames = self.sock.recv_multipart()
-                self.raw.append(frames)
                 envelope = decode(frames)
-                if envelope is not None:
+                if envelope is not None and not envelope.topic.endswith(PROBE_TOPIC):
+                    self.raw.append(frames)
                     self.received.append(envelope)
         return self.received
+
+    def warm_up(self, state_dir: Path, timeout: float = 20) -> None:
+        """Journal probe events until one arrives: from then on nothing is missed for joining.
+
+        A SUB socket silently misses what is published before it has joined; probing is
+        how a test knows it has, rather than sleeping and hoping.
+        """
+        deadline = time.monotonic() + timeout
+        with Journal(state_dir / JOURNAL_FILE) as journal:
+            for n in itertools.count():
+                probe = Event(PROBE_TOPIC, {"probe": n}, dedup_key=f"probe-{time.time_ns()}")
+                journal.append([probe], "test")
+                if self.sock.poll(200):
+                    break
+                assert time.monotonic() < deadline, "the subscriber never received a probe"
+        while self.sock.poll(300):  # drain the probes still on their way
+            self.sock.recv_multipart()
 
     def close(self) -> None:
         self.sock.close()

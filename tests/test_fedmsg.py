@@ -5,11 +5,15 @@ from __future__ import annotations
 import subprocess
 import time
 
+import pytest
+
 from tests.helpers import Server, bridge
 
 FEDMSG = "fedmsg[commands]==1.1.7"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # the first run builds a fedmsg virtualenv
 def test_fedmsg_tail_decodes_a_message_published_with_bridge_log(fedmsg_tail, state_dir, tmp_path):
     server = Server(state_dir).start()
     config = tmp_path / "fedmsg-config.py"

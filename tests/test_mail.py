@@ -38,3 +38,18 @@ def test_addresses_split_into_name_and_email():
     }
     assert address("jane@example.org") == {"name": None, "email": "jane@example.org"}
     assert address("") == {"name": None, "email": None}
+
+
+def test_undeclared_8bit_text_is_utf8_if_it_decodes_else_windows_1252():
+    # Windows-1252 rather than ISO-8859-1, as the WHATWG encoding standard reads a latin-1
+    # label: the bytes 0x80-0x9F are curly quotes and dashes in real mail, never C1 controls.
+    assert decode_header_value(b"caf\xc3\xa9".decode("ascii", "surrogateescape")) == "café"
+    assert decode_header_value(b"caf\xe9".decode("ascii", "surrogateescape")) == "café"
+    raw = b"Subject: x\n\n\x93quoted\x94 \x96 na\xefve\n"
+    assert text_body(parse_message(raw), 100) == "\u201cquoted\u201d \u2013 na\u00efve\n"
+
+
+def test_codecs_that_are_not_text_or_cannot_replace_never_raise():
+    for codec in ("idna", "zlib_codec", "rot13", "base64_codec", "uu_codec"):
+        assert decode_header_value(f"=?{codec}?q?abc?=") == "abc"
+    assert decode_header_value("=?utf-7?q?+2D0-?=") == "\ufffd"  # a lone surrogate

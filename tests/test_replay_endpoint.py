@@ -130,6 +130,8 @@ for query in json.loads(sys.argv[2]):
 """
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # the first run builds a fedmsg virtualenv
 def test_fedmsg_get_replay_gets_correct_answers(endpoint, fedmsg_tail):
     address, _ = endpoint
     queries = [{"seq_ids": [3, 1, 2]}, {"seq_id_range": [40, 45]}, {"time": [T0 + 7, T0 + 9]}]

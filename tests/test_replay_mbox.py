@@ -70,6 +70,7 @@ def test_counts_per_topic_equal_bridge_parse_and_a_second_replay_adds_nothing(tm
 
 def test_the_corpus_replays_with_the_counts_of_bridge_parse(tmp_path, corpus):
     mails = sorted(corpus.glob("mails/*/*.eml"))
+    assert len(mails) == 611  # the corpus as its manifest lists it
     mbox = write_mbox(tmp_path / "corpus.mbox", [p.read_bytes() for p in mails])
     summary = replay(tmp_path / "state", str(mbox))
     assert summary["mails"] == len(mails)

@@ -37,7 +37,8 @@ def server(state_dir):
 def test_a_mail_sent_over_smtp_arrives_on_the_bus(server):
     sub = Subscriber(server.publish)
     try:
-        time.sleep(1.0)  # the publisher's start-up delay: let the SUB socket join first
+        sub.warm_up(server.state_dir)
+        probes = len(journal_events(server.state_dir))
         assert send(server, bug_report(1056001)) == {}
         received = sub.collect(lambda got: bool(got), timeout=20)
     finally:
@@ -45,7 +46,7 @@ def test_a_mail_sent_over_smtp_arrives_on_the_bus(server):
     (envelope,) = received
     assert envelope.topic == "org.debian.dev.debbugs.bug.report"
     assert envelope.msg["bug"] == 1056001
-    assert envelope.seq_id == 1 and envelope.msg_id.startswith(time.strftime("%Y-"))
+    assert envelope.seq_id == probes + 1 and envelope.msg_id.startswith(time.strftime("%Y-"))
     topic, body = sub.raw[0]
     assert topic == b"org.debian.dev.debbugs.bug.report"
     assert json.loads(body)["msg"]["summary"].startswith("Jane Doe reported #1056001")
@@ -301,5 +302,24 @@ def test_a_data_phase_that_takes_too_long_is_cut_off(state_dir, tmp_path):
             assert reply.startswith(b"421 "), reply
             assert time.monotonic() - started < 6
         assert send(server, bug_report(13)) == {}
+    finally:
+        server.stop()
+
+
+def test_recipients_match_without_regard_to_case_and_by_domain(state_dir, tmp_path):
+    entries = 'recipients = ["Bridge@Example.ORG", "@lists.example.net"]'
+    server = Server(state_dir, config=config_file(tmp_path, entries)).start()
+    try:
+        server.wait_for_smtp()
+        assert send(server, bug_report(790001), rcpt="bridge@example.org") == {}
+        assert send(server, bug_report(790002), rcpt="BRIDGE@EXAMPLE.ORG") == {}
+        assert send(server, bug_report(790003), rcpt="anyone@Lists.Example.Net") == {}
+        for stranger in ("bridge@example.org.evil", "x@sub.lists.example.net", "bridge@localhost"):
+            with pytest.raises(smtplib.SMTPRecipientsRefused):
+                send(server, bug_report(790009), rcpt=stranger)
+        wanted = [790001, 790002, 790003]
+        wait_until(
+            lambda: sorted(e.msg["bug"] for e in journal_events(state_dir)) == wanted, 20, "mail"
+        )
     finally:
         server.stop()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import stat
 import time
 from pathlib import Path
@@ -141,3 +142,34 @@ def test_spool_files_are_private(tmp_path):
     assert stat.S_IMODE(spool.segment_path(1).stat().st_mode) == 0o600
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     assert stat.S_IMODE(spool.failed_dir.stat().st_mode) == 0o700
+
+
+def test_the_service_expires_processed_segments_past_the_retention(tmp_path):
+    from bridge.config import Config
+    from bridge.service import Service
+    from bridge.worker import CURSOR
+
+    config = Config(state_dir=str(tmp_path / "state")).with_section("spool", retention_days=1.0)
+    service = Service(config)
+    service.spool = Spool(service.spool.root, segment_bytes=300)
+    service.spool.start()
+    for n in range(10):
+        service.spool.write_now({"n": n}, b"x" * 100)
+    records = service.spool.read_after(service.spool.start_position(), limit=100)
+    old = time.time() - 2 * 86400
+    for number in service.spool.segment_numbers():
+        os.utime(service.spool.segment_path(number), (old, old))
+    segments = service.spool.segment_numbers()
+    assert len(segments) >= 3
+    service.expire_spool()  # nothing processed yet: nothing may go
+    assert service.spool.segment_numbers() == segments
+    cursor = records[4]
+    service.journal.set_cursor(CURSOR, cursor.next_position)
+    service.expire_spool()
+    assert service.spool.segment_numbers() == [n for n in segments if n >= cursor.segment]
+    left = service.spool.read_after(service.spool.start_position(), limit=100)
+    assert [r.meta["n"] for r in left] == [
+        r.meta["n"] for r in records if r.segment >= cursor.segment
+    ]
+    service.spool.close()
+    service.journal.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import select
 import subprocess
 import sys
 import threading
@@ -45,14 +47,21 @@ def tail_process(server: Server, *args: str) -> subprocess.Popen[bytes]:
 
 
 def read_lines(proc: subprocess.Popen[bytes], count: int, timeout: float) -> list[dict]:
+    """Up to *count* JSON lines from *proc*, waiting at most *timeout* seconds in all."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    pending = b""
     lines: list[dict] = []
     deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
     while len(lines) < count and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(json.loads(line))
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        chunk = os.read(fd, 65536) if ready else b""
+        if ready and not chunk:
+            break  # the process ended
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        lines += [json.loads(line) for line in complete if line]
     return lines
 
 
@@ -61,8 +70,7 @@ def test_a_consumer_restarted_with_since_prints_what_it_missed_exactly_once(stat
     journal = Journal(state_dir / JOURNAL_FILE)
     try:
         server.wait_for_smtp()
-        first = tail_process(server)
-        time.sleep(1.5)  # joined, and past the publisher's start-up delay
+        first = tail_process(server, "--since", "0")  # from the start: joining late loses nothing
         publish(journal, 0, 10)
         seen = read_lines(first, 10, 30)
         first.terminate()
@@ -90,10 +98,14 @@ def test_a_subscriber_that_drops_messages_still_sees_each_once(
     journal = Journal(state_dir / JOURNAL_FILE)
     total = 10_000
     received: list[int] = []
-    done = threading.Event()
+    live, done = threading.Event(), threading.Event()
 
     def consume() -> None:
-        for envelope in tail([server.publish], replay=server.replay, rcvhwm=5, timeout=30):
+        stream = tail([server.publish], replay=server.replay, since=0, rcvhwm=5, timeout=30)
+        for envelope in stream:
+            if envelope.topic.endswith(".test.probe"):
+                live.set()
+                continue
             received.append(envelope.msg["n"])
             time.sleep(0.0002)  # a slow reader: the PUB side drops what it cannot queue
             if len(received) >= total:
@@ -104,7 +116,11 @@ def test_a_subscriber_that_drops_messages_still_sees_each_once(
         server.wait_for_smtp()
         reader = threading.Thread(target=consume, daemon=True)
         reader.start()
-        time.sleep(1.5)
+        for n in range(100):  # probe until the consumer is live, so the ticks meet the bus
+            journal.append([Event("test.probe", {}, dedup_key=f"probe-{n}")], source="test")
+            if live.wait(0.2):
+                break
+        assert live.is_set(), "the consumer never went live"
         publish(journal, 0, total, batch=500)
         # a gap is noticed when a later message arrives: keep the bus moving until the end
         n = total
