@@ -1,6 +1,7 @@
 """replay-mbox benchmark: the bridge's replay against bare mailbox + email parsing, one run.
 
     python bench/replay.py [--mails 20000]
+    python bench/replay.py --memory 100 400     # peak RSS of --jobs 1 and 2 by archive size
 
 Builds a mixed mbox from the project's fixtures (bug reports of realistic size, multipart
 follow-ups with patches, closures with attached messages, control transcripts, accepted
@@ -132,10 +133,34 @@ def run_replay(state: Path, path: Path, *args: str) -> tuple[dict, float]:
     return json.loads(lines[-1]), usage.ru_maxrss / 1024
 
 
+def memory_table(sizes_mb: list[int]) -> None:
+    """Peak RSS of replay-mbox by archive size: flat is the target, whatever --jobs."""
+    print(f"{'mbox MB':>8} {'mails':>8} {'jobs':>5} {'mails/s':>9} {'peak RSS MB':>12}")
+    for size_mb in sizes_mb:
+        tmp = Path(tempfile.mkdtemp(prefix="bridge-replay-mem-"))
+        try:
+            mbox = tmp / "mixed.mbox"
+            build_mbox(mbox, int(size_mb * 1e6 / 3300))
+            real_mb = mbox.stat().st_size / 1e6
+            for jobs in ("1", "2"):
+                summary, rss = run_replay(tmp / f"jobs{jobs}", mbox, "--no-publish", "--jobs", jobs)
+                print(
+                    f"{real_mb:8.0f} {summary['mails']:8} {jobs:>5} {summary['rate']:9.0f}"
+                    f" {rss:12.0f}",
+                    flush=True,
+                )
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mails", type=int, default=20_000)
+    parser.add_argument("--memory", type=int, nargs="+", metavar="MB", help="archive sizes")
     args = parser.parse_args()
+    if args.memory:
+        memory_table(args.memory)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="bridge-replay-bench-"))
     try:
         mbox = tmp / "mixed.mbox"
