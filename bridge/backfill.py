@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import json
 import lzma
 import multiprocessing
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bridge.events import Naming, event_line
 from bridge.journal import Journal
 from bridge.mbox import MboxMessage, MboxReader
 from bridge.pipeline import FAILED, Outcome, Pipeline, Tally
@@ -63,6 +63,7 @@ class Options:
     jobs: int = 1
     parser_names: Sequence[str] | None = None
     max_message_size: int | None = None
+    naming: Naming = field(default_factory=Naming)
 
 
 class Backfill:
@@ -147,18 +148,10 @@ class Backfill:
         if self.options.dry_run:
             for message, outcome in zip(batch, outcomes, strict=True):
                 for event in outcome.events:
-                    self.emit(
-                        json.dumps(
-                            {
-                                "file": str(path),
-                                "offset": message.offset,
-                                "topic": event.topic,
-                                "msg": event.body,
-                            },
-                            ensure_ascii=False,
-                            sort_keys=True,
-                        )
+                    line = event_line(
+                        self.options.naming, event, file=str(path), offset=message.offset
                     )
+                    self.emit(line)
                 self.summary.add(outcome, len(outcome.events), 0)
             return
         assert self.journal is not None and self.spool is not None
@@ -172,33 +165,19 @@ class Backfill:
                     outcome.reason,
                 )
         source = f"mbox:{path.name}"
-        with self.journal.transaction() as db:
-            results = [
-                self.journal.append_in(db, o.events, source, live=self.options.live)
-                for o in outcomes
-            ]
-            db.execute(
-                "INSERT INTO replay_progress (path, offset, mails) VALUES (?, ?, ?)"
-                " ON CONFLICT (path) DO UPDATE SET offset = excluded.offset,"
-                " mails = replay_progress.mails + excluded.mails",
-                (key, batch[-1].offset, len(batch)),
-            )
+        with self.journal.batch() as journal:
+            results = [journal.append(o.events, source, live=self.options.live) for o in outcomes]
+            journal.set_resume_point(key, batch[-1].offset, len(batch))
         for message, outcome, result in zip(batch, outcomes, results, strict=True):
             self.summary.add(outcome, len(result.seq_ids), result.duplicates)
             log_outcome(f"mbox={path.name}@{message.offset}", outcome, result)
 
     def _resume_point(self, key: str) -> int:
-        if self.journal is None:
-            return 0
-        row = self.journal.execute(
-            "SELECT offset FROM replay_progress WHERE path = ?", [key]
-        ).fetchone()
-        return int(row[0]) if row else 0
+        return 0 if self.journal is None else self.journal.resume_point(key)
 
     def _forget_resume_point(self, key: str) -> None:
         assert self.journal is not None
-        with self.journal.transaction() as db:
-            db.execute("DELETE FROM replay_progress WHERE path = ?", (key,))
+        self.journal.forget_resume_point(key)
 
 
 def _decompressing(path: Path, raw: BinaryIO) -> BinaryIO:

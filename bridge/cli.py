@@ -1,4 +1,8 @@
-"""The ``bridge`` command line."""
+"""The ``bridge`` command line.
+
+Each command imports what it needs when it runs: ``bridge --help`` or ``bridge parse``
+must not pay for (or depend on) ZeroMQ, aiosmtpd or the service.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +16,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, UsageError
-from bridge.events import Event
-from bridge.journal import Journal, classify
-from bridge.pipeline import FAILED, Pipeline
-from bridge.plugins import discover
-from bridge.service import naming_of
+
+if TYPE_CHECKING:
+    from bridge.journal import Journal
 
 
 @dataclass
@@ -42,9 +44,14 @@ class AppState:
             self._config = config
         return self._config
 
+    def load(self) -> None:
+        """Read and validate the configuration now (a ConfigError is one line)."""
+        _ = self.config
+
     def journal(self) -> Journal:
-        config = self.config
-        return Journal.in_state_dir(config.state_path, naming_of(config))
+        from bridge.journal import open_journal
+
+        return open_journal(self.config)
 
 
 class BridgeGroup(click.Group):
@@ -65,6 +72,8 @@ class BridgeGroup(click.Group):
             click.echo(f"bridge: error: {where}{e.strerror or e}", err=True)
             ctx.exit(1)
         except sqlite3.DatabaseError as e:  # read paths meet a damaged file here
+            from bridge.journal import classify
+
             error = classify(e, "cannot read the journal")
             click.echo(f"bridge: error: {error}", err=True)
             ctx.exit(error.exit_code)
@@ -101,6 +110,8 @@ pass_state = click.make_pass_decorator(AppState)
 def main(ctx: click.Context, config_path: str | None, state_dir: str | None, verbose: int) -> None:
     """Debian's bug-tracker and archive mail, as a fedmsg-compatible ZeroMQ event bus."""
     ctx.obj = AppState(config_path, state_dir)
+    if ctx.invoked_subcommand is not None:
+        ctx.obj.load()  # every command reads and validates the configuration it is given
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiosmtpd logs every SMTP command at INFO; the bridge's own line per mail says enough.
@@ -143,18 +154,21 @@ def _level(name: str) -> int:
 @click.argument("files", nargs=-1, required=True)
 @click.option("--explain", is_flag=True, help="Say on stderr why a mail gave no event.")
 @click.option("--parser", "only", multiple=True, help="Use only this parser (repeatable).")
-def parse(files: tuple[str, ...], explain: bool, only: tuple[str, ...]) -> None:
+@pass_state
+def parse(state: AppState, files: tuple[str, ...], explain: bool, only: tuple[str, ...]) -> None:
     """Print the events of each mail FILE (or - for stdin) as JSON Lines."""
-    registry = discover(only=only or None)
-    pipeline = Pipeline(registry.parsers)
-    naming = naming_of(Config())
+    from bridge.events import event_line
+    from bridge.pipeline import FAILED, Pipeline
+    from bridge.plugins import discover
+
+    pipeline = Pipeline(discover(only=only or None).parsers)
+    naming = state.config.naming
     failed = 0
     for name in files:
         raw = sys.stdin.buffer.read() if name == "-" else _read_file(name)
         outcome = pipeline.process(raw)
         for event in outcome.events:
-            line = {"file": name, "topic": naming.topic(event.topic), "msg": event.body}
-            click.echo(json.dumps(line, ensure_ascii=False, sort_keys=True))
+            click.echo(event_line(naming, event, file=name))
         if outcome.status == FAILED:
             failed += 1
             click.echo(f"{name}: failed: {outcome.reason}", err=True)
@@ -183,6 +197,7 @@ def log(state: AppState, topic: str, body: str | None) -> None:
     TOPIC is an event topic (``bridge.test``) or a full one (``org.debian.dev.bridge.test``).
     """
     from bridge.bodies import EventRefused, normalised
+    from bridge.events import Event
 
     text = body if body is not None else sys.stdin.read()
     try:
@@ -191,7 +206,7 @@ def log(state: AppState, topic: str, body: str | None) -> None:
         raise UsageError(f"body is not valid JSON: {e}") from e
     if not isinstance(data, dict):
         raise UsageError("body must be a JSON object")
-    event_topic = naming_of(state.config).event_topic(topic.strip())
+    event_topic = state.config.naming.event_topic(topic.strip())
     try:
         event = normalised(Event(event_topic, data, dedup_key=f"log:{uuid.uuid4()}"))
     except EventRefused as e:
@@ -239,7 +254,7 @@ def tail(
     from bridge.client import tail as tail_bus
 
     config = state.config
-    wanted = Filter(topic=naming_of(config).bus_prefix(topic), package=package, bug=bug)
+    wanted = Filter(topic=config.naming.bus_prefix(topic), package=package, bug=bug)
     start, is_time = _since(since)
     replay = None if no_replay else (replay_endpoint or config.bus.replay)
     if start is not None and replay is None:
@@ -289,12 +304,16 @@ def epoch_of(value: str, option: str) -> float:
 
 
 @main.command()
-def parsers() -> None:
-    """List the installed parser plugins."""
+@pass_state
+def parsers(state: AppState) -> None:
+    """List the installed parser plugins: name, module, distribution, status, topics."""
+    from bridge.plugins import discover
+
     registry = discover()
     for info in registry.plugins:
-        status = f"FAILED: {info.error}" if info.error else "ok"
-        click.echo(f"{info.name}\t{info.module}\t{info.distribution}\t{status}")
+        status = info.error or "ok"
+        topics = ",".join(info.topics) or "-"
+        click.echo(f"{info.name}\t{info.module}\t{info.distribution}\t{status}\t{topics}")
     if not registry.plugins:
         click.echo("no parsers installed", err=True)
 
@@ -304,8 +323,7 @@ def parsers() -> None:
 @pass_state
 def status(state: AppState, as_json: bool) -> None:
     """Counters, spool depths, journal and cursor positions (works while serve runs)."""
-    from bridge.service import spool_of
-    from bridge.spool import spool_id, unpack
+    from bridge.spool import spool_id, spool_of, unpack
     from bridge.worker import CURSOR as SPOOL_CURSOR
 
     config = state.config
@@ -345,7 +363,7 @@ def fsck(state: AppState, repair: bool) -> None:
     """
     from bridge.fsck import Report, check_journal, check_spool, salvage_journal
     from bridge.journal import JOURNAL_FILE
-    from bridge.service import spool_of
+    from bridge.spool import spool_of
 
     config = state.config
     report = Report()
@@ -373,32 +391,29 @@ def fsck(state: AppState, repair: bool) -> None:
 @pass_state
 def retry(state: AppState, retry_all: bool, files: tuple[str, ...]) -> None:
     """Offer failed mails to the parsers again (after a parser fix)."""
-    from bridge.service import spool_of
-    from bridge.worker import log_outcome
+    from bridge.pipeline import FAILED, Pipeline
+    from bridge.plugins import discover
+    from bridge.spool import spool_of
+    from bridge.worker import Worker
 
     if not retry_all and not files:
         raise UsageError("name failed mails to retry, or use --all")
     spool = spool_of(state.config)
     paths = sorted(spool.failed_dir.glob("*.eml")) if retry_all else [Path(f) for f in files]
-    pipeline = Pipeline(discover().parsers)
-    still_failed = 0
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(f"no such file: {path}")
     with state.journal() as journal:
-        for path in paths:
-            raw = _read_file(str(path))
-            outcome = pipeline.process(raw)
-            result = journal.append(outcome.events, source="retry")
-            log_outcome(f"file={path.name}", outcome, result)
-            if outcome.status == FAILED:
-                still_failed += 1
-                click.echo(f"{path.name}: still failing: {outcome.reason}", err=True)
-                continue
-            if outcome.status == "ignored":
-                spool.keep("ignored", path.stem, raw, {"retried": str(path)}, outcome.reason)
-            path.unlink(missing_ok=True)
-            path.with_suffix(".reason").unlink(missing_ok=True)
-            click.echo(f"{path.name}: {outcome.status}, {len(result.seq_ids)} new event(s)")
+        worker = Worker(spool, journal, Pipeline(discover().parsers))
+        done = worker.retry(paths)
     spool.close()
-    if still_failed:
+    for item in done:
+        outcome, name = item.outcome, Path(item.record.meta["retried"]).name
+        if outcome.status == FAILED:
+            click.echo(f"{name}: still failing: {outcome.reason}", err=True)
+        else:
+            click.echo(f"{name}: {outcome.status}, {len(item.result.seq_ids)} new event(s)")
+    if any(item.outcome.status == FAILED for item in done):
         sys.exit(1)
 
 
@@ -427,7 +442,7 @@ def replay_mbox(
 ) -> None:
     """Replay mbox archives (plain, .gz, .xz, .bz2) into the journal and so onto the bus."""
     from bridge.backfill import Backfill, Options
-    from bridge.service import spool_of
+    from bridge.spool import spool_of
 
     for path in paths:
         if not path.is_file():
@@ -438,6 +453,7 @@ def replay_mbox(
         jobs=jobs,
         parser_names=only or None,
         max_message_size=state.config.mbox.max_message_size,
+        naming=state.config.naming,
     )
     journal = None if dry_run else state.journal()
     spool = None if dry_run else spool_of(state.config)
@@ -505,7 +521,7 @@ def _print_summary(summary: Any, err: bool) -> None:
 
 def criteria_options(command: Any) -> Any:
     """Add the journal search options to *command* and hand it one ``criteria`` argument."""
-    from bridge.query import Criteria
+    from bridge.journal import Criteria
 
     @functools.wraps(command)
     def wrapper(
@@ -559,10 +575,11 @@ def query(
 ) -> None:
     """Search the journal (every event, history included)."""
     from bridge.client import envelope_json
-    from bridge.query import find
 
     with state.journal() as journal:
-        found = find(journal, criteria, newest_first=not oldest_first, limit=limit, page=page)
+        found = journal.find(
+            criteria, newest_first=not oldest_first, limit=limit, offset=(page - 1) * limit
+        )
     for envelope in found:
         if as_json:
             click.echo(envelope_json(envelope))
@@ -588,10 +605,9 @@ def stats(
 ) -> None:
     """Events per topic per day, week or month (by when they happened)."""
     from bridge.query import render_table
-    from bridge.query import stats as count
 
     with state.journal() as journal:
-        table = count(journal, criteria, period)
+        table = journal.stats(criteria, period)
     if as_json:
         click.echo(json.dumps(table, sort_keys=True))
         return

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import zmq
 
 from bridge.errors import ReplayError
-from bridge.events import Envelope, bugs_of
+from bridge.events import Envelope
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,12 @@ class Filter:
     bug: int | None = None
 
     def matches(self, envelope: Envelope) -> bool:
+        """By the envelope's index fields, whatever the body calls things."""
         if not envelope.topic.startswith(self.topic):
             return False
-        msg = envelope.msg
-        if self.package is not None and self.package not in (msg.get("packages") or []):
+        if self.package is not None and self.package not in envelope.packages:
             return False
-        return self.bug is None or self.bug in bugs_of(msg)
+        return self.bug is None or self.bug in envelope.bugs
 
 
 def subscribe(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import ConfigError
+from bridge.events import Naming
 
 CONFIG_ENV = "BRIDGE_CONFIG"
 
@@ -89,6 +90,11 @@ class Config:
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir).expanduser()
+
+    @property
+    def naming(self) -> Naming:
+        """How this bridge names its bus topics and itself."""
+        return Naming(self.topic_prefix, self.environment, self.username)
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with top-level keys changed (CLI options override the file)."""

@@ -1,8 +1,9 @@
 """The event model and the fedmsg wire format.
 
-An :class:`Event` is what a parser produces: an event topic such as ``debbugs.bug.report``
-and a JSON-able body. The journal wraps it in an :class:`Envelope` (``msg_id``, ``seq_id``,
-timestamp, ...) once, when it is stored; the same envelope bytes are published and replayed.
+An :class:`Event` is what a parser produces: an event topic such as ``debbugs.bug.report``,
+a JSON-able body, and typed index fields (packages, bugs, people, when). The journal wraps
+it in an :class:`Envelope` (``msg_id``, ``seq_id``, timestamp, the index, ...) once, when
+it is stored; the same envelope bytes are published and replayed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,11 +23,26 @@ class Event:
     *dedup_key* identifies the fact the event reports (a bug-tracker message, an upload);
     two events with the same topic and key are one event. ``None`` lets the pipeline use the
     SHA-256 of the raw mail.
+
+    The index fields say what the event is about, whatever its body calls things: the
+    journal, ``bridge query``/``stats`` and the ``tail`` filters read only these.
+    *packages* are source package names, *bugs* bug numbers, *people* the names and e-mail
+    addresses of those who acted, *occurred_at* when the fact happened (ISO 8601 UTC, e.g.
+    the mail's date; ``None``: when it is journaled).
     """
 
     topic: str
     body: Mapping[str, Any]
     dedup_key: str | None = None
+    packages: tuple[str, ...] = ()
+    bugs: tuple[int, ...] = ()
+    people: tuple[str, ...] = ()
+    occurred_at: str | None = None
+
+    @property
+    def index(self) -> dict[str, list[Any]]:
+        """What travels with the envelope for consumers' filters."""
+        return {"packages": list(self.packages), "bugs": list(self.bugs)}
 
 
 @dataclass(frozen=True)
@@ -53,16 +69,6 @@ class Naming:
         if topic_or_prefix == base or topic_or_prefix.startswith(base + "."):
             return topic_or_prefix
         return self.topic(topic_or_prefix)
-
-
-def bugs_of(body: Mapping[str, Any]) -> list[int]:
-    """The bug numbers an event body is about: ``bug``, ``bugs`` and an upload's ``closes``."""
-    bugs: set[int] = set()
-    for key in ("bug", "bugs", "closes"):
-        value = body.get(key)
-        values = value if isinstance(value, list | tuple) else [value]
-        bugs.update(v for v in values if isinstance(v, int) and not isinstance(v, bool))
-    return sorted(bugs)
 
 
 def full_topic(topic_prefix: str, environment: str, event_topic: str) -> str:
@@ -93,6 +99,7 @@ class Envelope:
     i: int
     username: str
     seq_id: int
+    index: Mapping[str, list[Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return dumps(
@@ -104,8 +111,17 @@ class Envelope:
                 "i": self.i,
                 "username": self.username,
                 "seq_id": self.seq_id,
+                "index": self.index,
             }
         )
+
+    @property
+    def packages(self) -> list[str]:
+        return list(self.index.get("packages") or [])
+
+    @property
+    def bugs(self) -> list[int]:
+        return list(self.index.get("bugs") or [])
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Envelope:
@@ -118,7 +134,25 @@ class Envelope:
             i=int(data.get("i", 0)),
             username=data.get("username", ""),
             seq_id=int(data["seq_id"]),
+            index=data.get("index") or {},
         )
+
+
+def event_line(naming: Naming, event: Event, **where: Any) -> str:
+    """One event as ``bridge parse`` and ``replay-mbox --dry-run`` print it: a JSON line
+    with the full topic, dedup key, index fields and body, and where the mail came from."""
+    line = {
+        **where,
+        "topic": naming.topic(event.topic),
+        "dedup_key": event.dedup_key,
+        "index": {
+            **event.index,
+            "people": list(event.people),
+            "occurred_at": event.occurred_at,
+        },
+        "msg": event.body,
+    }
+    return json.dumps(line, ensure_ascii=False, sort_keys=True)
 
 
 def frames(topic: str, envelope_json: str) -> list[bytes]:

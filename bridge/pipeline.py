@@ -16,16 +16,26 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from email.message import Message
+from enum import StrEnum
 
 from bridge.bodies import EventRefused, normalised
 from bridge.errors import ParseError, SkipMessage
 from bridge.events import Event
 from bridge.mail import header, parse_message
-from bridge.plugins import Parser
+from bridge.sdk import Parser
 
 log = logging.getLogger(__name__)
 
-PUBLISHED, IGNORED, FAILED = "published", "ignored", "failed"
+
+class Status(StrEnum):
+    """What became of a mail."""
+
+    PUBLISHED = "published"  # it gave events
+    IGNORED = "ignored"  # no parser wanted it, or one said it is not news
+    FAILED = "failed"  # a parser could not read it, or an event was refused
+
+
+PUBLISHED, IGNORED, FAILED = Status.PUBLISHED, Status.IGNORED, Status.FAILED
 
 
 @dataclass
@@ -39,7 +49,7 @@ class Outcome:
     failures: list[str] = field(default_factory=list)
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         if self.failures:
             return FAILED
         return PUBLISHED if self.events else IGNORED
@@ -93,10 +103,17 @@ class Pipeline:
 
     @staticmethod
     def _take(parser: Parser, event: Event, outcome: Outcome) -> None:
+        topic = getattr(event, "topic", "?")
+        declared = tuple(getattr(parser, "topics", ()))
+        if topic not in declared:
+            outcome.failures.append(
+                f"{parser.name}: event refused: topic {topic!r} is not one the parser declares"
+                f" ({', '.join(declared) or 'none'})"
+            )
+            return
         try:
             outcome.events.append(normalised(event))
         except EventRefused as e:
-            topic = getattr(event, "topic", "?")
             outcome.failures.append(f"{parser.name}: event {topic} refused: {e}")
 
 

@@ -1,39 +1,33 @@
 """Parser plugins, found through the ``bridge.parsers`` entry-point group.
 
-A parser is a small pure object: a ``name``, ``accepts(message) -> bool`` and
-``parse(message) -> list[Event]``, with no I/O and no global state. The built-in debbugs and
-dak parsers register through the same group as any third-party one.
+Every parser, the built-in debbugs and dak ones included, is loaded the same way and must
+meet the SDK's contract (:mod:`bridge.sdk`): the API version this bridge speaks, a
+description, the topics it emits, and a versioned JSON Schema for each. A topic has one
+owner: the bridge's own parsers are loaded first, and a plugin claiming a topic another
+parser owns is refused. A plugin that fails any of this is listed with the reason by
+``bridge parsers`` and left out; the bridge goes on with the others.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email.message import Message
 from importlib.metadata import EntryPoint, entry_points
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any
 
-from bridge.events import Event
+from bridge.sdk import API_VERSION, Parser
 
 log = logging.getLogger(__name__)
 
 GROUP = "bridge.parsers"
+OWN_DISTRIBUTION = "debian-bus-bridge"
 
 
-@runtime_checkable
-class Parser(Protocol):
-    """What the pipeline asks of a parser plugin."""
-
-    name: str
-
-    def accepts(self, message: Message) -> bool:
-        """Cheaply decide, on headers, whether this mail is for this parser."""
-        ...
-
-    def parse(self, message: Message) -> list[Event]:
-        """Turn the mail into events; raise SkipMessage for a deliberate non-event."""
-        ...
+class PluginRefused(Exception):
+    """A plugin that loaded but does not keep the SDK's contract."""
 
 
 @dataclass(frozen=True)
@@ -45,11 +39,12 @@ class PluginInfo:
     distribution: str
     parser: Parser | None = None
     error: str | None = None
+    topics: tuple[str, ...] = ()
 
 
 @dataclass
 class Registry:
-    """The parsers that loaded, and those that failed to (reported, never fatal)."""
+    """The parsers that loaded, and those that were refused or failed (never fatal)."""
 
     plugins: list[PluginInfo] = field(default_factory=list)
 
@@ -63,16 +58,35 @@ class Registry:
 
 
 def discover(group: str = GROUP, only: Sequence[str] | None = None) -> Registry:
-    """Load every parser registered under *group* (or only those named in *only*)."""
+    """Load every parser registered under *group* (use only those named in *only*).
+
+    Topic ownership is settled over every installed parser, even when *only* picks some.
+    """
+    found = sorted(
+        entry_points(group=group), key=lambda e: (_dist_name(e) != OWN_DISTRIBUTION, e.name)
+    )
     registry = Registry()
-    for ep in sorted(entry_points(group=group), key=lambda e: e.name):
-        if only is not None and ep.name not in only:
-            continue
-        registry.plugins.append(_load(ep))
+    owners: dict[str, str] = {}
+    for ep in found:
+        info = _claim(_load(ep), owners)
+        if only is None or ep.name in only:
+            registry.plugins.append(info)
     for failure in registry.failures:
-        log.warning(
-            "parser %s (%s) failed to load: %s", failure.name, failure.module, failure.error
-        )
+        log.warning("parser %s (%s) not used: %s", failure.name, failure.module, failure.error)
+    return registry
+
+
+def registry_of(parsers: Sequence[Parser]) -> Registry:
+    """A registry of explicitly chosen parsers (tests, embedding), checked the same way."""
+    registry = Registry()
+    owners: dict[str, str] = {}
+    for parser in parsers:
+        module = type(parser).__module__
+        try:
+            info = PluginInfo(parser.name, module, "-", parser, topics=checked_topics(parser))
+        except PluginRefused as e:
+            info = PluginInfo(getattr(parser, "name", "?"), module, "-", error=f"REFUSED: {e}")
+        registry.plugins.append(_claim(info, owners))
     return registry
 
 
@@ -80,15 +94,62 @@ def _load(ep: EntryPoint) -> PluginInfo:
     dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
     module = ep.value.split(":")[0]
     try:
-        factory = ep.load()
-        parser = factory()
-        if not isinstance(parser, Parser):
-            raise TypeError("object lacks name/accepts/parse")
+        parser = ep.load()()
     except Exception as e:  # a broken plugin is reported, it must not stop the bridge
-        return PluginInfo(ep.name, module, dist, error=f"{type(e).__name__}: {e}")
-    return PluginInfo(ep.name, module, dist, parser=parser)
+        return PluginInfo(ep.name, module, dist, error=f"FAILED: {type(e).__name__}: {e}")
+    try:
+        topics = checked_topics(parser)
+    except PluginRefused as e:
+        return PluginInfo(ep.name, module, dist, error=f"REFUSED: {e}")
+    return PluginInfo(ep.name, module, dist, parser=parser, topics=topics)
 
 
-def registry_of(parsers: Sequence[Parser]) -> Registry:
-    """A registry of explicitly chosen parsers (tests, embedding)."""
-    return Registry([PluginInfo(p.name, type(p).__module__, "-", parser=p) for p in parsers])
+def _claim(info: PluginInfo, owners: dict[str, str]) -> PluginInfo:
+    """Give *info* its topics, unless another parser owns one of them already."""
+    if info.parser is None:
+        return info
+    taken = [t for t in info.topics if t in owners]
+    if taken:
+        error = f"REFUSED: claims topic {taken[0]}, which parser {owners[taken[0]]} owns"
+        return PluginInfo(info.name, info.module, info.distribution, error=error)
+    owners.update((t, info.name) for t in info.topics)
+    return info
+
+
+def checked_topics(parser: Any) -> tuple[str, ...]:
+    """The topics *parser* declares, once it is shown to keep the SDK's contract."""
+    if not isinstance(parser, Parser):
+        missing = [
+            a
+            for a in ("name", "description", "api_version", "topics", "schemas", "accepts", "parse")
+            if not hasattr(parser, a)
+        ]
+        raise PluginRefused(f"not a parser: it lacks {', '.join(missing)}")
+    if parser.api_version != API_VERSION:
+        raise PluginRefused(
+            f"built for parser API version {parser.api_version!r}; this bridge speaks version"
+            f" {API_VERSION}"
+        )
+    topics = tuple(parser.topics)
+    if not topics or not all(isinstance(t, str) and t for t in topics):
+        raise PluginRefused("declares no topics (topics = a tuple of the event topics it emits)")
+    for topic in topics:
+        schema_version(Path(parser.schemas), topic)
+    return topics
+
+
+def schema_version(folder: Path, topic: str) -> int:
+    """The version of the JSON Schema a parser ships for *topic*, or PluginRefused."""
+    path = folder / f"{topic}.json"
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise PluginRefused(f"no readable JSON Schema for topic {topic} ({path}): {e}") from e
+    version = schema.get("version") if isinstance(schema, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise PluginRefused(f'the schema for topic {topic} has no integer "version" ({path})')
+    return version
+
+
+def _dist_name(ep: EntryPoint) -> str:
+    return ep.dist.name if ep.dist else ""

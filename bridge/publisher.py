@@ -14,6 +14,7 @@ import zmq
 
 from bridge.events import frames
 from bridge.journal import Journal
+from bridge.runner import run_loop
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,13 @@ class Publisher:
     def run(self, stop: threading.Event) -> None:
         log.info("publishing on %s from seq_id %d", self.bound_endpoint, self.cursor + 1)
         stop.wait(self.startup_delay)
-        while not stop.is_set():
-            try:
-                self.publish_pending()
-            except Exception:  # keep publishing: a transient journal error must not end the bus
-                log.exception("publisher failed to read the journal; retrying")
-                stop.wait(1.0)
-            self._wake.wait(self.poll_interval)
-            self._wake.clear()
+        run_loop(
+            "publisher",
+            lambda: self.publish_pending() > 0,
+            stop,
+            idle=self.poll_interval,
+            wake=self._wake,
+        )
         self.publish_pending()
 
     def close(self) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 import zmq
 
 from bridge.errors import ReplayError
-from bridge.journal import Journal, Row
+from bridge.journal import Journal, ReplaySelection, Row
+from bridge.runner import run_loop
 
 log = logging.getLogger(__name__)
 
@@ -27,78 +28,47 @@ SELECTORS = ("seq_id", "seq_ids", "seq_id_range", "msg_id", "msg_ids", "time")
 PAGERS = ("seq_id_after", "after_time")
 
 
-class ReplayQuery:
-    """A validated replay request, turned into SQL over the journal's live rows."""
+def selection_of(data: Any) -> ReplaySelection:
+    """A replay request (decoded JSON) as a selection, or :class:`ReplayError` saying why."""
+    if not isinstance(data, dict):
+        raise ReplayError("the query must be a JSON object")
+    unknown = sorted(set(data) - set(SELECTORS) - set(PAGERS))
+    if unknown:
+        valid = ", ".join(SELECTORS + PAGERS)
+        raise ReplayError(f"unknown query key {unknown[0]!r}; valid keys: {valid}")
+    if not data:
+        raise ReplayError(f"empty query; give one of {', '.join(SELECTORS)}")
+    paging = [k for k in PAGERS if k in data]
+    if paging and len(data) > 1:
+        raise ReplayError(f"{paging[0]!r} cannot be combined with other keys")
+    seq_ids = _int_list("seq_ids", data["seq_ids"]) if "seq_ids" in data else []
+    if "seq_id" in data:
+        seq_ids += _int_list("seq_id", [data["seq_id"]])
+    msg_ids = _str_list("msg_ids", data["msg_ids"]) if "msg_ids" in data else []
+    if "msg_id" in data:
+        msg_ids += _str_list("msg_id", [data["msg_id"]])
+    return ReplaySelection(
+        seq_ids=tuple(seq_ids),
+        seq_id_ranges=_pairs(data, "seq_id_range", int),
+        msg_ids=tuple(msg_ids),
+        times=_pairs(data, "time", (int, float)),
+        seq_id_after=_number(data, "seq_id_after", int, "an integer"),
+        after_time=_number(data, "after_time", (int, float), "a number of epoch seconds"),
+    )
 
-    def __init__(self, data: Any):
-        if not isinstance(data, dict):
-            raise ReplayError("the query must be a JSON object")
-        unknown = sorted(set(data) - set(SELECTORS) - set(PAGERS))
-        if unknown:
-            valid = ", ".join(SELECTORS + PAGERS)
-            raise ReplayError(f"unknown query key {unknown[0]!r}; valid keys: {valid}")
-        if not data:
-            raise ReplayError(f"empty query; give one of {', '.join(SELECTORS)}")
-        paging = [k for k in PAGERS if k in data]
-        if paging and len(data) > 1:
-            raise ReplayError(f"{paging[0]!r} cannot be combined with other keys")
-        self.paging = bool(paging)
-        self.clauses: list[str] = []
-        self.params: list[Any] = []
-        for key, value in data.items():
-            getattr(self, f"_{key}")(value)
 
-    def _seq_id(self, value: Any) -> None:
-        self._seq_ids([value])
-
-    def _seq_ids(self, value: Any) -> None:
-        ids = _int_list("seq_ids", value)
-        self.clauses.append(f"seq_id IN ({','.join('?' * len(ids))})")
-        self.params += ids
-
-    def _seq_id_range(self, value: Any) -> None:
-        low, high = _pair("seq_id_range", value, int)
-        self.clauses.append("seq_id BETWEEN ? AND ?")
-        self.params += [low, high]
-
-    def _msg_id(self, value: Any) -> None:
-        self._msg_ids([value])
-
-    def _msg_ids(self, value: Any) -> None:
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            raise ReplayError("msg_ids must be a non-empty list of strings")
-        self.clauses.append(f"msg_id IN ({','.join('?' * len(value))})")
-        self.params += value
-
-    def _time(self, value: Any) -> None:
-        low, high = _pair("time", value, (int, float))
-        self.clauses.append("timestamp BETWEEN ? AND ?")
-        self.params += [low, high]
-
-    def _seq_id_after(self, value: Any) -> None:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ReplayError("seq_id_after must be an integer")
-        self.clauses.append("seq_id > ?")
-        self.params.append(value)
-
-    def _after_time(self, value: Any) -> None:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ReplayError("after_time must be a number of epoch seconds")
-        self.clauses.append("timestamp >= ?")
-        self.params.append(value)
-
-    def run(self, journal: Journal, limit: int) -> list[Row]:
-        where = f"live = 1 AND ({' OR '.join(self.clauses)})"
-        if self.paging:
-            return journal.select(where, self.params, limit=limit)
-        rows = journal.select(where, self.params, limit=limit + 1)
-        if len(rows) > limit:
-            total = journal.count(where, self.params)
-            raise ReplayError(
-                f"the query matches {total} messages, more than the limit of {limit};"
-                " ask for smaller ranges"
-            )
-        return rows
+def run(journal: Journal, selection: ReplaySelection, limit: int) -> list[Row]:
+    """The rows a selection answers with; a selection (not paging) over *limit* is an error."""
+    if selection.paging:
+        return journal.replay(selection, limit)
+    rows = journal.replay(selection, limit + 1)
+    if len(rows) > limit:
+        total = journal.replay_count(selection)
+        raise ReplayError(
+            f"the query matches {total} messages, more than the limit of {limit};"
+            " ask for smaller ranges"
+        )
+    return rows
 
 
 def _int_list(name: str, value: Any) -> list[int]:
@@ -111,7 +81,16 @@ def _int_list(name: str, value: Any) -> list[int]:
     return value
 
 
-def _pair(name: str, value: Any, kind: Any) -> tuple[Any, Any]:
+def _str_list(name: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ReplayError(f"{name} must be a non-empty list of strings")
+    return value
+
+
+def _pairs(data: dict[str, Any], name: str, kind: Any) -> tuple[tuple[Any, Any], ...]:
+    if name not in data:
+        return ()
+    value = data[name]
     if (
         not isinstance(value, list | tuple)
         or len(value) != 2
@@ -121,7 +100,14 @@ def _pair(name: str, value: Any, kind: Any) -> tuple[Any, Any]:
     low, high = value
     if low > high:
         raise ReplayError(f"{name} is reversed: {low} > {high}")
-    return low, high
+    return ((low, high),)
+
+
+def _number(data: dict[str, Any], name: str, kind: Any, what: str) -> Any:
+    value = data.get(name)
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise ReplayError(f"{name} must be {what}")
+    return value
 
 
 def answer(journal: Journal, request: bytes, limit: int) -> list[bytes]:
@@ -131,7 +117,7 @@ def answer(journal: Journal, request: bytes, limit: int) -> list[bytes]:
             data = json.loads(request)
         except (ValueError, UnicodeDecodeError) as e:
             raise ReplayError("the request is not valid JSON") from e
-        rows = ReplayQuery(data).run(journal, limit)
+        rows = run(journal, selection_of(data), limit)
         if not rows:
             raise ReplayError("no message matches the query")
     except ReplayError as e:
@@ -169,9 +155,13 @@ class ReplayServer:
 
     def run(self, stop: threading.Event) -> None:
         log.info("replay endpoint on %s", self._socket.getsockopt_string(zmq.LAST_ENDPOINT))
-        while not stop.is_set():
-            if self._socket.poll(200):
-                self.serve_one()
+        run_loop("replay", self._serve_waiting, stop, idle=0.0)
+
+    def _serve_waiting(self) -> bool:
+        if self._socket.poll(200):
+            self.serve_one()
+            return True
+        return False
 
     def close(self) -> None:
         self._socket.close()

@@ -27,37 +27,23 @@ import zmq
 
 from bridge.config import Config
 from bridge.errors import BridgeError, JournalDamaged
-from bridge.events import Naming
-from bridge.journal import JOURNAL_FILE, Journal
+from bridge.journal import open_journal
 from bridge.pipeline import Pipeline
 from bridge.plugins import discover
 from bridge.publisher import Publisher
 from bridge.replay import ReplayServer
-from bridge.spool import Spool, private_dir
+from bridge.runner import run_loop, start_thread
+from bridge.spool import private_dir, spool_of
 from bridge.worker import CURSOR as SPOOL_CURSOR
 from bridge.worker import Worker
 
 log = logging.getLogger(__name__)
 
-SPOOL_DIR = "spool"
 STATS_EVERY = 60.0
 _PR_SET_PDEATHSIG = 1
-EXIT_THREAD_CRASHED = 70
 EXIT_CANNOT_START = 2  # the pipeline process met a configuration error: restarting won't help
 RESTART_PAUSES = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 HEALTHY_AFTER = 60.0  # a child that ran this long starts the pause sequence over
-
-
-def naming_of(config: Config) -> Naming:
-    return Naming(config.topic_prefix, config.environment, config.username)
-
-
-def open_journal(config: Config, *, durable: bool = True) -> Journal:
-    return Journal(config.state_path / JOURNAL_FILE, naming_of(config), durable=durable)
-
-
-def spool_of(config: Config) -> Spool:
-    return Spool(config.state_path / SPOOL_DIR, commit_window=config.spool.group_commit_window)
 
 
 class Service:
@@ -73,7 +59,7 @@ class Service:
         if damage:
             self.journal.close()
             raise JournalDamaged(
-                f"the journal {self.journal.path} is damaged ({len(damage)} problem(s), first:"
+                f"the journal {self.journal.location} is damaged ({len(damage)} problem(s), first:"
                 f" {damage[0]}); the bridge will not run on it: stop it, then run"
                 " 'bridge fsck --repair'"
             )
@@ -86,6 +72,7 @@ class Service:
         self._child: multiprocessing.process.BaseProcess | None = None
         self.pipeline_failed = False
         self._wake_fd = -1
+        self._last_report = time.monotonic()
 
     def start(self) -> None:
         self.spool.start()
@@ -158,9 +145,7 @@ class Service:
             os.write(self._wake_fd, b"\x01")
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
-        thread = threading.Thread(target=target, args=(self.stop_event,), name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        self._threads.append(start_thread(name, target, self.stop_event))
 
     def stop(self) -> None:
         """Stop accepting, finish the transaction in flight, drain the pipeline, close."""
@@ -204,17 +189,16 @@ class Service:
         )
 
     def _stats(self, stop: threading.Event) -> None:
-        waited = 0.0
-        while not stop.wait(2.0):
-            waited += 2.0
-            try:
-                self.flush_counters()
-                if waited >= STATS_EVERY:
-                    waited = 0.0
-                    self.log_counters()
-                    self.expire_spool()
-            except Exception:  # statistics must never take the service down
-                log.exception("could not update counters")
+        run_loop("stats", self._stats_step, stop, idle=2.0)
+
+    def _stats_step(self) -> bool:
+        """Flush the intake's counters; every minute also log them and expire the spool."""
+        self.flush_counters()
+        if time.monotonic() - self._last_report >= STATS_EVERY:
+            self._last_report = time.monotonic()
+            self.log_counters()
+            self.expire_spool()
+        return False
 
     def run_until_signalled(self) -> None:
         """Start, then block until SIGTERM or SIGINT (SIGUSR1 logs the counters)."""
@@ -269,15 +253,7 @@ class PipelineProcess:
             ("replay", self.replay.run),
             ("worker", self._work),
         )
-        for name, target in threads:
-            thread = threading.Thread(
-                target=supervised,
-                args=(name, target, self.stop_event),
-                name=name,
-                daemon=True,
-            )
-            thread.start()
-            self._threads.append(thread)
+        self._threads = [start_thread(name, target, self.stop_event) for name, target in threads]
         self._watch(wake, parent)
         self.stop_event.set()
         self.publisher.wake()
@@ -303,38 +279,6 @@ class PipelineProcess:
 
     def _work(self, stop: threading.Event) -> None:
         self.worker.run(stop)
-
-
-def supervised(
-    name: str,
-    target: Callable[[threading.Event], None],
-    stop: threading.Event,
-    *,
-    max_crashes: int = 5,
-    window: float = 60.0,
-) -> None:
-    """Run *target* until *stop*; restart it when it crashes, with a growing pause.
-
-    A thread that keeps crashing ends the whole process with exit code 70, loudly, so the
-    intake restarts it afresh rather than leaving a process that silently does less.
-    """
-    crashes: list[float] = []
-    while not stop.is_set():
-        try:
-            target(stop)
-            return
-        except Exception:
-            now = time.monotonic()
-            crashes = [t for t in crashes if now - t < window] + [now]
-            if len(crashes) > max_crashes:
-                log.critical(
-                    "%s crashed %d times in %.0fs; ending the process", name, len(crashes), window
-                )
-                logging.shutdown()
-                os._exit(EXIT_THREAD_CRASHED)
-            pause = min(0.1 * 2 ** len(crashes), 5.0)
-            log.exception("%s crashed; restarting it in %.1fs", name, pause)
-            stop.wait(pause)
 
 
 def pipeline_main(

@@ -22,15 +22,19 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.errors import SpoolError
 from bridge.segment import Record, encode, pack, records, spool_id, unpack, valid_length
+
+if TYPE_CHECKING:
+    from bridge.config import Config
 
 __all__ = ["Record", "Spool", "encode", "pack", "spool_id", "unpack"]
 
 log = logging.getLogger(__name__)
 
+SPOOL_DIR = "spool"
 SEGMENT_BYTES = 64 * 1024 * 1024
 
 
@@ -296,6 +300,11 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def spool_of(config: Config) -> Spool:
+    """The spool in *config*'s state directory."""
+    return Spool(config.state_path / SPOOL_DIR, commit_window=config.spool.group_commit_window)
 
 
 def private_dir(path: Path) -> None:

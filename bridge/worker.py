@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from bridge.errors import JournalDamaged, JournalUnavailable
 from bridge.journal import AppendResult, Journal
 from bridge.pipeline import FAILED, IGNORED, Outcome, Pipeline, describe
+from bridge.runner import run_loop
 from bridge.spool import Record, Spool, spool_id, unpack
 
 log = logging.getLogger(__name__)
@@ -92,16 +94,7 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         log.info("worker starting at spool position %s", spool_id(*unpack(self.position)))
-        while not stop.is_set():
-            try:
-                progressed = self.step()
-            except Exception:  # a bug must not stop intake's mail from being processed later
-                log.exception("worker failed; retrying")
-                progressed = False
-                stop.wait(1.0)
-            if not progressed:
-                self._wake.wait(0.2)
-                self._wake.clear()
+        run_loop("worker", self.step, stop, idle=0.2, wake=self._wake)
         while self.step():  # drain what was accepted before the stop
             pass
 
@@ -152,24 +145,55 @@ class Worker:
                 self._journal([(record, refused)])
         return True
 
-    def _journal(self, outcomes: list[tuple[Record, Outcome]]) -> list[Processed]:
+    def retry(self, paths: Sequence[Path]) -> list[Processed]:
+        """Offer mails kept in ``failed/`` again (after a parser fix), one by one.
+
+        What now gives events is journaled and leaves ``failed/``; what is now ignored moves
+        to ``ignored/``; what still fails stays, with the new reason. The spool position
+        does not move.
+        """
+        done = []
+        for path in paths:
+            raw = path.read_bytes()
+            item = Record(0, 0, 0, {"retried": str(path)}, raw)
+            outcome = self.pipeline.process(raw)
+            (processed,) = self._journal([(item, outcome)], source="retry", name=path.stem)
+            if outcome.status != FAILED:
+                path.unlink(missing_ok=True)
+                path.with_suffix(".reason").unlink(missing_ok=True)
+            done.append(processed)
+        return done
+
+    def _journal(
+        self,
+        outcomes: list[tuple[Record, Outcome]],
+        *,
+        source: str = "smtp",
+        name: str | None = None,
+    ) -> list[Processed]:
+        """Keep unusable mail aside, then journal the events (and, from the spool, the
+        position after the last record) in one transaction. *name* replaces the spool id
+        as the kept file's name (a retried mail keeps its own)."""
+        from_spool = source == "smtp"
         for record, outcome in outcomes:
+            kept_as = name or record.spool_id
             if record.damage is not None:
-                self.spool.keep("damaged", record.spool_id, record.raw, record.meta, record.damage)
+                self.spool.keep("damaged", kept_as, record.raw, record.meta, record.damage)
             elif outcome.status in (FAILED, IGNORED):
-                self.spool.keep(
-                    outcome.status, record.spool_id, record.raw, record.meta, outcome.reason
-                )
+                self.spool.keep(outcome.status, kept_as, record.raw, record.meta, outcome.reason)
         done: list[Processed] = []
-        with self.journal.transaction() as db:
+        with self.journal.batch() as batch:
             for record, outcome in outcomes:
-                result = self.journal.append_in(db, outcome.events, "smtp")
+                result = batch.append(outcome.events, source)
                 done.append(Processed(record, outcome, result))
-            self.journal.set_cursor(CURSOR, outcomes[-1][0].next_position, db)
+            if from_spool:
+                batch.set_cursor(CURSOR, outcomes[-1][0].next_position)
             counts = outcome_counters([(p.outcome, p.result) for p in done])
             counts["spool_damaged"] = sum(1 for record, _ in outcomes if record.damage)
-            self.journal.add_counters(counts, db)
-        self.position = outcomes[-1][0].next_position
+            batch.add_counters(counts if from_spool else {"retried": len(done)})
+        if from_spool:
+            self.position = outcomes[-1][0].next_position
         for item in done:
-            log_outcome(f"spool={item.record.spool_id}", item.outcome, item.result)
+            where = f"spool={item.record.spool_id}" if from_spool else f"retry={name}"
+            log_outcome(where, item.outcome, item.result)
         return done

@@ -11,8 +11,7 @@ from typing import Any
 
 from debian import deb822
 
-from bridge.errors import ParseError
-from bridge.mail import address, iso_date
+from bridge.sdk import ParseError, address, iso_date
 
 SIGNED_START = "-----BEGIN PGP SIGNED MESSAGE-----"
 SIGNATURE_START = "-----BEGIN PGP SIGNATURE-----"

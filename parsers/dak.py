@@ -10,15 +10,27 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
-from bridge.errors import ParseError, SkipMessage
-from bridge.events import Event
-from bridge.mail import address, header, part_text
+from bridge.sdk import (
+    API_VERSION,
+    Event,
+    ParseError,
+    SkipMessage,
+    address,
+    cap,
+    display,
+    header,
+    origin,
+    part_text,
+    people,
+    strip_list_footer,
+)
 from parsers.changes import find_changes, read_changes, upload_fields
-from parsers.common import cap, display, origin, strip_list_footer
 
 TRACKER_URL = "https://tracker.debian.org/pkg/"
+SCHEMAS = Path(__file__).parent / "schemas"
 _CHANGES_NAME = r"(?P<source>[a-z0-9][a-z0-9+.-]*)_(?P<version>[^_\s]+)_(?P<arch>[^_\s]+)\.changes"
 _SUBJECTS: list[tuple[str, re.Pattern[str]]] = [
     (
@@ -71,6 +83,16 @@ class DakParser:
     """Accepted, rejected, NEW and received uploads, and removals."""
 
     name = "dak"
+    description = "Debian archive (dak) mail: uploads accepted, rejected, NEW, received; removals"
+    api_version = API_VERSION
+    topics = (
+        "dak.upload.accepted",
+        "dak.upload.rejected",
+        "dak.upload.new",
+        "dak.upload.received",
+        "dak.package.removed",
+    )
+    schemas = SCHEMAS
 
     def accepts(self, message: Message) -> bool:
         if message.get("X-Debian-PR-Message") is not None:
@@ -116,9 +138,8 @@ class DakParser:
         body["summary"] = (
             f"{display(body['agent'])} uploaded {body['source']} {body['version']} to {suite}"
         )
-        return Event(
-            "dak.upload.accepted", body, dedup_key=f"{body['source']}/{body['version']}/{suite}"
-        )
+        key = f"{body['source']}/{body['version']}/{suite}"
+        return upload_event("dak.upload.accepted", body, key)
 
     def _queue_event(self, message: Message, subject: Subject) -> Event:
         """Rejected, NEW and received: names from the subject, the .changes when present."""
@@ -146,7 +167,7 @@ class DakParser:
         key = "/".join(
             [subject.action, body["source"], body["version"], "+".join(body["architecture"])]
         )
-        return Event(f"dak.upload.{subject.action}", body, dedup_key=key)
+        return upload_event(f"dak.upload.{subject.action}", body, key)
 
     def _removed(self, message: Message, subject: Subject) -> Event:
         text = body_text(message)
@@ -181,7 +202,27 @@ class DakParser:
             + "/"
             + ",".join(f"{r['package']}={r['version']}" for r in removed)
         )
-        return Event("dak.package.removed", body, dedup_key=key)
+        return Event(
+            "dak.package.removed",
+            body,
+            dedup_key=key,
+            packages=tuple(packages),
+            people=people(agent),
+            occurred_at=body["origin"]["date"],
+        )
+
+
+def upload_event(topic: str, body: dict[str, Any], key: str) -> Event:
+    """An upload event, indexed by its source, the bugs it closes and the people in it."""
+    return Event(
+        topic,
+        body,
+        dedup_key=key,
+        packages=tuple(body["packages"]),
+        bugs=tuple(body.get("closes") or ()),
+        people=people(body.get("agent"), body.get("changed_by"), body.get("maintainer")),
+        occurred_at=body["origin"]["date"],
+    )
 
 
 def _place(body: dict[str, Any], message: Message, suite: str | None, agent: Any) -> None:

@@ -12,15 +12,28 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
-from bridge.errors import SkipMessage
-from bridge.events import Event
-from bridge.mail import address, header, patches, text_body
-from parsers.common import cap, display, origin, strip_list_footer, strip_pgp
+from bridge.sdk import (
+    API_VERSION,
+    Event,
+    SkipMessage,
+    address,
+    cap,
+    display,
+    header,
+    origin,
+    patches,
+    people,
+    strip_list_footer,
+    strip_pgp,
+    text_body,
+)
 from parsers.transcript import parse_transcript
 
 BTS_URL = "https://bugs.debian.org/"
+SCHEMAS = Path(__file__).parent / "schemas"
 CLOSED_TYPES = ("closed", "done", "they-closed")
 _HANDLER_ID = re.compile(r"handler\.(\d+|s)\.([A-Z]+)(\d*)\.(\d+)")
 _SPOOL = re.compile(r"via spool by (\S+?)@bugs\.debian\.org\s+id=([A-Z]+)(\d*)\.(\d+)")
@@ -57,6 +70,16 @@ class DebbugsParser:
     """Bug reports, follow-ups, closures, forwards and control transcripts."""
 
     name = "debbugs"
+    description = "Debian's bug tracker: reports, follow-ups, closures, forwards, control"
+    api_version = API_VERSION
+    topics = (
+        "debbugs.bug.report",
+        "debbugs.bug.followup",
+        "debbugs.bug.closed",
+        "debbugs.bug.forwarded",
+        "debbugs.bug.control",
+    )
+    schemas = SCHEMAS
 
     def accepts(self, message: Message) -> bool:
         if message.get("X-Debian-PR-Message") is not None:
@@ -101,7 +124,7 @@ class DebbugsParser:
             patches=patches(message),
         )
         body["summary"] = _summary(topic_type, agent, body)
-        return Event(f"debbugs.bug.{topic_type}", body, dedup_key=dedup_key(message, label))
+        return bug_event(f"debbugs.bug.{topic_type}", body, dedup_key(message, label), [label.bug])
 
     def _closed(self, message: Message, label: Label) -> Event:
         body = common_bug_fields(message, label)
@@ -118,7 +141,7 @@ class DebbugsParser:
             fixed_version=fixed_version(source, text),
         )
         body["summary"] = _summary("closed", agent, body)
-        return Event("debbugs.bug.closed", body, dedup_key=dedup_key(message, label))
+        return bug_event("debbugs.bug.closed", body, dedup_key(message, label), [label.bug])
 
     def _transcript(self, message: Message) -> Event:
         text = text_body(message, 1 << 20)
@@ -148,12 +171,24 @@ class DebbugsParser:
             + (f" touching {touched}" if bugs else "")
             + (f" ({failed} failed)" if failed else "")
         )
-        return Event(
-            "debbugs.bug.control", body, dedup_key=dedup_key(message, Label("transcript", None))
-        )
+        key = dedup_key(message, Label("transcript", None))
+        return bug_event("debbugs.bug.control", body, key, bugs)
 
 
 # -- field helpers -----------------------------------------------------------------------
+
+
+def bug_event(topic: str, body: dict[str, Any], key: str, bugs: list[int | None]) -> Event:
+    """A bug event, indexed by its source packages, its bugs and who acted."""
+    return Event(
+        topic,
+        body,
+        dedup_key=key,
+        packages=tuple(body["packages"]),
+        bugs=tuple(b for b in bugs if b is not None),
+        people=people(body["agent"]),
+        occurred_at=body["origin"]["date"],
+    )
 
 
 def common_bug_fields(message: Message, label: Label) -> dict[str, Any]:

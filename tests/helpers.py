@@ -7,6 +7,7 @@ import os
 import signal
 import smtplib
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ import zmq
 
 from bridge.client import decode
 from bridge.events import Envelope, Event
-from bridge.journal import JOURNAL_FILE, Journal
+from bridge.journal import JOURNAL_FILE, SqliteJournal
 from bridge.pipeline import Outcome, Pipeline
 from bridge.testing import validate
 
@@ -149,9 +150,18 @@ def send(server: Server, raw: bytes, rcpt: str = RCPT) -> dict:
         return client.sendmail("lists@example.org", [rcpt], raw)
 
 
+def sql(journal_file: Path, statement: str, params: tuple = ()) -> list[tuple]:
+    """Run SQL on a journal file from outside the bridge (to inspect it, or to break it)."""
+    db = sqlite3.connect(journal_file, isolation_level=None)
+    try:
+        return db.execute(statement, params).fetchall()
+    finally:
+        db.close()
+
+
 def journal_events(state_dir: Path) -> list[Envelope]:
-    with Journal(state_dir / JOURNAL_FILE) as journal:
-        return list(journal.iter_envelopes(journal.rows_after(0, limit=100_000)))
+    with SqliteJournal(state_dir / JOURNAL_FILE) as journal:
+        return list(journal.envelopes(journal.rows_after(0, limit=100_000)))
 
 
 def _port_open(port: int) -> bool:
@@ -203,7 +213,7 @@ class Subscriber:
         how a test knows it has, rather than sleeping and hoping.
         """
         deadline = time.monotonic() + timeout
-        with Journal(state_dir / JOURNAL_FILE) as journal:
+        with SqliteJournal(state_dir / JOURNAL_FILE) as journal:
             for n in itertools.count():
                 probe = Event(PROBE_TOPIC, {"probe": n}, dedup_key=f"probe-{time.time_ns()}")
                 journal.append([probe], "test")

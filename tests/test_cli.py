@@ -4,7 +4,7 @@ import json
 import stat
 from pathlib import Path
 
-from bridge.journal import JOURNAL_FILE, Journal
+from bridge.journal import JOURNAL_FILE, SqliteJournal
 from tests.helpers import FIXTURES, bridge
 
 
@@ -15,8 +15,8 @@ def test_log_journals_a_json_body_under_the_full_topic(state_dir: Path):
         "--state-dir", str(state_dir), "log", "--topic", "bridge.test", input=b'{"b": 2}'
     )
     assert result.returncode == 0, result.stderr
-    with Journal(state_dir / JOURNAL_FILE) as journal:
-        envelopes = list(journal.iter_envelopes(journal.rows_after(0)))
+    with SqliteJournal(state_dir / JOURNAL_FILE) as journal:
+        envelopes = list(journal.envelopes(journal.rows_after(0)))
     assert [(e.seq_id, e.topic, e.msg) for e in envelopes] == [
         (1, "org.debian.dev.bridge.test", {"a": 1}),
         (2, "org.debian.dev.bridge.test", {"b": 2}),
@@ -32,7 +32,7 @@ def test_log_rejects_malformed_json_in_one_line(state_dir: Path):
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert (
         not (state_dir / JOURNAL_FILE).exists()
-        or Journal(state_dir / JOURNAL_FILE).last_seq_id() == 0
+        or SqliteJournal(state_dir / JOURNAL_FILE).last_seq_id() == 0
     )
 
 
@@ -57,9 +57,16 @@ def test_parse_prints_json_lines_and_accepts_a_from_line():
     assert result.returncode == 0, result.stderr
     (line,) = result.stdout.decode().splitlines()
     event = json.loads(line)
-    assert set(event) == {"file", "topic", "msg"}
+    assert set(event) == {"file", "topic", "dedup_key", "index", "msg"}
     assert event["file"] == "-"
     assert event["topic"] == "org.debian.dev.debbugs.bug.report"
+    assert event["dedup_key"] == "debbugs:handler.1056001.B..170000000012345"
+    assert event["index"] == {
+        "packages": ["hello"],
+        "bugs": [1056001],
+        "people": ["Jane Doe", "jane@example.org"],
+        "occurred_at": "2023-11-14T22:13:00Z",  # Date: Tue, 14 Nov 2023 23:13:00 +0100
+    }
 
 
 def test_parse_explain_says_why_a_mail_gave_nothing(tmp_path: Path):
@@ -76,8 +83,8 @@ def test_log_takes_a_full_topic_without_prefixing_it_twice(state_dir: Path):
     for topic in ("org.debian.dev.bridge.test", "bridge.test"):
         result = bridge("--state-dir", str(state_dir), "log", "--topic", topic, '{"a": 1}')
         assert result.returncode == 0, result.stderr
-    with Journal(state_dir / JOURNAL_FILE) as journal:
-        topics = [e.topic for e in journal.iter_envelopes(journal.rows_after(0))]
+    with SqliteJournal(state_dir / JOURNAL_FILE) as journal:
+        topics = [e.topic for e in journal.envelopes(journal.rows_after(0))]
     assert topics == ["org.debian.dev.bridge.test"] * 2
 
 

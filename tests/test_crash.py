@@ -9,8 +9,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bridge.journal import JOURNAL_FILE, Journal
-from tests.helpers import Server, wait_until
+from bridge.journal import JOURNAL_FILE, SqliteJournal
+from tests.helpers import Server, sql, wait_until
 from tests.mails import bug_report
 
 MAILS = 300
@@ -65,9 +65,9 @@ def test_random_sigkills_lose_nothing_and_duplicate_nothing(state_dir: Path):
         wait_until(lambda: _journaled(state_dir) >= MAILS, 60, "every acknowledged mail's event")
     finally:
         server.stop()
-    with Journal(state_dir / JOURNAL_FILE) as journal:
-        events = list(journal.iter_envelopes(journal.rows_after(0, limit=10 * MAILS)))
-        keys = [row[0] for row in journal.execute("SELECT dedup_key FROM events")]
+    with SqliteJournal(state_dir / JOURNAL_FILE) as journal:
+        events = list(journal.envelopes(journal.rows_after(0, limit=10 * MAILS)))
+        keys = [row[0] for row in sql(journal.path, "SELECT dedup_key FROM events")]
     per_bug = Counter(e.msg["bug"] for e in events)
     assert set(per_bug) == set(bugs), "a mail that got 250 produced no event"
     assert set(per_bug.values()) == {1}, "a mail produced its event twice"
@@ -79,5 +79,5 @@ def test_random_sigkills_lose_nothing_and_duplicate_nothing(state_dir: Path):
 
 
 def _journaled(state_dir: Path) -> int:
-    with Journal(state_dir / JOURNAL_FILE) as journal:
+    with SqliteJournal(state_dir / JOURNAL_FILE) as journal:
         return journal.last_seq_id()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import SmtpConfig
-from bridge.journal import Journal
+from bridge.journal import SqliteJournal
 from bridge.pipeline import Pipeline
 from bridge.plugins import discover
 from bridge.smtp import IntakeServer
@@ -32,6 +32,7 @@ from tests.helpers import (
     journal_events,
     require,
     send,
+    sql,
     wait_until,
 )
 from tests.mails import bug_report
@@ -103,15 +104,16 @@ def test_the_spool_position_never_moves_without_its_events(tmp_path: Path):
     spool.start()
     for bug in (780101, 780102, 780103):
         spool.write_now({}, bug_report(bug))
-    journal = Journal(tmp_path / "journal.sqlite3")
-    journal.execute(  # the journal cannot record a position: so no event may be kept either
-        "CREATE TRIGGER hold BEFORE INSERT ON cursors BEGIN SELECT RAISE(ABORT, 'held'); END"
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
+    sql(  # the journal cannot record a position: so no event may be kept either
+        journal.path,
+        "CREATE TRIGGER hold BEFORE INSERT ON cursors BEGIN SELECT RAISE(ABORT, 'held'); END",
     )
     worker = Worker(spool, journal, Pipeline(discover(only=["debbugs"]).parsers))
     with pytest.raises(Exception, match="held"):
         worker.step()
     assert journal.last_seq_id() == 0 and journal.cursor(CURSOR) == 0
-    journal.execute("DROP TRIGGER hold")
+    sql(journal.path, "DROP TRIGGER hold")
     assert worker.step() is True
     assert journal.last_seq_id() == 3 and journal.cursor(CURSOR) == spool.committed_position
     spool.close()

@@ -33,12 +33,15 @@ def test_msg_id_is_year_dash_uuid4():
 
 
 def test_envelope_round_trips_through_two_frames():
+    index = {"packages": ["hello"], "bugs": [7]}
     envelope = Envelope(
-        "org.debian.dev.x", {"summary": "ü"}, 1700000000, "2023-abc", 3, "bridge", 42
+        "org.debian.dev.x", {"summary": "ü"}, 1700000000, "2023-abc", 3, "bridge", 42, index
     )
     topic, body = frames(envelope.topic, envelope.to_json())
     assert topic == b"org.debian.dev.x"
     data = json.loads(body)
-    assert set(data) == {"topic", "msg", "timestamp", "msg_id", "i", "username", "seq_id"}
+    fedmsg = {"topic", "msg", "timestamp", "msg_id", "i", "username"}
+    assert set(data) == fedmsg | {"seq_id", "index"}  # what the bridge adds for consumers
+    assert (envelope.packages, envelope.bugs) == (["hello"], [7])
     assert Envelope.from_json(body) == envelope
     body.decode("ascii")

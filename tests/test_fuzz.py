@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.journal import Journal
+from bridge.journal import SqliteJournal
 from bridge.pipeline import FAILED, IGNORED, PUBLISHED, Pipeline
 from bridge.plugins import discover
 from tests.helpers import CORPUS, FIXTURES, bridge
@@ -128,7 +128,7 @@ def pipeline() -> Pipeline:
 
 @pytest.fixture(scope="module")
 def journal(tmp_path_factory: pytest.TempPathFactory):
-    journal = Journal(tmp_path_factory.mktemp("fuzz") / "journal.sqlite3", durable=False)
+    journal = SqliteJournal(tmp_path_factory.mktemp("fuzz") / "journal.sqlite3", durable=False)
     yield journal
     journal.close()
 
@@ -145,8 +145,8 @@ def test_no_mutated_mail_escapes_the_pipeline_or_upsets_the_journal(pipeline, jo
     assert outcome.status in (PUBLISHED, IGNORED, FAILED)
     assert outcome.status != IGNORED or outcome.reason
     assert outcome.status != FAILED or outcome.reason
-    with journal.transaction() as db:  # raises if any event cannot be stored
-        journal.append_in(db, outcome.events, "fuzz")
+    with journal.batch() as batch:  # raises if any event cannot be stored
+        batch.append(outcome.events, "fuzz")
 
 
 def test_the_seeds_include_every_kind_of_fixture():

@@ -14,7 +14,7 @@ from pathlib import Path
 import zmq
 
 from bridge.events import Event
-from bridge.journal import JOURNAL_FILE, Journal
+from bridge.journal import JOURNAL_FILE, SqliteJournal
 from bridge.spool import Spool, encode
 from tests.helpers import (
     FIXTURES,
@@ -209,7 +209,7 @@ def damage_journal(path: Path) -> None:
 
 
 def test_a_damaged_journal_is_refused_in_one_line_and_fsck_salvages_it(state_dir: Path):
-    journal = Journal(state_dir / JOURNAL_FILE)
+    journal = SqliteJournal(state_dir / JOURNAL_FILE)
     events = [Event("test.row", {"n": n, "pad": "x" * 400}, dedup_key=f"{n}") for n in range(3000)]
     journal.append(events, "test")
     journal.close()
@@ -237,7 +237,7 @@ def test_a_damaged_journal_is_refused_in_one_line_and_fsck_salvages_it(state_dir
         for a, _, b in [span.partition("-")]
     )
     assert salvaged + lost_count == 3000 and salvaged > 2500
-    with Journal(state_dir / JOURNAL_FILE) as healed:
+    with SqliteJournal(state_dir / JOURNAL_FILE) as healed:
         assert healed.check() == []
         assert healed.count() == salvaged
     assert list(state_dir.glob("journal.sqlite3.damaged-*"))

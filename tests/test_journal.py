@@ -4,13 +4,14 @@ import multiprocessing
 from pathlib import Path
 
 from bridge.events import Event, Naming
-from bridge.journal import Journal
+from bridge.journal import SqliteJournal
+from tests.helpers import sql
 
 PER_WRITER = 5000
 
 
 def insert_many(path: str, writer: int, count: int) -> None:
-    journal = Journal(path)
+    journal = SqliteJournal(path)
     batch = []
     for n in range(count):
         batch.append(Event("test.thing", {"writer": writer, "n": n}, dedup_key=f"{writer}-{n}"))
@@ -24,7 +25,7 @@ def insert_many(path: str, writer: int, count: int) -> None:
 
 def test_two_processes_writing_at_once_give_gap_free_seq_ids(tmp_path: Path):
     path = str(tmp_path / "journal.sqlite3")
-    Journal(path).close()
+    SqliteJournal(path).close()
     ctx = multiprocessing.get_context("spawn")
     writers = [ctx.Process(target=insert_many, args=(path, w, PER_WRITER)) for w in (1, 2)]
     for w in writers:
@@ -32,11 +33,11 @@ def test_two_processes_writing_at_once_give_gap_free_seq_ids(tmp_path: Path):
     for w in writers:
         w.join(120)
         assert w.exitcode == 0
-    journal = Journal(path)
+    journal = SqliteJournal(path)
     rows = journal.rows_after(0, limit=3 * PER_WRITER)
     assert [r.seq_id for r in rows] == list(range(1, 2 * PER_WRITER + 1))
     msg_ids = {
-        journal.execute("SELECT msg_id FROM events WHERE seq_id = ?", [r.seq_id]).fetchone()[0]
+        sql(journal.path, "SELECT msg_id FROM events WHERE seq_id = ?", (r.seq_id,))[0][0]
         for r in rows[:100]
     }
     assert len(msg_ids) == 100
@@ -47,7 +48,7 @@ def test_two_processes_writing_at_once_give_gap_free_seq_ids(tmp_path: Path):
 
 
 def test_a_duplicate_is_reported_and_keeps_its_first_msg_id(tmp_path: Path):
-    journal = Journal(tmp_path / "j.sqlite3", Naming("org.debian", "test", "svc"))
+    journal = SqliteJournal(tmp_path / "j.sqlite3", Naming("org.debian", "test", "svc"))
     first = journal.append([Event("a.b", {"x": 1}, dedup_key="k")], source="smtp")
     again = journal.append(
         [Event("a.b", {"x": 2}, dedup_key="k"), Event("a.b", {"x": 3}, dedup_key="other")],
@@ -55,7 +56,7 @@ def test_a_duplicate_is_reported_and_keeps_its_first_msg_id(tmp_path: Path):
     )
     assert first.seq_ids == [1] and first.duplicates == 0
     assert again.seq_ids == [2] and again.duplicates == 1
-    envelope = next(journal.iter_envelopes(journal.rows_after(0)))
+    envelope = next(journal.envelopes(journal.rows_after(0)))
     assert envelope.topic == "org.debian.test.a.b"
     assert envelope.msg == {"x": 1}
     assert envelope.username == "svc" and envelope.seq_id == 1
@@ -63,8 +64,8 @@ def test_a_duplicate_is_reported_and_keeps_its_first_msg_id(tmp_path: Path):
 
 def test_cursor_survives_reopening(tmp_path: Path):
     path = tmp_path / "j.sqlite3"
-    with Journal(path) as journal:
+    with SqliteJournal(path) as journal:
         journal.set_cursor("publisher", 17)
-    with Journal(path) as journal:
+    with SqliteJournal(path) as journal:
         assert journal.cursor("publisher") == 17
         assert journal.cursor("other") == 0

@@ -5,14 +5,14 @@ import time
 from pathlib import Path
 
 from bridge.events import Event
-from bridge.journal import JOURNAL_FILE, Journal
+from bridge.journal import JOURNAL_FILE, SqliteJournal
 from tests.helpers import Server, Subscriber
 
 ROWS = 3000
 
 
 def append_rows(path: Path, count: int, done: threading.Event) -> None:
-    journal = Journal(path)
+    journal = SqliteJournal(path)
     for start in range(0, count, 20):
         journal.append(
             [
@@ -26,7 +26,7 @@ def append_rows(path: Path, count: int, done: threading.Event) -> None:
     done.set()
 
 
-def warm_up(journal: Journal, sub: Subscriber) -> int:
+def warm_up(journal: SqliteJournal, sub: Subscriber) -> int:
     """Append probe rows until the subscriber has joined; return the first seq_id it saw."""
     for n in range(100):
         journal.append([Event("test.probe", {"n": n}, dedup_key=f"probe-{n}")], source="test")
@@ -48,7 +48,7 @@ def segments(seq_ids: list[int]) -> list[list[int]]:
 def test_a_killed_publisher_resumes_from_its_cursor_without_skipping(state_dir: Path):
     server = Server(state_dir).start()
     sub = Subscriber(server.publish)
-    journal = Journal(state_dir / JOURNAL_FILE)
+    journal = SqliteJournal(state_dir / JOURNAL_FILE)
     try:
         first = warm_up(journal, sub)
         done = threading.Event()

@@ -11,9 +11,9 @@ import pytest
 import zmq
 
 from bridge.events import Event
-from bridge.journal import Journal
+from bridge.journal import SqliteJournal
 from bridge.replay import ReplayServer
-from tests.helpers import free_port
+from tests.helpers import free_port, sql
 
 LIMIT = 50
 T0 = 1_700_000_000
@@ -21,16 +21,15 @@ T0 = 1_700_000_000
 
 @pytest.fixture
 def endpoint(tmp_path: Path):
-    journal = Journal(tmp_path / "journal.sqlite3")
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
     journal.append([Event("test.row", {"n": n}, dedup_key=f"row-{n}") for n in range(1, 121)], "t")
-    with journal.transaction() as db:
-        old = [Event("test.history", {"n": 0}, dedup_key="old")]
-        journal.append_in(db, old, "mbox:x", live=False)  # seq_id 121: history, never published
-        db.execute("UPDATE events SET timestamp = ? + seq_id", (T0,))  # row N journaled at T0 + N
+    old = [Event("test.history", {"n": 0}, dedup_key="old")]
+    journal.append(old, "mbox:x", live=False)  # seq_id 121: history, never published
+    sql(journal.path, "UPDATE events SET timestamp = ? + seq_id", (T0,))  # row N at T0 + N
     journal.append([Event("test.row", {"n": 122}, dedup_key="row-122")], "t")
     context = zmq.Context()
     address = f"tcp://127.0.0.1:{free_port()}"
-    reader = Journal(tmp_path / "journal.sqlite3")
+    reader = SqliteJournal(tmp_path / "journal.sqlite3")
     server = ReplayServer(reader, address, context=context, limit=LIMIT)
     stop = threading.Event()
     thread = threading.Thread(target=server.run, args=(stop,), daemon=True)

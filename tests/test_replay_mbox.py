@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.journal import JOURNAL_FILE, Journal
+from bridge.journal import JOURNAL_FILE
 from bridge.mail import strip_from_line
-from tests.helpers import FIXTURES, bridge, child_env, wait_until
+from tests.helpers import FIXTURES, bridge, child_env, sql, wait_until
 from tests.mails import bug_report
 
 FROM_LINE = b"From archive@lists.example.org Mon Jan  1 00:00:00 2024\n"
@@ -51,8 +51,7 @@ def replay(state: Path, *args: str) -> dict:
 
 
 def journal_rows(state: Path) -> list[tuple[str, dict]]:
-    with Journal(state / JOURNAL_FILE) as journal:
-        rows = journal.execute("SELECT dedup_key, envelope FROM events ORDER BY seq_id").fetchall()
+    rows = sql(state / JOURNAL_FILE, "SELECT dedup_key, envelope FROM events ORDER BY seq_id")
     return [(key, json.loads(envelope)["msg"]) for key, envelope in rows]
 
 
@@ -99,7 +98,10 @@ def test_dry_run_prints_events_and_touches_no_state(tmp_path):
     result = bridge("--state-dir", str(tmp_path / "state"), "replay-mbox", "--dry-run", str(mbox))
     lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
     assert [line["msg"]["bug"] for line in lines] == [1, 2, 3]
-    assert all(line["topic"] == "debbugs.bug.report" for line in lines)
+    assert all(line["topic"] == "org.debian.dev.debbugs.bug.report" for line in lines)
+    # one format with bridge parse: the same keys, plus where in the archive
+    parsed = json.loads(bridge("parse", str(mbox)).stdout.decode().splitlines()[0])
+    assert set(lines[0]) == set(parsed) | {"offset"} and lines[0]["offset"] == 0
     assert "mails read: 3" in result.stderr.decode()
     assert not (tmp_path / "state").exists()
 
@@ -145,8 +147,7 @@ def test_an_interrupted_replay_resumes_to_the_same_journal(tmp_path):
 
 def _progress(state: Path) -> int:
     try:
-        with Journal(state / JOURNAL_FILE) as journal:
-            row = journal.execute("SELECT mails FROM replay_progress").fetchone()
+        (row,) = sql(state / JOURNAL_FILE, "SELECT COALESCE(SUM(mails), 0) FROM replay_progress")
     except Exception:
         return 0
     time.sleep(0.01)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bridge.journal import JOURNAL_FILE, Journal
+from bridge.journal import JOURNAL_FILE, SqliteJournal
 from tests.helpers import (
     FIXTURES,
     RCPT,
@@ -187,8 +187,8 @@ def test_an_unwritable_spool_gives_451_and_the_server_keeps_serving(state_dir):
 
 
 def test_a_locked_journal_delays_events_but_loses_no_mail(server, state_dir):
-    journal = Journal(state_dir / JOURNAL_FILE)
-    with journal.transaction():  # another process holding the write lock
+    journal = SqliteJournal(state_dir / JOURNAL_FILE)
+    with journal.batch():  # another process holding the write lock
         assert send(server, bug_report(9)) == {}  # intake depends on the spool only
         time.sleep(1.0)
     wait_until(lambda: len(journal_events(state_dir)) == 1, 30, "the event after the lock")

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from bridge.client import tail
 from bridge.events import Event
-from bridge.journal import JOURNAL_FILE, Journal
+from bridge.journal import JOURNAL_FILE, SqliteJournal
 from tests.helpers import Server, child_env
 
 
-def publish(journal: Journal, start: int, count: int, batch: int = 100) -> None:
+def publish(journal: SqliteJournal, start: int, count: int, batch: int = 100) -> None:
     for first in range(start, start + count, batch):
         last = min(first + batch, start + count)
         events = [
@@ -67,7 +67,7 @@ def read_lines(proc: subprocess.Popen[bytes], count: int, timeout: float) -> lis
 
 def test_a_consumer_restarted_with_since_prints_what_it_missed_exactly_once(state_dir: Path):
     server = Server(state_dir).start()
-    journal = Journal(state_dir / JOURNAL_FILE)
+    journal = SqliteJournal(state_dir / JOURNAL_FILE)
     try:
         server.wait_for_smtp()
         first = tail_process(server, "--since", "0")  # from the start: joining late loses nothing
@@ -95,7 +95,7 @@ def test_a_subscriber_that_drops_messages_still_sees_each_once(
     config = tmp_path / "bridge.toml"
     config.write_text("[bus]\nsend_hwm = 20\nreplay_max_messages = 500\n")
     server = Server(state_dir, config=config).start()
-    journal = Journal(state_dir / JOURNAL_FILE)
+    journal = SqliteJournal(state_dir / JOURNAL_FILE)
     total = 10_000
     received: list[int] = []
     live, done = threading.Event(), threading.Event()

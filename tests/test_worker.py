@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from bridge.journal import Journal
+from bridge.journal import SqliteJournal
 from bridge.pipeline import Pipeline
 from bridge.plugins import discover
 from bridge.spool import Spool
 from bridge.worker import CURSOR, Worker
+from tests.helpers import sql
 from tests.mails import bug_report
 
 POISON_BUG = 760003
@@ -25,19 +26,20 @@ def spool(tmp_path: Path):
     spool.close()
 
 
-def worker_for(spool: Spool, journal: Journal) -> Worker:
+def worker_for(spool: Spool, journal: SqliteJournal) -> Worker:
     return Worker(spool, journal, Pipeline(discover(only=["debbugs"]).parsers))
 
 
-def bugs_in(journal: Journal) -> list[int]:
-    return [b for (b,) in journal.execute("SELECT bug FROM event_bugs ORDER BY bug")]
+def bugs_in(journal: SqliteJournal) -> list[int]:
+    return [b for (b,) in sql(journal.path, "SELECT bug FROM event_bugs ORDER BY bug")]
 
 
-def refuse_bug(journal: Journal, bug: int) -> None:
+def refuse_bug(journal: SqliteJournal, bug: int) -> None:
     """A journal that refuses one row as a real constraint would (sqlite3.IntegrityError)."""
-    journal.execute(
+    sql(
+        journal.path,
         "CREATE TRIGGER refuse BEFORE INSERT ON event_bugs"
-        f" WHEN NEW.bug = {bug} BEGIN SELECT RAISE(ABORT, 'refused by a constraint'); END"
+        f" WHEN NEW.bug = {bug} BEGIN SELECT RAISE(ABORT, 'refused by a constraint'); END",
     )
 
 
@@ -45,7 +47,7 @@ def test_a_row_the_journal_refuses_sends_only_its_mail_to_failed(spool, tmp_path
     bugs = list(range(760001, 760007))
     for bug in bugs:
         spool.write_now({"n": bug}, bug_report(bug))
-    journal = Journal(tmp_path / "journal.sqlite3")
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
     refuse_bug(journal, POISON_BUG)
     worker = worker_for(spool, journal)
     assert worker.step() is True  # one batch of six: retried mail by mail
@@ -60,10 +62,10 @@ def test_a_row_the_journal_refuses_sends_only_its_mail_to_failed(spool, tmp_path
 
 def test_a_locked_journal_is_waited_for_not_blamed_on_a_mail(spool, tmp_path):
     spool.write_now({}, bug_report(760100))
-    journal = Journal(tmp_path / "journal.sqlite3", timeout=0.2)
-    other = Journal(tmp_path / "journal.sqlite3")
+    journal = SqliteJournal(tmp_path / "journal.sqlite3", timeout=0.2)
+    other = SqliteJournal(tmp_path / "journal.sqlite3")
     worker = worker_for(spool, journal)
-    with other.transaction():
+    with other.batch():
         assert worker.step() is False  # retried later, not sent to failed/
     assert list(spool.failed_dir.iterdir()) == []
     assert worker.step() is True
@@ -73,7 +75,7 @@ def test_a_locked_journal_is_waited_for_not_blamed_on_a_mail(spool, tmp_path):
 def test_the_worker_thread_drains_the_spool_and_stops(spool, tmp_path):
     for bug in range(760200, 760300):
         spool.write_now({}, bug_report(bug))
-    journal = Journal(tmp_path / "journal.sqlite3")
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
     worker = worker_for(spool, journal)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,))

@@ -1,0 +1,47 @@
+"""The journal: the durable, ordered record of every event (an outbox between parsers and
+the buses), behind one typed interface, :class:`Journal`.
+
+SQLite in the state directory is the embedded engine; :func:`open_journal` is the one way
+the bridge opens the journal its configuration names.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bridge.journal.model import (
+    PERIODS,
+    AppendResult,
+    Batch,
+    Criteria,
+    Journal,
+    ReplaySelection,
+    Row,
+)
+from bridge.journal.sqlite import JOURNAL_FILE, SqliteJournal, classify
+
+if TYPE_CHECKING:
+    from bridge.config import Config
+
+__all__ = [
+    "JOURNAL_FILE",
+    "PERIODS",
+    "AppendResult",
+    "Batch",
+    "Criteria",
+    "Journal",
+    "ReplaySelection",
+    "Row",
+    "SqliteJournal",
+    "classify",
+    "open_journal",
+]
+
+
+def open_journal(config: Config, *, durable: bool = True) -> Journal:
+    """The journal *config* names (the embedded SQLite file in its state directory).
+
+    *durable* False lets a connection that only moves cursors (the publisher) skip the
+    sync of its own commits: a lost cursor means re-sending, which at-least-once allows.
+    """
+    return SqliteJournal(config.state_path / JOURNAL_FILE, config.naming, durable=durable)

@@ -1,0 +1,183 @@
+"""The journal's interface: what every engine (SQLite now, PostgreSQL next) offers.
+
+The rest of the bridge speaks to the journal only through these typed methods; no SQL
+lives outside the engine modules of this package.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+from bridge.events import Envelope, Event, Naming
+
+PERIODS = ("day", "week", "month")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One journal row as the publisher and the replay endpoint need it."""
+
+    seq_id: int
+    topic: str
+    envelope: str
+
+
+@dataclass
+class AppendResult:
+    """What one append did: the new rows' ``seq_id``s and how many events were duplicates."""
+
+    seq_ids: list[int] = field(default_factory=list)
+    duplicates: int = 0
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """A history search: every field given narrows it. Times are epoch seconds of when the
+    events happened; *topic* is a topic prefix, full or event-relative."""
+
+    topic: str = ""
+    package: str | None = None
+    bug: int | None = None
+    person: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+@dataclass(frozen=True)
+class ReplaySelection:
+    """Which published envelopes a replay request asks for (any of them matches).
+
+    *seq_id_after* or *after_time* instead page through everything after a point.
+    """
+
+    seq_ids: tuple[int, ...] = ()
+    seq_id_ranges: tuple[tuple[int, int], ...] = ()
+    msg_ids: tuple[str, ...] = ()
+    times: tuple[tuple[float, float], ...] = ()
+    seq_id_after: int | None = None
+    after_time: float | None = None
+
+    @property
+    def paging(self) -> bool:
+        return self.seq_id_after is not None or self.after_time is not None
+
+
+class Batch(ABC):
+    """Writes that commit together, or not at all (``with journal.batch() as batch:``)."""
+
+    @abstractmethod
+    def append(self, events: Sequence[Event], source: str, *, live: bool = True) -> AppendResult:
+        """Store *events*; one whose topic and dedup key are known is counted as a duplicate.
+
+        Rows appended with ``live=False`` are history: journaled and queryable, never published.
+        """
+
+    @abstractmethod
+    def set_cursor(self, name: str, position: int) -> None:
+        """Record a reader's position (a publisher's seq_id, the worker's spool position)."""
+
+    @abstractmethod
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        """Add to named counters (``bridge status``)."""
+
+    @abstractmethod
+    def set_resume_point(self, archive: str, offset: int, mails: int) -> None:
+        """Where a replayed archive continues; *mails* more of it are done."""
+
+
+class Journal(ABC):
+    """The durable, ordered record of every event, in gap-free ``seq_id`` order."""
+
+    naming: Naming
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the journal lives, for messages (a file, a database URL without password)."""
+
+    # -- writing -------------------------------------------------------------------------
+
+    @abstractmethod
+    def batch(self) -> AbstractContextManager[Batch]:
+        """One write transaction."""
+
+    def append(self, events: Sequence[Event], source: str, *, live: bool = True) -> AppendResult:
+        """Store *events* in a transaction of their own."""
+        if not events:
+            return AppendResult()
+        with self.batch() as batch:
+            return batch.append(events, source, live=live)
+
+    def set_cursor(self, name: str, position: int) -> None:
+        with self.batch() as batch:
+            batch.set_cursor(name, position)
+
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        with self.batch() as batch:
+            batch.add_counters(deltas)
+
+    @abstractmethod
+    def forget_resume_point(self, archive: str) -> None:
+        """An archive was replayed to its end: a later replay of it starts over."""
+
+    # -- reading -------------------------------------------------------------------------
+
+    @abstractmethod
+    def last_seq_id(self) -> int: ...
+
+    @abstractmethod
+    def count(self) -> int:
+        """How many events the journal holds."""
+
+    @abstractmethod
+    def rows_after(self, seq_id: int, limit: int = 500, *, live_only: bool = False) -> list[Row]:
+        """Rows after *seq_id*, in order (the publisher's read)."""
+
+    @abstractmethod
+    def find(
+        self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
+    ) -> list[Envelope]:
+        """One page of the events matching *criteria*, history rows included."""
+
+    @abstractmethod
+    def stats(self, criteria: Criteria, period: str) -> dict[str, dict[str, int]]:
+        """``{period: {event topic: count}}`` in order, by when the events happened."""
+
+    @abstractmethod
+    def replay(self, selection: ReplaySelection, limit: int) -> list[Row]:
+        """Up to *limit* published rows the selection names, in ``seq_id`` order."""
+
+    @abstractmethod
+    def replay_count(self, selection: ReplaySelection) -> int:
+        """How many published rows the selection names."""
+
+    @abstractmethod
+    def cursor(self, name: str) -> int:
+        """A reader's recorded position, 0 when it has none."""
+
+    @abstractmethod
+    def counters(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def resume_point(self, archive: str) -> int:
+        """Where a replay of *archive* continues (0: from the start)."""
+
+    @abstractmethod
+    def check(self, *, thorough: bool = False) -> list[str]:
+        """The engine's own check of its storage: ``[]`` when sound, else what it found."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def envelopes(self, rows: Iterable[Row]) -> Iterator[Envelope]:
+        for row in rows:
+            yield Envelope.from_json(row.envelope)

@@ -1,0 +1,403 @@
+"""The embedded journal: SQLite in WAL mode, in the state directory.
+
+Several processes may append at once (``bridge serve`` and ``bridge replay-mbox``): each
+batch takes SQLite's write lock with ``BEGIN IMMEDIATE`` and numbers its rows from the
+current maximum, so ``seq_id`` never has a gap. A UNIQUE dedup key makes a second append
+of the same fact a counted no-op.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import JournalDamaged, JournalError, JournalUnavailable
+from bridge.events import Envelope, Event, Naming, new_msg_id
+from bridge.journal.model import (
+    AppendResult,
+    Batch,
+    Criteria,
+    Journal,
+    ReplaySelection,
+    Row,
+)
+from bridge.spool import private_dir
+
+JOURNAL_FILE = "journal.sqlite3"
+_PERIOD_FORMATS = {"day": "%Y-%m-%d", "week": "%Y-W%W", "month": "%Y-%m"}
+_COLUMNS = (
+    "seq_id, msg_id, topic, event_topic, timestamp, event_time, dedup_key, source, agent,"
+    " live, envelope"
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq_id      INTEGER PRIMARY KEY,
+    msg_id      TEXT NOT NULL UNIQUE,
+    topic       TEXT NOT NULL,
+    event_topic TEXT NOT NULL,
+    timestamp   INTEGER NOT NULL,
+    event_time  INTEGER NOT NULL,
+    dedup_key   TEXT NOT NULL UNIQUE,
+    source      TEXT NOT NULL,
+    agent       TEXT NOT NULL DEFAULT '',
+    live        INTEGER NOT NULL DEFAULT 1,
+    envelope    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_timestamp ON events (timestamp);
+CREATE INDEX IF NOT EXISTS events_event_time ON events (event_time);
+CREATE INDEX IF NOT EXISTS events_topic ON events (topic);
+CREATE TABLE IF NOT EXISTS event_packages (
+    seq_id  INTEGER NOT NULL REFERENCES events (seq_id),
+    package TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_packages_package ON event_packages (package);
+CREATE TABLE IF NOT EXISTS event_bugs (
+    seq_id INTEGER NOT NULL REFERENCES events (seq_id),
+    bug    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_bugs_bug ON event_bugs (bug);
+CREATE TABLE IF NOT EXISTS cursors (
+    name   TEXT PRIMARY KEY,
+    seq_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replay_progress (
+    path   TEXT PRIMARY KEY,
+    offset INTEGER NOT NULL,
+    mails  INTEGER NOT NULL
+);
+"""
+
+
+class SqliteJournal(Journal):
+    """A connection to the journal in *path* (a file, created on first use)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        naming: Naming | None = None,
+        *,
+        timeout: float = 60.0,
+        durable: bool = True,
+    ):
+        self.path = Path(path)
+        self.naming = naming or Naming()
+        self._counter = itertools.count(1)
+        try:
+            private_dir(self.path.parent)
+            # SQLite gives its -wal and -shm files the database file's mode: create it private.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            self._db = sqlite3.connect(
+                str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # A connection that only moves a cursor (the publisher) may lose its last commit
+            # on power failure: that means re-sending, which at-least-once allows.
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise classify(e, f"cannot open journal {self.path}") from e
+        except OSError as e:
+            raise JournalError(f"cannot open journal {self.path}: {e}") from e
+
+    @classmethod
+    def in_state_dir(cls, state_dir: str | Path, naming: Naming | None = None) -> SqliteJournal:
+        return cls(Path(state_dir) / JOURNAL_FILE, naming)
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- writing -----------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[SqliteBatch]:
+        started = time.monotonic()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            waited = time.monotonic() - started
+            raise classify(e, f"journal is not writable (waited {waited:.1f}s)") from e
+        try:
+            yield SqliteBatch(self)
+        except BaseException as e:
+            self._rollback()
+            if isinstance(e, sqlite3.Error):
+                raise classify(e, "journal write failed") from e
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._rollback()
+            raise classify(e, "journal commit failed") from e
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def _insert(self, seq_id: int, event: Event, key: str, source: str, live: bool) -> None:
+        now = datetime.now(UTC)
+        envelope = Envelope(
+            topic=self.naming.topic(event.topic),
+            msg=event.body,
+            timestamp=int(now.timestamp()),
+            msg_id=new_msg_id(now),
+            i=next(self._counter),
+            username=self.naming.username,
+            seq_id=seq_id,
+            index=event.index,
+        )
+        self._db.execute(
+            f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                seq_id,
+                envelope.msg_id,
+                envelope.topic,
+                event.topic,
+                envelope.timestamp,
+                _epoch(event.occurred_at, envelope.timestamp),
+                key,
+                source,
+                "\n".join(p.lower() for p in event.people),
+                int(live),
+                envelope.to_json(),
+            ),
+        )
+        self._index(seq_id, sorted(set(event.packages)), sorted(set(event.bugs)))
+
+    def _index(self, seq_id: int, packages: list[str], bugs: list[int]) -> None:
+        self._db.executemany(
+            "INSERT INTO event_packages (seq_id, package) VALUES (?, ?)",
+            [(seq_id, p) for p in packages],
+        )
+        self._db.executemany(
+            "INSERT INTO event_bugs (seq_id, bug) VALUES (?, ?)", [(seq_id, b) for b in bugs]
+        )
+
+    def forget_resume_point(self, archive: str) -> None:
+        with self.batch():
+            self._db.execute("DELETE FROM replay_progress WHERE path = ?", (archive,))
+
+    # -- reading -----------------------------------------------------------------------
+
+    def last_seq_id(self) -> int:
+        (last,) = self._db.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
+        return int(last)
+
+    def count(self) -> int:
+        (n,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
+        return int(n)
+
+    def rows_after(self, seq_id: int, limit: int = 500, *, live_only: bool = False) -> list[Row]:
+        live = " AND live = 1" if live_only else ""
+        cur = self._db.execute(
+            f"SELECT seq_id, topic, envelope FROM events WHERE seq_id > ?{live}"
+            " ORDER BY seq_id LIMIT ?",
+            (seq_id, limit),
+        )
+        return [Row(*r) for r in cur]
+
+    def find(
+        self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
+    ) -> list[Envelope]:
+        where, params = self._where(criteria)
+        order = "DESC" if newest_first else "ASC"
+        rows = self._db.execute(
+            f"SELECT seq_id, topic, envelope FROM events WHERE {where}"
+            f" ORDER BY seq_id {order} LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return list(self.envelopes(Row(*r) for r in rows))
+
+    def stats(self, criteria: Criteria, period: str) -> dict[str, dict[str, int]]:
+        where, params = self._where(criteria)
+        sql = (
+            "SELECT strftime(?, event_time, 'unixepoch') AS period, event_topic, COUNT(*)"
+            f" FROM events WHERE {where} GROUP BY period, event_topic ORDER BY period, event_topic"
+        )
+        table: dict[str, dict[str, int]] = defaultdict(dict)
+        for when, topic, count in self._db.execute(sql, [_PERIOD_FORMATS[period], *params]):
+            table[when][topic] = count
+        return dict(table)
+
+    def _where(self, criteria: Criteria) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        prefix = self.naming.bus_prefix(criteria.topic) if criteria.topic else ""
+        if prefix:
+            clauses.append("substr(topic, 1, ?) = ?")
+            params += [len(prefix), prefix]
+        if criteria.package:
+            clauses.append("seq_id IN (SELECT seq_id FROM event_packages WHERE package = ?)")
+            params.append(criteria.package)
+        if criteria.bug is not None:
+            clauses.append("seq_id IN (SELECT seq_id FROM event_bugs WHERE bug = ?)")
+            params.append(criteria.bug)
+        if criteria.person:
+            clauses.append("instr(agent, ?) > 0")
+            params.append(criteria.person.lower())
+        if criteria.since is not None:
+            clauses.append("event_time >= ?")
+            params.append(int(criteria.since))
+        if criteria.until is not None:
+            clauses.append("event_time < ?")
+            params.append(int(criteria.until))
+        return " AND ".join(clauses) or "1", params
+
+    def replay(self, selection: ReplaySelection, limit: int) -> list[Row]:
+        where, params = _replay_where(selection)
+        rows = self._db.execute(
+            f"SELECT seq_id, topic, envelope FROM events WHERE {where} ORDER BY seq_id LIMIT ?",
+            [*params, limit],
+        )
+        return [Row(*r) for r in rows]
+
+    def replay_count(self, selection: ReplaySelection) -> int:
+        where, params = _replay_where(selection)
+        (n,) = self._db.execute(f"SELECT COUNT(*) FROM events WHERE {where}", params).fetchone()
+        return int(n)
+
+    def cursor(self, name: str) -> int:
+        row = self._db.execute("SELECT seq_id FROM cursors WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT name, value FROM counters ORDER BY name"))
+
+    def resume_point(self, archive: str) -> int:
+        row = self._db.execute(
+            "SELECT offset FROM replay_progress WHERE path = ?", (archive,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def check(self, *, thorough: bool = False) -> list[str]:
+        return sqlite_check(self._db, thorough=thorough)
+
+
+class SqliteBatch(Batch):
+    """The writes of one ``BEGIN IMMEDIATE`` transaction."""
+
+    def __init__(self, journal: SqliteJournal):
+        self._journal = journal
+        self._db = journal._db
+
+    def append(self, events: Sequence[Event], source: str, *, live: bool = True) -> AppendResult:
+        result = AppendResult()
+        if not events:
+            return result
+        (last,) = self._db.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
+        for event in events:
+            key = dedup_key_of(event)
+            if self._db.execute("SELECT 1 FROM events WHERE dedup_key = ?", (key,)).fetchone():
+                result.duplicates += 1
+                continue
+            last += 1
+            self._journal._insert(last, event, key, source, live)
+            result.seq_ids.append(last)
+        return result
+
+    def set_cursor(self, name: str, position: int) -> None:
+        self._db.execute(
+            "INSERT INTO cursors (name, seq_id) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET seq_id = excluded.seq_id",
+            (name, position),
+        )
+
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        self._db.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            [(k, v) for k, v in deltas.items() if v],
+        )
+
+    def set_resume_point(self, archive: str, offset: int, mails: int) -> None:
+        self._db.execute(
+            "INSERT INTO replay_progress (path, offset, mails) VALUES (?, ?, ?)"
+            " ON CONFLICT (path) DO UPDATE SET offset = excluded.offset,"
+            " mails = replay_progress.mails + excluded.mails",
+            (archive, offset, mails),
+        )
+
+
+def _replay_where(selection: ReplaySelection) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if selection.seq_ids:
+        clauses.append(f"seq_id IN ({','.join('?' * len(selection.seq_ids))})")
+        params += selection.seq_ids
+    for low, high in selection.seq_id_ranges:
+        clauses.append("seq_id BETWEEN ? AND ?")
+        params += [low, high]
+    if selection.msg_ids:
+        clauses.append(f"msg_id IN ({','.join('?' * len(selection.msg_ids))})")
+        params += selection.msg_ids
+    for low, high in selection.times:
+        clauses.append("timestamp BETWEEN ? AND ?")
+        params += [low, high]
+    if selection.seq_id_after is not None:
+        clauses.append("seq_id > ?")
+        params.append(selection.seq_id_after)
+    if selection.after_time is not None:
+        clauses.append("timestamp >= ?")
+        params.append(selection.after_time)
+    return f"live = 1 AND ({' OR '.join(clauses) or '0'})", params
+
+
+def dedup_key_of(event: Event) -> str:
+    if not event.dedup_key:
+        raise JournalError(f"event {event.topic} has no dedup key")
+    return f"{event.topic}|{event.dedup_key}"
+
+
+def _epoch(occurred_at: str | None, journaled: int) -> int:
+    """When the fact happened: the event's own time when known (history replays), else now."""
+    if occurred_at:
+        try:
+            moment = datetime.fromisoformat(occurred_at.replace("Z", "+00:00"))
+        except ValueError:
+            return journaled
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp())
+    return journaled
+
+
+def sqlite_check(db: sqlite3.Connection, *, thorough: bool = False) -> list[str]:
+    """What SQLite's quick (or integrity) check finds wrong with *db*, one line each."""
+    pragma = "integrity_check" if thorough else "quick_check"
+    try:
+        rows = [r[0] for r in db.execute(f"PRAGMA {pragma}(100)")]
+    except sqlite3.DatabaseError as e:
+        return [str(e)]
+    if rows == ["ok"]:
+        return []
+    lines = [line for row in rows for line in str(row).splitlines()]
+    return [line for line in lines if not line.startswith("***")]
+
+
+def classify(error: sqlite3.Error, what: str) -> JournalError:
+    """A SQLite error as the bridge's: retry later, damaged file, or this write's own fault."""
+    text = str(error)
+    if isinstance(error, sqlite3.DatabaseError) and (
+        "malformed" in text or "not a database" in text
+    ):
+        return JournalDamaged(f"{what}: the journal is damaged ({text}); run 'bridge fsck'")
+    if isinstance(error, sqlite3.OperationalError):
+        return JournalUnavailable(f"{what}: {text}")
+    return JournalError(f"{what}: {text}")
