@@ -3,11 +3,11 @@
 A parser turns one kind of mail into events. It is a small pure object (no I/O, no global
 state) registered under the ``bridge.parsers`` entry-point group::
 
-    class SecurityParser:
-        name = "security"
-        description = "Debian security advisories (DSA, DLA)"
+    class NewsParser:
+        name = "news"
+        description = "Debian point releases announced on debian-news"
         api_version = API_VERSION
-        topics = ("security.advisory",)
+        topics = ("news.release",)
         schemas = Path(__file__).parent / "schemas"   # <topic>.json, each with a "version"
 
         def accepts(self, message: Message) -> bool: ...   # headers only, cheap
@@ -39,6 +39,7 @@ from bridge.mail import (
     iso_date,
     list_id,
     message_id,
+    parse_message,
     part_text,
     patches,
     text_body,
@@ -65,6 +66,7 @@ __all__ = [
     "list_id",
     "message_id",
     "origin",
+    "parse_message",
     "part_text",
     "patches",
     "people",

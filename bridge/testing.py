@@ -1,12 +1,23 @@
-"""The plugin author's test kit.
+"""The plugin author's test kit: what the built-in parsers' own tests use, and nothing more.
 
-``golden_cases(folder)`` finds ``<case>.eml`` files with sibling ``<case>.json`` expected
-outcomes; ``run_case(parsers, eml)`` runs the real pipeline over one; ``validate(event,
-schema_dir)`` checks an event body against the JSON Schema named after its topic.
+Golden cases
+    ``golden_cases(folder)`` finds ``<case>.eml`` files with a sibling ``<case>.json``
+    holding the whole expected outcome: a list of events, each ``{"topic", "dedup_key",
+    "msg"}``, or, for a mail that deliberately gives none, ``{"skip": "<reason>"}`` as the
+    pipeline states it. ``run_case(parsers, eml)`` runs the real pipeline over one.
+Broken mails
+    ``broken_cases(folder)`` finds ``<case>.eml`` files with a sibling ``<case>.reason``:
+    mail the parser claims but cannot read. ``check_broken(parsers, case)`` asserts the mail
+    fails, gives no event, and says the reason.
+Corpus runs
+    ``CorpusRun(parser, paths)`` runs a parser over many real mails: nothing may fail, and
+    every event must fit the parser's own schemas; it counts events per topic and lists
+    the mails that gave none, with why.
+Schemas
+    ``validate(event, parser)`` checks a body against the JSON Schema the parser ships for
+    the event's topic (or, given a folder, the schema in that folder).
 
-An expected outcome is the whole of what the mail gives: a list of events, each
-``{"topic", "dedup_key", "msg"}``, or, for a mail that deliberately gives none,
-``{"skip": "<the reason, as the pipeline states it>"}``.
+A test module of a plugin::
 
     @pytest.mark.parametrize("case", golden_cases(HERE / "fixtures"), ids=lambda c: c.name)
     def test_golden(case):
@@ -16,19 +27,32 @@ An expected outcome is the whole of what the mail gives: a list of events, each
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bridge.events import Event
-from bridge.pipeline import Pipeline
-from bridge.plugins import Parser
+from bridge.pipeline import FAILED, Outcome, Pipeline
+from bridge.sdk import Parser
+
+__all__ = [
+    "BrokenCase",
+    "CorpusRun",
+    "GoldenCase",
+    "as_json",
+    "broken_cases",
+    "check_broken",
+    "golden_cases",
+    "run_case",
+    "validate",
+]
 
 
 @dataclass(frozen=True)
 class GoldenCase:
-    """One mail and the events it must give."""
+    """One mail and the outcome it must give."""
 
     name: str
     eml: Path
@@ -39,12 +63,13 @@ class GoldenCase:
 
 
 def golden_cases(folder: Path) -> list[GoldenCase]:
-    """Every ``<case>.eml`` in *folder* that has a ``<case>.json`` beside it, by name."""
+    """Every ``<case>.eml`` in *folder* with its ``<case>.json``, by name (one missing is an
+    error: a fixture without an expectation tests nothing)."""
     cases = []
     for eml in sorted(Path(folder).glob("*.eml")):
         expected = eml.with_suffix(".json")
         if not expected.exists():
-            raise FileNotFoundError(f"{eml} has no expected events file {expected.name}")
+            raise FileNotFoundError(f"{eml} has no expected outcome file {expected.name}")
         cases.append(GoldenCase(eml.stem, eml, expected))
     return cases
 
@@ -66,12 +91,77 @@ def as_json(event: Event) -> dict[str, Any]:
     )
 
 
-def validate(event: Event | dict[str, Any], schema_dir: Path) -> None:
-    """Raise ``jsonschema.ValidationError`` unless the body fits ``<topic>.json``."""
+@dataclass(frozen=True)
+class BrokenCase:
+    """A mail its parser must refuse, and (part of) the reason it must give."""
+
+    name: str
+    eml: Path
+    reason: str
+
+
+def broken_cases(folder: Path) -> list[BrokenCase]:
+    """Every ``<case>.eml`` in *folder* with its ``<case>.reason``, by name."""
+    cases = []
+    for eml in sorted(Path(folder).glob("*.eml")):
+        reason = eml.with_suffix(".reason")
+        if not reason.exists():
+            raise FileNotFoundError(f"{eml} has no {reason.name} saying why it must fail")
+        cases.append(BrokenCase(eml.stem, eml, reason.read_text(encoding="utf-8").strip()))
+    return cases
+
+
+def check_broken(parsers: Sequence[Parser], case: BrokenCase) -> Outcome:
+    """Assert the mail fails with its reason and no half event; return the outcome."""
+    outcome = Pipeline(parsers).process(case.eml.read_bytes())
+    assert outcome.status == FAILED, f"{case.name}: {outcome.status}, not failed"
+    assert outcome.events == [], f"{case.name}: a broken mail gave events"
+    assert case.reason in outcome.reason, f"{case.name}: {outcome.reason!r}"
+    return outcome
+
+
+class CorpusRun:
+    """One parser over many mails: no failure, every event fits its schema, and a report.
+
+    Iterating yields ``(path, raw, outcome)`` for the test's own checks; :meth:`report`
+    prints the per-topic counts and the mails that gave nothing, each with its reason.
+    """
+
+    def __init__(self, parser: Parser, paths: Sequence[Path]):
+        self.parser = parser
+        self.pipeline = Pipeline([parser])
+        self.paths = list(paths)
+        self.counts: Counter[str] = Counter()
+        self.silent: list[str] = []
+
+    def __iter__(self) -> Iterator[tuple[Path, bytes, Outcome]]:
+        for path in self.paths:
+            raw = path.read_bytes()
+            outcome = self.pipeline.process(raw)
+            assert not outcome.failures, f"{path}: {outcome.reason}"
+            self.counts.update(e.topic for e in outcome.events)
+            for event in outcome.events:
+                validate(event, self.parser)
+            if not outcome.events:
+                self.silent.append(f"{path.parent.name}/{path.name}: {outcome.reason}")
+            yield path, raw, outcome
+
+    def report(self) -> str:
+        """The per-topic counts and the mails that gave no event, as text."""
+        lines = [f"per-topic counts: {dict(sorted(self.counts.items()))}", "mails with no event:"]
+        return "\n  ".join(lines + self.silent)
+
+
+def validate(event: Event | dict[str, Any], schemas: Parser | Path) -> None:
+    """Raise ``jsonschema.ValidationError`` unless the body fits its topic's schema.
+
+    *schemas* is the parser (its own ``schemas`` folder) or a folder of ``<topic>.json``.
+    """
     import jsonschema
 
     topic, body = (
         (event.topic, event.body) if isinstance(event, Event) else (event["topic"], event["msg"])
     )
-    schema = json.loads((Path(schema_dir) / f"{topic}.json").read_text(encoding="utf-8"))
+    folder = Path(schemas.schemas) if isinstance(schemas, Parser) else Path(schemas)
+    schema = json.loads((folder / f"{topic}.json").read_text(encoding="utf-8"))
     jsonschema.validate(json.loads(json.dumps(body)), schema)

@@ -11,8 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,10 @@ import zmq
 from bridge.client import decode
 from bridge.events import Envelope, Event
 from bridge.journal import JOURNAL_FILE, SqliteJournal
-from bridge.pipeline import Outcome, Pipeline
-from bridge.testing import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
 FIXTURES = ROOT / "fixtures"
-SCHEMAS = ROOT / "parsers" / "schemas"
 
 
 def strict() -> bool:
@@ -226,34 +222,3 @@ class Subscriber:
     def close(self) -> None:
         self.sock.close()
         self.context.term()
-
-
-class CorpusRun:
-    """One parser over corpus mails: no failure, every event fits its schema, and a report.
-
-    Iterating yields ``(path, raw, outcome)`` for the test's own checks; :meth:`report`
-    prints the per-topic counts and the mails that gave nothing, each with its reason.
-    """
-
-    def __init__(self, parser: object, paths: list[Path]):
-        self.pipeline = Pipeline([parser])  # type: ignore[list-item]
-        self.paths = paths
-        self.counts: Counter[str] = Counter()
-        self.silent: list[str] = []
-
-    def __iter__(self) -> Iterator[tuple[Path, bytes, Outcome]]:
-        for path in self.paths:
-            raw = path.read_bytes()
-            outcome = self.pipeline.process(raw)
-            assert not outcome.failures, f"{path}: {outcome.reason}"
-            self.counts.update(e.topic for e in outcome.events)
-            for event in outcome.events:
-                validate(event, SCHEMAS)
-            if not outcome.events:
-                self.silent.append(f"{path.parent.name}/{path.name}: {outcome.reason}")
-            yield path, raw, outcome
-
-    def report(self, capsys: pytest.CaptureFixture[str]) -> None:
-        with capsys.disabled():
-            print("\nper-topic counts:", dict(sorted(self.counts.items())))
-            print("mails with no event:", *self.silent, sep="\n  ")
