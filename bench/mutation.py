@@ -37,7 +37,7 @@ TARGETS: dict[str, list[str]] = {
     "parsers/transcript.py": ["tests/test_debbugs.py"],
     "parsers/dak.py": ["tests/test_dak.py"],
     "parsers/changes.py": ["tests/test_dak.py"],
-    "parsers/common.py": ["tests/test_debbugs.py", "tests/test_dak.py"],
+    "bridge/sdk.py": ["tests/test_sdk.py", "tests/test_debbugs.py", "tests/test_dak.py"],
     "bridge/spool.py": [
         "tests/test_spool.py",
         "tests/test_durability.py",
@@ -49,7 +49,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_spool.py",
         "tests/test_hostile.py::test_damaged_spool_records_are_kept_aside_and_every_valid_one_is_processed",
     ],
-    "bridge/journal.py": [
+    "bridge/journal/sqlite.py": [
         "tests/test_journal.py",
         "tests/test_worker.py",
         "tests/test_query.py",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from bridge.mail import header, parse_message
 from bridge.pipeline import Pipeline
 from bridge.testing import CorpusRun, broken_cases, check_broken, golden_cases, run_case, validate
 from parsers.changes import find_changes, read_changes, upload_fields
-from parsers.dak import DakParser
+from parsers.dak import DakParser, body_text
 from tests.helpers import FIXTURES
 
 CASES = golden_cases(FIXTURES / "dak")
@@ -85,3 +86,75 @@ def test_an_announcement_without_a_suite_takes_debian_suite_then_the_distributio
     (labelled,) = pipeline.process(b"Debian-Suite: experimental\n" + raw).events
     assert labelled.body["suite"] == "experimental"
     assert labelled.dedup_key == "hello/2.10-3/experimental"
+
+
+def only_headers(*lines: str) -> Message:
+    return parse_message(("\n".join(lines) + "\n\nbody\n").encode())
+
+
+@pytest.mark.parametrize(
+    ("headers", "accepted"),
+    [
+        (["X-DAK: dak process-upload"], True),
+        (["X-Katie: $Revision: 1.65 $"], True),
+        (["Debian-Archive-Action: accept"], True),
+        (["X-Debian: DAK"], True),
+        (["Debian: DAK"], True),
+        (["X-Debian: PTS"], False),
+        (
+            [
+                "Sender: Archive Administrator <dak@ftp-master.debian.org>",
+                "Subject: Accepted hello 2.10-3 (source i386)",
+            ],
+            True,
+        ),
+        (
+            [
+                "Sender: Archive Administrator <dak@ftp-master.debian.org>",
+                "Subject: a question about NEW",
+            ],
+            False,
+        ),
+        (["Subject: Accepted hello 2.10-3 (source i386)"], False),  # anyone could write that
+        (["X-DAK: dak", "X-Debian-PR-Message: closed 1"], False),  # the bug tracker's copy
+    ],
+)
+def test_accepts_mail_marked_by_dak_and_nothing_else(headers, accepted):
+    assert DakParser().accepts(only_headers(*headers)) is accepted
+
+
+CHANGES = (FIXTURES / "dak" / "accepted-maintainer-copy.eml").read_text(encoding="utf-8")
+SIGNED = CHANGES[CHANGES.index("-----BEGIN PGP SIGNED MESSAGE-----") :]
+
+
+def test_a_new_notice_that_carries_its_changes_gives_the_upload_fields():
+    raw = (FIXTURES / "dak" / "new.eml").read_bytes() + b"\n" + SIGNED.encode()
+    raw = raw.replace(b"Debian-Archive-Action: new\n", b"")
+    (event,) = Pipeline([DakParser()]).process(raw).events
+    # from the .changes appended (hello 2.10-3 for unstable), not from the subject
+    assert (event.body["source"], event.body["version"]) == ("hello", "2.10-3")
+    assert event.body["changed_by"]["email"] == "jose@example.org"
+    assert event.body["suite"] == "unstable"  # its Distribution, as the mail has no Debian-Suite
+
+
+def test_find_changes_returns_the_whole_signed_text_wherever_it_starts():
+    assert find_changes(SIGNED) == SIGNED[: SIGNED.index("-----END PGP SIGNATURE-----") + 27] + "\n"
+    assert find_changes("preamble\n\n" + SIGNED).endswith("-----END PGP SIGNATURE-----\n")
+
+
+def test_the_text_of_a_pgp_mime_announcement_leaves_out_the_signature_part():
+    raw = (FIXTURES / "dak" / "accepted-2022-pgp-mime.eml").read_bytes()
+    message = parse_message(raw)
+    parts = [p.get_content_type() for p in message.walk()]
+    assert "application/pgp-signature" in parts
+    # the text part holds the clear-signed .changes (one signature); the detached
+    # signature of the PGP/MIME wrapper must not be read as text too
+    assert body_text(message).count("BEGIN PGP SIGNATURE") == 1
+
+
+def test_a_rejection_reason_is_capped_at_8192_characters():
+    raw = (FIXTURES / "dak" / "rejected.eml").read_bytes()
+    head, _, _ = raw.partition(b"\n\n")
+    long = head + b"\n\n" + b"lintian: something is wrong\n" * 1000
+    (event,) = Pipeline([DakParser()]).process(long).events
+    assert len(event.body["reason"]) == 8192

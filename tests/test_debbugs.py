@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge.pipeline import Pipeline
+from bridge.sdk import BODY_CAP
 from bridge.testing import CorpusRun, golden_cases, run_case, validate
 from parsers.debbugs import DebbugsParser
 from tests.helpers import FIXTURES, bridge
@@ -183,3 +184,90 @@ def test_a_title_that_repeats_the_package_is_not_repeated_in_the_summary():
     body = report_with_body("Package: hello\n\nIt crashes.\n")
     assert body["title"] == "hello: segfaults on start with an empty HOME"
     assert body["summary"].endswith("against hello: segfaults on start with an empty HOME")
+
+
+def headers_only(*lines: str):
+    return email.message_from_bytes(("\n".join(lines) + "\n\nbody\n").encode())
+
+
+@pytest.mark.parametrize(
+    ("headers", "accepted"),
+    [
+        (["X-Debian-PR-Message: report 1"], True),
+        (["X-Loop: owner@bugs.debian.org"], True),  # a raw log copy: taken, then skipped
+        (["X-Loop: someone@lists.example.org", "X-Loop: owner@bugs.debian.org"], True),
+        (["X-Loop: owner@lists.debian.org"], False),
+        (["Subject: Bug#1: hello: crashes"], False),
+    ],
+)
+def test_accepts_only_mail_the_bug_tracker_labelled_or_looped(headers, accepted):
+    assert DebbugsParser().accepts(headers_only(*headers)) is accepted
+
+
+def test_a_handler_id_alone_tells_a_2008_followup_from_a_report():
+    no_received = re.sub(rb"Received: via spool by [^\n]*\n", b"", FOLLOWUP_2008)
+    (event,) = Pipeline([DebbugsParser()]).process(no_received).events
+    assert event.topic == "debbugs.bug.followup"  # handler.476948.B476948: a follow-up's id
+
+
+def test_a_followup_sent_to_submit_is_a_followup_by_its_id():
+    raw = re.sub(
+        rb"Received: via spool by \S+ id=\S+",
+        b"Received: via spool by submit@bugs.debian.org id=B476948.12087044774283",
+        without_handler_ids(FOLLOWUP_2008),
+    )
+    (event,) = Pipeline([DebbugsParser()]).process(raw).events
+    assert event.topic == "debbugs.bug.followup"
+
+
+def test_a_report_without_handler_id_or_spool_line_is_a_report():
+    raw = re.sub(rb"Received: via spool by [^\r\n]*\r?\n", b"", without_handler_ids(REPORT))
+    raw = re.sub(rb"Resent-Message-ID: [^\r\n]*\r?\n", b"", raw)
+    (event,) = Pipeline([DebbugsParser()]).process(raw).events
+    assert event.topic == "debbugs.bug.report"
+
+
+def test_a_closure_takes_the_fixed_version_from_a_fixed_in_subject():
+    raw = (FIXTURES / "debbugs" / "closed-marked-as-done.eml").read_bytes()
+    # the closing mail (the last attached message) says "fixed in roundcube 0.1.1-2" in its
+    # Subject and again as Source-Version; without the latter, the Subject must do
+    closing = raw.rindex(b"Content-Type: message/rfc822")
+    without_source_version = raw[:closing] + raw[closing:].replace(
+        b"Source-Version: 0.1.1-2\n", b""
+    )
+    (event,) = Pipeline([DebbugsParser()]).process(without_source_version).events
+    assert event.body["fixed_version"] == "0.1.1-2"
+    neither = without_source_version[:closing] + without_source_version[closing:].replace(
+        b"fixed in roundcube 0.1.1-2", b"closed by the maintainer"
+    )
+    (event,) = Pipeline([DebbugsParser()]).process(neither).events
+    assert event.body["fixed_version"] is None
+
+
+def transcript_touching(bugs: list[int], signature: str) -> bytes:
+    raw = (FIXTURES / "debbugs" / "control-transcript.eml").read_bytes()
+    head = raw.split(b"\n\n", 1)[0].replace(b"quoted-printable", b"8bit")
+    lines = ["Processing commands for control@bugs.debian.org:", ""]
+    for bug in bugs:
+        lines += [f"> tags {bug} + patch", f"Bug #{bug} [hello] crashes", "Added tag(s) patch."]
+    lines += ["> thanks", "Stopping processing here.", "", signature, "> tags 999999 + x", ""]
+    return head + b"\n\n" + "\n".join(lines).encode()
+
+
+def test_a_transcript_summary_names_eight_bugs_then_ellipsis():
+    bugs = list(range(1000001, 1000010))
+    (event,) = Pipeline([DebbugsParser()]).process(transcript_touching(bugs, "-- ")).events
+    assert event.body["bugs"] == bugs
+    shown = ", ".join(f"#{b}" for b in bugs[:8])
+    assert event.body["summary"].endswith(f"touching {shown} …")
+
+
+def test_a_transcript_ends_at_a_signature_even_without_its_trailing_space():
+    # list servers strip trailing blanks: "-- " arrives as "--"
+    (event,) = Pipeline([DebbugsParser()]).process(transcript_touching([1000001], "--")).events
+    assert [c["bugs"] for c in event.body["commands"]] == [[1000001]]
+
+
+def test_bodies_are_capped_at_the_sdks_body_cap():
+    body = report_with_body("Package: hello\n\n" + "x" * 40_000)
+    assert len(body["body"]) == BODY_CAP == 16 * 1024

@@ -92,3 +92,20 @@ def test_every_command_validates_the_config_it_is_given(tmp_path):
         assert done.returncode == 2, args
         (line,) = done.stderr.decode().splitlines()
         assert "unknown config key 'colour'" in line
+
+
+def test_strip_pgp_removes_the_armour_and_undoes_dash_escaping():
+    from bridge.sdk import strip_pgp
+
+    signed = (
+        "intro\n-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nline one\n- -- dashed\n"
+        "-----BEGIN PGP SIGNATURE-----\n\niQEz\n-----END PGP SIGNATURE-----\n"
+    )
+    assert strip_pgp(signed) == "intro\nline one\n-- dashed"
+    assert strip_pgp("- not signed, left alone\n") == "- not signed, left alone"
+
+
+def test_cap_cuts_at_the_limit_and_not_before():
+    from bridge.sdk import cap
+
+    assert (cap("abc", 2), cap("ab", 2), cap("", 2)) == ("ab", "ab", "")

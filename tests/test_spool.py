@@ -5,6 +5,7 @@ import stat
 import time
 from pathlib import Path
 
+from bridge.errors import SpoolError
 from bridge.spool import Spool, encode, pack
 
 
@@ -173,3 +174,11 @@ def test_the_service_expires_processed_segments_past_the_retention(tmp_path):
     ]
     service.spool.close()
     service.journal.close()
+
+
+def test_a_mail_offered_to_a_closed_spool_is_refused_at_once(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    spool.start()
+    spool.close()
+    refused = spool.submit({}, b"too late")
+    assert isinstance(refused.exception(timeout=1), SpoolError)  # the SMTP side answers 451
