@@ -332,7 +332,8 @@ def status(state: AppState, as_json: bool) -> None:
         position = journal.cursor(SPOOL_CURSOR) or spool.start_position()
         report = {
             "state_dir": str(config.state_path),
-            "journal_bytes": journal.path.stat().st_size,
+            "journal": journal.location,
+            "journal_bytes": journal.storage_bytes(),
             "last_seq_id": journal.last_seq_id(),
             "publisher_cursor": journal.cursor("publisher"),
             "spool_position": spool_id(*unpack(position)),

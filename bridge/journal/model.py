@@ -169,6 +169,10 @@ class Journal(ABC):
     def check(self, *, thorough: bool = False) -> list[str]:
         """The engine's own check of its storage: ``[]`` when sound, else what it found."""
 
+    def storage_bytes(self) -> int | None:
+        """How much storage the journal takes, where the engine can tell (``bridge status``)."""
+        return None
+
     @abstractmethod
     def close(self) -> None: ...
 

@@ -121,6 +121,10 @@ class SqliteJournal(Journal):
     def location(self) -> str:
         return str(self.path)
 
+    def storage_bytes(self) -> int | None:
+        files = [self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))]
+        return sum(p.stat().st_size for p in files if p.exists())
+
     def close(self) -> None:
         self._db.close()
 
@@ -336,27 +340,19 @@ class SqliteBatch(Batch):
 
 
 def _replay_where(selection: ReplaySelection) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if selection.seq_ids:
-        clauses.append(f"seq_id IN ({','.join('?' * len(selection.seq_ids))})")
-        params += selection.seq_ids
-    for low, high in selection.seq_id_ranges:
-        clauses.append("seq_id BETWEEN ? AND ?")
-        params += [low, high]
-    if selection.msg_ids:
-        clauses.append(f"msg_id IN ({','.join('?' * len(selection.msg_ids))})")
-        params += selection.msg_ids
-    for low, high in selection.times:
-        clauses.append("timestamp BETWEEN ? AND ?")
-        params += [low, high]
+    """Published rows matching any part of the selection, as SQL and its parameters."""
+    parts: list[tuple[str, list[Any]]] = []
+    for column, values in (("seq_id", selection.seq_ids), ("msg_id", selection.msg_ids)):
+        if values:
+            parts.append((f"{column} IN ({','.join('?' * len(values))})", list(values)))
+    for column, ranges in (("seq_id", selection.seq_id_ranges), ("timestamp", selection.times)):
+        parts += [(f"{column} BETWEEN ? AND ?", [low, high]) for low, high in ranges]
     if selection.seq_id_after is not None:
-        clauses.append("seq_id > ?")
-        params.append(selection.seq_id_after)
+        parts.append(("seq_id > ?", [selection.seq_id_after]))
     if selection.after_time is not None:
-        clauses.append("timestamp >= ?")
-        params.append(selection.after_time)
-    return f"live = 1 AND ({' OR '.join(clauses) or '0'})", params
+        parts.append(("timestamp >= ?", [selection.after_time]))
+    where = " OR ".join(clause for clause, _ in parts) or "0"
+    return f"live = 1 AND ({where})", [p for _, params in parts for p in params]
 
 
 def dedup_key_of(event: Event) -> str:
