@@ -47,7 +47,24 @@ def normalised(event: Event) -> Event:
     size = len(dumps(body))
     if size > MAX_BODY_BYTES:
         raise EventRefused(f"body is {size} bytes as JSON, over the limit of {MAX_BODY_BYTES}")
-    return replace(event, body=body, dedup_key=key)
+    return replace(event, body=body, dedup_key=key, **_index(event))
+
+
+def _index(event: Event) -> dict[str, Any]:
+    """The index fields, checked: what the journal indexes must be what it can hold."""
+    fields: dict[str, Any] = {}
+    for name, kind in (("packages", str), ("bugs", int), ("people", str)):
+        values = getattr(event, name)
+        if isinstance(values, str | bytes) or not isinstance(values, list | tuple):
+            raise EventRefused(f"index {name} must be a tuple, not {type(values).__name__}")
+        if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+            raise EventRefused(f"index {name} must hold only {kind.__name__} values")
+        fields[name] = tuple(_value(v, f"index.{name}", 0) for v in values)
+    when = event.occurred_at
+    if when is not None and not isinstance(when, str):
+        raise EventRefused(f"index occurred_at must be an ISO 8601 string, not {when!r}")
+    fields["occurred_at"] = when
+    return fields
 
 
 def _value(value: Any, path: str, depth: int) -> Any:

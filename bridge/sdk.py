@@ -110,10 +110,11 @@ def origin(message: Message) -> dict[str, Any]:
 
 
 def people(*persons: dict[str, str | None] | None) -> tuple[str, ...]:
-    """The ``people`` index field from ``{name, email}`` dicts: each name and address once."""
+    """The ``people`` index field from ``{name, email}`` dicts: each person's name, then
+    address, each once."""
     found: list[str] = []
     for person in persons:
-        for value in (person or {}).values():
+        for value in ((person or {}).get("name"), (person or {}).get("email")):
             if value and value not in found:
                 found.append(value)
     return tuple(found)

@@ -3,8 +3,9 @@
 Golden cases
     ``golden_cases(folder)`` finds ``<case>.eml`` files with a sibling ``<case>.json``
     holding the whole expected outcome: a list of events, each ``{"topic", "dedup_key",
-    "msg"}``, or, for a mail that deliberately gives none, ``{"skip": "<reason>"}`` as the
-    pipeline states it. ``run_case(parsers, eml)`` runs the real pipeline over one.
+    "index", "msg"}`` (``index``: ``packages``, ``bugs``, ``people``, ``occurred_at``), or, for
+    a mail that deliberately gives none, ``{"skip": "<reason>"}`` as the pipeline states
+    it. ``run_case(parsers, eml)`` runs the real pipeline over one.
 Broken mails
     ``broken_cases(folder)`` finds ``<case>.eml`` files with a sibling ``<case>.reason``:
     mail the parser claims but cannot read. ``check_broken(parsers, case)`` asserts the mail
@@ -85,10 +86,16 @@ def run_case(parsers: Sequence[Parser], eml: Path) -> list[dict[str, Any]] | dic
 
 
 def as_json(event: Event) -> dict[str, Any]:
-    """An event as it would be serialised (so tuples compare equal to lists)."""
-    return json.loads(
-        json.dumps({"topic": event.topic, "dedup_key": event.dedup_key, "msg": event.body})
-    )
+    """An event as a golden case states it (tuples as lists): topic, dedup key, the index
+    fields and the body."""
+    index = {
+        "packages": list(event.packages),
+        "bugs": list(event.bugs),
+        "people": list(event.people),
+        "occurred_at": event.occurred_at,
+    }
+    whole = {"topic": event.topic, "dedup_key": event.dedup_key, "index": index, "msg": event.body}
+    return json.loads(json.dumps(whole))
 
 
 @dataclass(frozen=True)

@@ -55,3 +55,25 @@ def test_nesting_beyond_the_limit_is_refused():
 def test_a_topic_must_be_dot_separated_words(topic):
     with pytest.raises(EventRefused, match="topic"):
         normalised(Event(topic, {}))
+
+
+@pytest.mark.parametrize(
+    ("index", "why"),
+    [
+        ({"packages": "hello"}, "index packages must be a tuple, not str"),
+        ({"bugs": ("1",)}, "index bugs must hold only int values"),
+        ({"bugs": (True,)}, "index bugs must hold only int values"),
+        ({"bugs": (2**64,)}, "index.bugs: integer 18446744073709551616 does not fit in 64 bits"),
+        ({"people": (None,)}, "index people must hold only str values"),
+        ({"occurred_at": 1700000000}, "index occurred_at must be an ISO 8601 string"),
+    ],
+)
+def test_index_fields_the_journal_cannot_hold_refuse_the_event(index, why):
+    with pytest.raises(EventRefused) as refused:
+        normalised(Event("t.x", {}, **index))
+    assert why in str(refused.value)
+
+
+def test_index_fields_come_back_as_tuples_with_text_made_safe():
+    event = normalised(Event("t.x", {}, packages=["a\udc80"], bugs=[7], people=["x"]))
+    assert (event.packages, event.bugs, event.people) == (("a\ufffd",), (7,), ("x",))
