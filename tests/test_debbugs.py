@@ -244,19 +244,25 @@ def test_a_closure_takes_the_fixed_version_from_a_fixed_in_subject():
     assert event.body["fixed_version"] is None
 
 
-def transcript_touching(bugs: list[int], signature: str) -> bytes:
+def transcript_touching(bugs: list[int], ending: list[str]) -> bytes:
+    """A control transcript with one command per bug, then *ending* lines."""
     raw = (FIXTURES / "debbugs" / "control-transcript.eml").read_bytes()
     head = raw.split(b"\n\n", 1)[0].replace(b"quoted-printable", b"8bit")
     lines = ["Processing commands for control@bugs.debian.org:", ""]
     for bug in bugs:
         lines += [f"> tags {bug} + patch", f"Bug #{bug} [hello] crashes", "Added tag(s) patch."]
-    lines += ["> thanks", "Stopping processing here.", "", signature, "> tags 999999 + x", ""]
+    lines += [*ending, "> tags 999999 + x", "Bug #999999 [x] y", ""]
     return head + b"\n\n" + "\n".join(lines).encode()
+
+
+def commands_of(raw: bytes) -> list[list[int]]:
+    (event,) = Pipeline([DebbugsParser()]).process(raw).events
+    return [c["bugs"] for c in event.body["commands"]]
 
 
 def test_a_transcript_summary_names_eight_bugs_then_ellipsis():
     bugs = list(range(1000001, 1000010))
-    (event,) = Pipeline([DebbugsParser()]).process(transcript_touching(bugs, "-- ")).events
+    (event,) = Pipeline([DebbugsParser()]).process(transcript_touching(bugs, ["-- "])).events
     assert event.body["bugs"] == bugs
     shown = ", ".join(f"#{b}" for b in bugs[:8])
     assert event.body["summary"].endswith(f"touching {shown} …")
@@ -264,8 +270,17 @@ def test_a_transcript_summary_names_eight_bugs_then_ellipsis():
 
 def test_a_transcript_ends_at_a_signature_even_without_its_trailing_space():
     # list servers strip trailing blanks: "-- " arrives as "--"
-    (event,) = Pipeline([DebbugsParser()]).process(transcript_touching([1000001], "--")).events
-    assert [c["bugs"] for c in event.body["commands"]] == [[1000001]]
+    assert commands_of(transcript_touching([1000001], ["", "--"])) == [[1000001]]
+    assert commands_of(transcript_touching([1000001], ["", "-- "])) == [[1000001]]
+
+
+def test_nothing_after_a_stop_word_is_a_command():
+    ending = ["> thanks", "Stopping processing here.", ""]
+    assert commands_of(transcript_touching([1000001], ending)) == [[1000001]]
+
+
+def test_bug_number_one_is_a_bug_like_any_other():
+    assert commands_of(transcript_touching([1], ["-- "])) == [[1]]
 
 
 def test_bodies_are_capped_at_the_sdks_body_cap():
