@@ -48,6 +48,8 @@ class SmtpConfig:
     max_connections: int = 64
     # Behind an MTA every delivery comes from one peer: postfix opens up to 20 at a time.
     max_connections_per_peer: int = 20
+    # Who may connect at all (CIDRs): the bridge sits behind the host's own MTA.
+    allowed_peers: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     min_free_bytes: int = 64 * 1024 * 1024
 
 
@@ -120,7 +122,19 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
-    return _build(Config, data, where="")
+    config = _build(Config, data, where="")
+    _check_networks("smtp.allowed_peers", config.smtp.allowed_peers)
+    return config
+
+
+def _check_networks(key: str, values: list[str]) -> None:
+    import ipaddress
+
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as e:
+            raise ConfigError(f"config key {key!r}: {value!r} is not a network ({e})") from e
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:

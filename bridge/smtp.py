@@ -8,6 +8,7 @@ before that is a 4xx, so the sending MTA keeps the mail and retries.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import shutil
 import time
@@ -18,6 +19,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bridge.config import SmtpConfig, parse_hostport
+from bridge.errors import ConfigError
 from bridge.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,25 @@ class Recipients:
         return address in self.addresses or address.rpartition("@")[2] in self.domains
 
 
+class Peers:
+    """The networks allowed to connect (``[smtp] allowed_peers``)."""
+
+    def __init__(self, cidrs: list[str]):
+        try:
+            self.networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+        except ValueError as e:
+            raise ConfigError(f"[smtp] allowed_peers: {e}") from e
+
+    def __contains__(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)
+
+
 class IntakeHandler:
     """aiosmtpd hooks: recipient check, durable spool write, reply."""
 
@@ -42,6 +63,7 @@ class IntakeHandler:
         self.spool = spool
         self.config = config
         self.recipients = Recipients(config.recipients)
+        self.peers = Peers(config.allowed_peers)
         self.counters: Counter[str] = Counter()
         self.connections = 0
         self.per_peer: Counter[str] = Counter()
@@ -124,23 +146,33 @@ class BridgeSMTP(SMTP):
         self._peer_host: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        handler = self.bridge_handler
         peer = transport.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
-        refusal = None
-        if handler.connections >= self.config.max_connections:
-            refusal = "421 4.3.2 Too many connections, try again later"
-        elif handler.per_peer[host] >= self.config.max_connections_per_peer:
-            refusal = "421 4.7.0 Too many connections from your host, try again later"
+        refusal = self._refusal(host)
         if refusal is not None:
-            handler.counters["refused_connections"] += 1
             transport.write(refusal.encode() + b"\r\n")  # type: ignore[attr-defined]
             transport.close()
             return
+        handler = self.bridge_handler
         self._peer_host = host
         handler.connections += 1
         handler.per_peer[host] += 1
         super().connection_made(transport)
+
+    def _refusal(self, host: str) -> str | None:
+        """Why a connection from *host* is refused (counted), or None."""
+        handler = self.bridge_handler
+        if host not in handler.peers:
+            handler.counters["refused_peers"] += 1
+            log.warning("refusing a connection from %s: not in [smtp] allowed_peers", host)
+            return f"554 5.7.1 {host} may not send mail to this bridge"
+        if handler.connections >= self.config.max_connections:
+            handler.counters["refused_connections"] += 1
+            return "421 4.3.2 Too many connections, try again later"
+        if handler.per_peer[host] >= self.config.max_connections_per_peer:
+            handler.counters["refused_connections"] += 1
+            return "421 4.7.0 Too many connections from your host, try again later"
+        return None
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._peer_host is None:

@@ -323,3 +323,34 @@ def test_recipients_match_without_regard_to_case_and_by_domain(state_dir, tmp_pa
         )
     finally:
         server.stop()
+
+
+def test_peers_outside_allowed_peers_get_554_at_connect_and_are_counted(state_dir, tmp_path):
+    config = config_file(tmp_path, 'allowed_peers = ["127.0.0.1/32"]')
+    server = Server(state_dir, config=config).start()
+    try:
+        server.wait_for_smtp()
+        stranger = socket.create_connection(
+            ("127.0.0.1", server.smtp_port), timeout=10, source_address=("127.0.0.2", 0)
+        )
+        with stranger:
+            assert (
+                stranger.recv(1024) == b"554 5.7.1 127.0.0.2 may not send mail to this bridge\r\n"
+            )
+        assert send(server, bug_report(791001)) == {}  # from 127.0.0.1: welcome
+
+        def refused() -> int:
+            status = bridge("--state-dir", str(state_dir), "status", "--json")
+            return json.loads(status.stdout)["counters"].get("refused_peers", 0)
+
+        wait_until(lambda: refused() == 1, 20, "the refusal to be counted")
+    finally:
+        server.stop()
+
+
+def test_a_malformed_allowed_peers_entry_is_a_config_error_in_one_line(tmp_path):
+    config = config_file(tmp_path, 'allowed_peers = ["10.0.0.0/33"]')
+    result = bridge("--config", str(config), "status")
+    assert result.returncode == 2
+    (line,) = result.stderr.decode().splitlines()
+    assert "smtp.allowed_peers" in line and "10.0.0.0/33" in line
