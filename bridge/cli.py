@@ -22,6 +22,7 @@ import click
 
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, UsageError
+from bridge.journal.model import PERIODS
 
 if TYPE_CHECKING:
     from bridge.journal import Journal
@@ -593,9 +594,7 @@ def query(
 
 @main.command()
 @criteria_options
-@click.option(
-    "--by", "period", type=click.Choice(["day", "week", "month"]), default="day", show_default=True
-)
+@click.option("--by", "period", type=click.Choice(PERIODS), default="day", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="{period: {topic: count}} as JSON.")
 @pass_state
 def stats(

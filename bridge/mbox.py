@@ -118,13 +118,6 @@ class MboxReader:
         return max(current - base, 0)
 
 
-def iter_messages(
-    stream: BinaryIO, start: int = 0, max_size: int | None = None
-) -> Iterator[MboxMessage]:
-    """Messages from *stream* (see :class:`MboxReader`, which also reports read errors)."""
-    return iter(MboxReader(stream, start, max_size))
-
-
 def _separators(buffer: bytes, start: int, final: bool, line_start: bool = True) -> Iterator[int]:
     """Offsets in *buffer* of separator lines whose whole line has been read."""
     if start == 0 and line_start and buffer.startswith(b"From ") and _SEPARATOR.match(buffer):

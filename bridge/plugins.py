@@ -76,20 +76,6 @@ def discover(group: str = GROUP, only: Sequence[str] | None = None) -> Registry:
     return registry
 
 
-def registry_of(parsers: Sequence[Parser]) -> Registry:
-    """A registry of explicitly chosen parsers (tests, embedding), checked the same way."""
-    registry = Registry()
-    owners: dict[str, str] = {}
-    for parser in parsers:
-        module = type(parser).__module__
-        try:
-            info = PluginInfo(parser.name, module, "-", parser, topics=checked_topics(parser))
-        except PluginRefused as e:
-            info = PluginInfo(getattr(parser, "name", "?"), module, "-", error=f"REFUSED: {e}")
-        registry.plugins.append(_claim(info, owners))
-    return registry
-
-
 def _load(ep: EntryPoint) -> PluginInfo:
     dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
     module = ep.value.split(":")[0]

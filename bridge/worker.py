@@ -129,21 +129,32 @@ class Worker:
         return Outcome(None, failures=[f"damaged spool bytes: {record.damage}"])
 
     def _one_by_one(self, outcomes: list[tuple[Record, Outcome]]) -> bool:
-        """Journal each mail alone; a mail the journal refuses goes to ``failed/``."""
+        """Journal each mail alone; False when the journal became unavailable meanwhile."""
         for record, outcome in outcomes:
             try:
-                self._journal([(record, outcome)])
+                self._journal_alone(record, outcome)
             except TRANSIENT as e:
                 log.warning("journal or spool unavailable, will retry: %s", e)
                 return False
-            except Exception as e:
-                refused = Outcome(
-                    outcome.message_id,
-                    parsers=outcome.parsers,
-                    failures=[f"the journal refused its events: {describe(e)}"],
-                )
-                self._journal([(record, refused)])
         return True
+
+    def _journal_alone(
+        self, record: Record, outcome: Outcome, *, source: str = "smtp", name: str | None = None
+    ) -> Processed:
+        """Journal one mail; if the journal refuses its events, the mail goes to ``failed/``
+        with that reason instead (a journal that is unavailable raises, for a retry)."""
+        try:
+            (processed,) = self._journal([(record, outcome)], source=source, name=name)
+        except TRANSIENT:
+            raise
+        except Exception as e:
+            refused = Outcome(
+                outcome.message_id,
+                parsers=outcome.parsers,
+                failures=[f"the journal refused its events: {describe(e)}"],
+            )
+            (processed,) = self._journal([(record, refused)], source=source, name=name)
+        return processed
 
     def retry(self, paths: Sequence[Path]) -> list[Processed]:
         """Offer mails kept in ``failed/`` again (after a parser fix), one by one.
@@ -156,9 +167,10 @@ class Worker:
         for path in paths:
             raw = path.read_bytes()
             item = Record(0, 0, 0, {"retried": str(path)}, raw)
-            outcome = self.pipeline.process(raw)
-            (processed,) = self._journal([(item, outcome)], source="retry", name=path.stem)
-            if outcome.status != FAILED:
+            processed = self._journal_alone(
+                item, self.pipeline.process(raw), source="retry", name=path.stem
+            )
+            if processed.outcome.status != FAILED:
                 path.unlink(missing_ok=True)
                 path.with_suffix(".reason").unlink(missing_ok=True)
             done.append(processed)

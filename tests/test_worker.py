@@ -84,3 +84,19 @@ def test_the_worker_thread_drains_the_spool_and_stops(spool, tmp_path):
     thread.join(30)
     assert not thread.is_alive()
     assert bugs_in(journal) == list(range(760200, 760300))
+
+
+def test_retry_journals_what_now_works_and_keeps_a_refused_mail_in_failed(spool, tmp_path):
+    for bug in (760401, POISON_BUG):
+        spool.keep("failed", f"mail-{bug}", bug_report(bug), {}, "a parser bug, since fixed")
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
+    refuse_bug(journal, POISON_BUG)
+    worker = worker_for(spool, journal)
+    done = worker.retry(sorted(spool.failed_dir.glob("*.eml")))
+    statuses = {d.record.meta["retried"].rsplit("/", 1)[1]: d.outcome.status for d in done}
+    assert statuses == {"mail-760401.eml": "published", f"mail-{POISON_BUG}.eml": "failed"}
+    assert bugs_in(journal) == [760401]
+    (left,) = spool.failed_dir.glob("*.eml")
+    assert left.stem == f"mail-{POISON_BUG}"
+    assert "the journal refused its events" in left.with_suffix(".reason").read_text()
+    assert journal.cursor(CURSOR) == 0  # a retry never moves the spool position

@@ -113,10 +113,6 @@ class SqliteJournal(Journal):
         except OSError as e:
             raise JournalError(f"cannot open journal {self.path}: {e}") from e
 
-    @classmethod
-    def in_state_dir(cls, state_dir: str | Path, naming: Naming | None = None) -> SqliteJournal:
-        return cls(Path(state_dir) / JOURNAL_FILE, naming)
-
     @property
     def location(self) -> str:
         return str(self.path)
