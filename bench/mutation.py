@@ -37,7 +37,12 @@ TARGETS: dict[str, list[str]] = {
     "parsers/transcript.py": ["tests/test_debbugs.py"],
     "parsers/dak.py": ["tests/test_dak.py"],
     "parsers/changes.py": ["tests/test_dak.py"],
-    "bridge/sdk.py": ["tests/test_sdk.py", "tests/test_debbugs.py", "tests/test_dak.py"],
+    "bridge/sdk.py": [
+        "tests/test_sdk.py",
+        "tests/test_plugins.py",
+        "tests/test_debbugs.py",
+        "tests/test_dak.py",
+    ],
     "bridge/spool.py": [
         "tests/test_spool.py",
         "tests/test_durability.py",

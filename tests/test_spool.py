@@ -182,3 +182,10 @@ def test_a_mail_offered_to_a_closed_spool_is_refused_at_once(tmp_path):
     spool.close()
     refused = spool.submit({}, b"too late")
     assert isinstance(refused.exception(timeout=1), SpoolError)  # the SMTP side answers 451
+
+
+def test_write_now_starts_the_writer_itself(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    assert spool.write_now({}, b"one mail") == "00000001-000000000000"
+    assert [r.raw for r in spool.read_after(spool.start_position())] == [b"one mail"]
+    spool.close()
