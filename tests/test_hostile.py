@@ -340,3 +340,27 @@ def test_a_killed_pipeline_is_restarted_while_smtp_keeps_accepting(state_dir: Pa
     finally:
         assert server.stop() == 0
     assert "the pipeline process died" in server.log_text()
+
+
+def test_a_replay_client_that_never_reads_its_answers_does_not_stall_others(state_dir: Path):
+    server = Server(state_dir).start()
+    context = zmq.Context()
+    greedy = context.socket(zmq.DEALER)  # asks and asks, and never reads
+    greedy.setsockopt(zmq.RCVHWM, 1)
+    greedy.setsockopt(zmq.LINGER, 0)
+    try:
+        server.wait_for_smtp()
+        for bug in range(770001, 770021):
+            assert send(server, bug_report(bug, body_bytes=20_000)) == {}
+        wait_until(lambda: len(bugs_journaled(state_dir)) == 20, 20, "the events")
+        greedy.connect(server.replay)
+        for _ in range(500):
+            greedy.send_multipart([b"", b'{"seq_id_range": [1, 20]}'])
+        started = time.monotonic()
+        (answer,) = ask_replay(server.replay, [b'{"seq_id": 3}'])
+        assert json.loads(answer)["msg"]["bug"] == 770003
+        assert time.monotonic() - started < 10
+    finally:
+        greedy.close()
+        context.term()
+        assert server.stop() == 0

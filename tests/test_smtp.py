@@ -98,8 +98,7 @@ def test_garbage_instead_of_smtp_gets_errors_and_the_server_goes_on(server):
     with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10) as raw:
         raw.recv(1024)
         raw.sendall(b"\x00\xff\xfe GET / HTTP/1.1\r\n\x16\x03\x01 binary junk\r\n")
-        time.sleep(0.3)
-        replies = raw.recv(4096)
+        replies = raw.recv(4096)  # waits (10 s at most) for the first reply
     assert replies.startswith(b"5")
     assert send(server, bug_report(6)) == {}
 
@@ -255,25 +254,43 @@ def test_retry_reoffers_failed_mails(state_dir):
     assert [e.msg["bug"] for e in journal_events(state_dir)] == [11]
 
 
+def greeting(port: int) -> tuple[socket.socket, bytes]:
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return conn, conn.recv(1024)
+
+
 def test_connections_over_the_cap_are_told_to_come_back_later(state_dir, tmp_path):
     server = Server(state_dir, config=config_file(tmp_path, "max_connections = 2")).start()
     server.wait_for_smtp()
-    held = []
-    try:
-        time.sleep(0.5)  # let the listener's own readiness probe disconnect
-        for _ in range(2):
-            conn = socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10)
-            assert conn.recv(1024).startswith(b"220 ")
+    held: list[socket.socket] = []
+
+    def hold_up_to_two() -> bool:
+        # the listener's own readiness probe may still hold a slot for a moment
+        conn, hello = greeting(server.smtp_port)
+        if hello.startswith(b"220 "):
             held.append(conn)
-        with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10) as extra:
-            assert extra.recv(1024).startswith(b"421 ")
+        else:
+            conn.close()
+        return len(held) == 2
+
+    try:
+        wait_until(hold_up_to_two, 10, "two connections")
+        extra, hello = greeting(server.smtp_port)
+        extra.close()
+        assert hello.startswith(b"421 ")
         held.pop().close()
-        time.sleep(0.3)
-        assert send(server, bug_report(12)) == {}
+        wait_until(lambda: _accepted(server, bug_report(12)), 10, "a slot freed by the close")
     finally:
         for conn in held:
             conn.close()
         server.stop()
+
+
+def _accepted(server: Server, raw: bytes) -> bool:
+    try:
+        return send(server, raw) == {}
+    except (smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected):
+        return False  # 421: the freed slot is not free yet
 
 
 def test_a_data_phase_that_takes_too_long_is_cut_off(state_dir, tmp_path):
