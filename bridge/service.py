@@ -72,6 +72,7 @@ class Service:
         self._child: multiprocessing.process.BaseProcess | None = None
         self.pipeline_failed = False
         self._wake_fd = -1
+        self._wake_lock = threading.Lock()
         self._last_report = time.monotonic()
 
     def start(self) -> None:
@@ -135,13 +136,15 @@ class Service:
             self.intake.intake.counters["pipeline_restarts"] += 1
             if stop.wait(pause):
                 return
-            self._wake_writer.close()
-            self._start_pipeline_process()
+            old_writer = self._wake_writer
+            with self._wake_lock:  # never write a wake-up to a closed (and reused) descriptor
+                self._start_pipeline_process()
+                old_writer.close()
             self._wake_pipeline()
 
     def _wake_pipeline(self) -> None:
         # A full pipe means a wake-up is pending already; a closed one, that we are stopping.
-        with contextlib.suppress(OSError):
+        with self._wake_lock, contextlib.suppress(OSError):
             os.write(self._wake_fd, b"\x01")
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
@@ -157,7 +160,8 @@ class Service:
         self.flush_counters()
         # Closing the wake pipe tells the pipeline to drain and exit, even if it is still
         # starting up (a signal could arrive before its handler is installed).
-        self._wake_writer.close()
+        with self._wake_lock:
+            self._wake_writer.close()
         if self._child is not None:
             self._child.join(120)
             if self._child.is_alive():
