@@ -230,12 +230,14 @@ def copy_tree(into: Path) -> Path:
     return into
 
 
-def run_tests(tree: Path, tests: list[str], timeout: float) -> tuple[bool, str]:
+def run_tests(
+    tree: Path, tests: list[str], timeout: float, test_timeout: float
+) -> tuple[bool, str]:
     """(killed, the first failing test) for the tree as it stands."""
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
     # A mutant that hangs is caught by a short per-test timeout, not the suite's two minutes.
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--timeout=30"]
-    cmd += tests
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+    cmd += [f"--timeout={test_timeout:g}", *tests]
     try:
         done = subprocess.run(
             cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout
@@ -260,6 +262,9 @@ def main() -> None:
     parser.add_argument("--planted", action="store_true", help="run the audit's planted bugs")
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant")
+    parser.add_argument(
+        "--test-timeout", type=float, default=30.0, help="seconds per test (a hang is a kill)"
+    )
     args = parser.parse_args()
     if args.planted:
         todo = planted()
@@ -283,7 +288,8 @@ def main() -> None:
             original = path.read_text()
             try:
                 path.write_text(mutant.source)
-                killed, by = run_tests(tree, tests_for(mutant, args.planted), args.timeout)
+                tests = tests_for(mutant, args.planted)
+                killed, by = run_tests(tree, tests, args.timeout, args.test_timeout)
             finally:
                 path.write_text(original)
                 trees.put(tree)
