@@ -56,6 +56,8 @@ TARGETS: dict[str, list[str]] = {
     ],
     "bridge/journal/sqlite.py": [
         "tests/test_journal.py",
+        "tests/test_replay_endpoint.py",
+        "tests/test_sdk.py::test_an_mbox_of_three_sources_gives_events_from_all_three_and_queries_find_them",
         "tests/test_worker.py",
         "tests/test_query.py",
         "tests/test_durability.py::test_the_spool_position_never_moves_without_its_events",
