@@ -263,6 +263,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--planted", action="store_true", help="run the audit's planted bugs")
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
+    parser.add_argument(
+        "--lines", help="only mutants on these lines, e.g. 99,100,110 (to re-check survivors)"
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant")
     parser.add_argument(
         "--test-timeout", type=float, default=30.0, help="seconds per test (a hang is a kill)"
@@ -272,6 +275,9 @@ def main() -> None:
         todo = planted()
     else:
         todo = [m for module in args.modules or list(TARGETS) for m in mutants(module)]
+    if args.lines:
+        wanted = {int(n) for n in args.lines.split(",")}
+        todo = [m for m in todo if m.line in wanted]
     if args.list:
         for m in todo:
             print(f"{m.module}:{m.line} #{m.index} {m.what}")

@@ -189,3 +189,36 @@ def test_write_now_starts_the_writer_itself(tmp_path):
     assert spool.write_now({}, b"one mail") == "00000001-000000000000"
     assert [r.raw for r in spool.read_after(spool.start_position())] == [b"one mail"]
     spool.close()
+
+
+def test_close_commits_every_mail_already_offered_then_releases_the_file(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    spool.start()
+    segment = str(spool.segment_path(1))
+    futures = [spool.submit({"n": n}, b"x" * 5000) for n in range(300)]
+    spool.close()  # at once: the writer still has most of them queued
+    assert all(f.exception(timeout=10) is None for f in futures)
+    assert len(spool.read_after(spool.start_position(), limit=1000)) == 300
+    assert segment not in open_files()  # released
+
+
+def open_files() -> set[str]:
+    found = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            found.add(os.readlink(fd))
+        except OSError:
+            continue  # the descriptor that listed the folder is gone already
+    return found
+
+
+def test_a_commit_window_lets_concurrent_mails_share_one_sync(tmp_path, monkeypatch):
+    syncs: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (syncs.append(fd), real(fd)))
+    spool = Spool(tmp_path / "spool", commit_window=0.3)
+    spool.start()
+    futures = [spool.submit({"n": n}, b"mail") for n in range(20)]
+    assert all(f.result(timeout=10) for f in futures)
+    spool.close()
+    assert len(syncs) <= 2  # one batch (two if the first mail was taken before the rest)
