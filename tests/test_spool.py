@@ -191,12 +191,16 @@ def test_write_now_starts_the_writer_itself(tmp_path):
     spool.close()
 
 
-def test_close_commits_every_mail_already_offered_then_releases_the_file(tmp_path):
+def test_close_commits_every_mail_already_offered_then_releases_the_file(tmp_path, monkeypatch):
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (time.sleep(0.2), real(fd)))  # a slow disk
     spool = Spool(tmp_path / "spool")
     spool.start()
     segment = str(spool.segment_path(1))
-    futures = [spool.submit({"n": n}, b"x" * 5000) for n in range(300)]
-    spool.close()  # at once: the writer still has most of them queued
+    futures = [spool.submit({"n": n}, b"x" * 5000) for n in range(5)]
+    time.sleep(0.05)  # the writer is now inside its first, slow sync
+    futures += [spool.submit({"n": n}, b"x" * 5000) for n in range(5, 300)]
+    spool.close()  # must wait for the writer to commit all of them
     assert all(f.exception(timeout=10) is None for f in futures)
     assert len(spool.read_after(spool.start_position(), limit=1000)) == 300
     assert segment not in open_files()  # released
@@ -216,9 +220,12 @@ def test_a_commit_window_lets_concurrent_mails_share_one_sync(tmp_path, monkeypa
     syncs: list[int] = []
     real = os.fdatasync
     monkeypatch.setattr(os, "fdatasync", lambda fd: (syncs.append(fd), real(fd)))
-    spool = Spool(tmp_path / "spool", commit_window=0.3)
+    spool = Spool(tmp_path / "spool", commit_window=0.5)
     spool.start()
-    futures = [spool.submit({"n": n}, b"mail") for n in range(20)]
+    futures = []
+    for n in range(20):  # twenty sessions, 10 ms apart: all inside one window
+        futures.append(spool.submit({"n": n}, b"mail"))
+        time.sleep(0.01)
     assert all(f.result(timeout=10) for f in futures)
     spool.close()
-    assert len(syncs) <= 2  # one batch (two if the first mail was taken before the rest)
+    assert len(syncs) <= 2  # without the window, each would have had its own sync
