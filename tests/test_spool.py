@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -229,3 +230,125 @@ def test_a_commit_window_lets_concurrent_mails_share_one_sync(tmp_path, monkeypa
     assert all(f.result(timeout=10) for f in futures)
     spool.close()
     assert len(syncs) <= 2  # without the window, each would have had its own sync
+
+
+def test_depth_counts_the_records_after_a_position(tmp_path):
+    spool = Spool(tmp_path / "spool", segment_bytes=300)
+    start = spool.start_position()  # taken before any mail: it must still see the first one
+    assert spool.depth(start) == 0
+    spool.start()
+    for n in range(5):
+        spool.write_now({"n": n}, b"y" * 120)
+    records = spool.read_after(start, limit=10)
+    assert [r.meta["n"] for r in records] == [0, 1, 2, 3, 4]
+    assert spool.depth(start) == 5
+    assert spool.depth(records[1].next_position) == 3
+    assert spool.depth(records[-1].next_position) == 0
+    spool.close()
+
+
+def test_spool_ids_stay_exact_across_segments(tmp_path):
+    spool = Spool(tmp_path / "spool", segment_bytes=300)
+    spool.start()
+    ids = [spool.write_now({"n": n}, b"y" * 120) for n in range(5)]
+    records = spool.read_after(spool.start_position(), limit=10)
+    assert [r.spool_id for r in records] == ids
+    assert len({r.segment for r in records}) > 1
+    assert all(r.spool_id.endswith("-000000000000") for r in records if r.offset == 0)
+    spool.close()
+
+
+def test_listeners_hear_of_every_commit(tmp_path):
+    heard: list[int] = []
+    spool = Spool(tmp_path / "spool")
+    spool.listeners.append(lambda: heard.append(spool.committed_position))
+    spool.start()
+    spool.write_now({}, b"one")
+    spool.write_now({}, b"two")
+    spool.close()
+    assert len(heard) == 2 and heard[0] < heard[1]
+
+
+def test_the_writers_own_reads_never_see_a_record_before_its_sync(tmp_path, monkeypatch):
+    released = threading.Event()
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (released.wait(10), real(fd)))
+    spool = Spool(tmp_path / "spool")
+    spool.start()
+    future = spool.submit({}, b"not yet durable")
+    deadline = time.monotonic() + 5
+    while spool.segment_path(1).stat().st_size == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert spool.read_after(spool.start_position()) == []  # written, not yet synced
+    released.set()
+    future.result(timeout=10)
+    assert [r.raw for r in spool.read_after(spool.start_position())] == [b"not yet durable"]
+    spool.close()
+
+
+def test_a_new_segment_and_a_cut_tail_are_made_durable_in_their_directory(tmp_path, monkeypatch):
+    synced: list[str] = []
+    real = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))
+    )
+    spool = Spool(tmp_path / "spool", segment_bytes=100)
+    spool.start()
+    synced.clear()
+    spool.write_now({}, b"y" * 150)
+    spool.write_now({}, b"y" * 150)  # rolls to segment 2 first
+    assert str(spool.segments_dir) in synced  # the new file's directory entry is durable
+    spool.close()
+    with open(spool.segment_path(2), "ab") as fh:
+        fh.write(b"BRS1 torn")
+    synced.clear()
+    again = Spool(tmp_path / "spool", segment_bytes=100)
+    again.start()  # cuts the torn tail, and makes the cut durable
+    assert str(again.segment_path(2)) in synced and str(again.segments_dir) in synced
+    again.close()
+
+
+def test_a_saved_position_in_a_missing_middle_segment_resumes_at_the_next_one(tmp_path, caplog):
+    spool = Spool(tmp_path / "spool", segment_bytes=100)
+    spool.start()
+    for n in range(4):
+        spool.write_now({"n": n}, b"y" * 150)  # one record per segment: 1..4
+    spool.close()
+    assert spool.segment_numbers() == [1, 2, 3, 4]
+    assert spool.checked_position(0) == pack(1, 0) and not caplog.records  # nothing to say
+    spool.segment_path(2).unlink()
+    assert spool.checked_position(pack(2, 50)) == pack(3, 0)
+    assert "it was wiped or replaced" in caplog.text
+
+
+def test_a_write_that_fails_halfway_is_cut_back_so_later_mail_reads_cleanly(tmp_path, monkeypatch):
+    import bridge.spool as spool_module
+
+    real_write = spool_module._write_all
+    failures = iter([True])
+
+    def half_then_full_disk(fd: int, data: bytes) -> None:
+        if next(failures, False):
+            real_write(fd, data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+        real_write(fd, data)
+
+    monkeypatch.setattr(spool_module, "_write_all", half_then_full_disk)
+    spool = Spool(tmp_path / "spool")
+    spool.start()
+    refused = spool.submit({}, b"refused mail" * 50)
+    assert isinstance(refused.exception(timeout=10), SpoolError)
+    spool.write_now({}, b"the next mail")
+    found = spool.read_after(spool.start_position())
+    assert [(r.raw, r.damage) for r in found] == [(b"the next mail", None)]
+    spool.close()
+
+
+def test_rolling_to_a_new_segment_releases_the_old_one(tmp_path):
+    spool = Spool(tmp_path / "spool", segment_bytes=100)
+    spool.start()
+    spool.write_now({}, b"y" * 150)
+    spool.write_now({}, b"y" * 150)  # rolls: segment 1 is done with
+    assert str(spool.segment_path(1)) not in open_files()
+    assert str(spool.segment_path(2)) in open_files()
+    spool.close()
