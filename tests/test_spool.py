@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from bridge.errors import SpoolError
-from bridge.spool import Spool, encode, pack
+from bridge.segment import records, valid_length
+from bridge.spool import Spool, encode, pack, unpack
 
 
 def test_records_come_back_in_order_with_their_envelope(tmp_path: Path):
@@ -352,3 +353,45 @@ def test_rolling_to_a_new_segment_releases_the_old_one(tmp_path):
     assert str(spool.segment_path(1)) not in open_files()
     assert str(spool.segment_path(2)) in open_files()
     spool.close()
+
+
+def test_positions_pack_and_unpack_any_offset():
+    for segment, offset in [(1, 0), (1, 7), (3, 2**40 - 1), (12345, 1)]:
+        assert unpack(pack(segment, offset)) == (segment, offset)
+
+
+def write_segment(path: Path, *chunks: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(chunks))
+
+
+def test_the_valid_length_ends_after_the_last_whole_record(tmp_path):
+    a, b = encode({"n": 1}, b"first"), encode({"n": 2}, b"second")
+    path = tmp_path / "00000001.log"
+    write_segment(path, a, b)
+    assert valid_length(path) == len(a) + len(b)
+    write_segment(path, a, b, b[:-3])
+    assert valid_length(path) == len(a) + len(b)  # the torn tail is not counted
+    write_segment(path)
+    assert valid_length(path) == 0
+
+
+def test_one_stray_byte_between_records_is_the_only_damage(tmp_path):
+    a, b, c = (encode({"n": n}, f"mail {n}".encode()) for n in range(3))
+    path = tmp_path / "00000001.log"
+    write_segment(path, a, b"\x00", b, c)
+    found = list(records(path, 1, 0, newest=True))
+    assert [r.meta.get("n") for r in found] == [0, None, 1, 2]
+    assert found[1].raw == b"\x00" and "no whole record" in found[1].damage
+
+
+def test_a_magic_inside_damaged_mail_is_not_taken_for_the_next_record(tmp_path):
+    damaged = bytearray(encode({"n": 0}, b"quoting a spool: BRS1 and more BRS1 text"))
+    damaged[-3] ^= 0xFF  # the checksum no longer matches
+    b, c = encode({"n": 1}, b"after"), encode({"n": 2}, b"last")
+    path = tmp_path / "00000001.log"
+    write_segment(path, bytes(damaged), b, c)
+    found = list(records(path, 1, 0, newest=True))
+    assert [r.meta.get("n") for r in found] == [None, 1, 2]
+    assert found[0].raw == bytes(damaged)
+    assert "a record whose checksum fails" in found[0].damage
