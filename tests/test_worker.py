@@ -98,5 +98,39 @@ def test_retry_journals_what_now_works_and_keeps_a_refused_mail_in_failed(spool,
     assert bugs_in(journal) == [760401]
     (left,) = spool.failed_dir.glob("*.eml")
     assert left.stem == f"mail-{POISON_BUG}"
+    assert sorted(p.name for p in spool.failed_dir.iterdir()) == [left.name, f"{left.stem}.reason"]
     assert "the journal refused its events" in left.with_suffix(".reason").read_text()
     assert journal.cursor(CURSOR) == 0  # a retry never moves the spool position
+
+
+def test_one_info_line_per_mail_with_its_message_id_and_exact_counters(spool, tmp_path, caplog):
+    spool.write_now({}, bug_report(760501))
+    spool.write_now({}, b"Message-ID: <plain@example.org>\nSubject: hi\n\nnot for us\n")
+    spool.write_now({}, b"no headers at all\n")
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
+    worker = worker_for(spool, journal)
+    with caplog.at_level("INFO", logger="bridge.worker"):
+        assert worker.step() is True
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("mail ")]
+    assert len(lines) == 3
+    assert lines[0].startswith("mail <report-760501@example.org> spool=00000001-000000000000")
+    assert "parser=debbugs topics=debbugs.bug.report outcome=published new=1" in lines[0]
+    assert "reason=" not in lines[0]
+    assert lines[1].startswith("mail <plain@example.org> spool=")
+    assert "parser=- topics=- outcome=ignored new=0 duplicates=0 reason='no parser" in lines[1]
+    assert lines[2].startswith("mail <no Message-ID> spool=")
+    assert journal.counters() == {"events": 1, "ignored": 2, "processed": 3}
+
+
+def test_a_damaged_record_is_counted_once(spool, tmp_path):
+    for bug in (760601, 760602, 760603):
+        spool.write_now({}, bug_report(bug))
+    middle = spool.read_after(spool.start_position())[1]
+    with open(spool.segment_path(1), "r+b") as fh:
+        fh.seek(middle.offset + 60)
+        fh.write(b"\xff" * 8)
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
+    assert worker_for(spool, journal).step() is True
+    assert bugs_in(journal) == [760601, 760603]
+    counters = journal.counters()
+    assert (counters["spool_damaged"], counters["failed"], counters["processed"]) == (1, 1, 3)
