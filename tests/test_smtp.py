@@ -12,6 +12,7 @@ import time
 import pytest
 
 from bridge.journal import JOURNAL_FILE, SqliteJournal
+from bridge.smtp import Peers
 from tests.helpers import (
     FIXTURES,
     RCPT,
@@ -57,6 +58,12 @@ def test_other_recipients_are_refused_the_bridge_never_relays(server):
         send(server, bug_report(1), rcpt="postmaster@example.org")
     code, text = info.value.recipients["postmaster@example.org"]
     assert code == 550 and b"relaying denied" in text
+    wait_until(lambda: counters(server).get("rejected") == 1, 20, "the refusal counted once")
+
+
+def counters(server: Server) -> dict[str, int]:
+    status = bridge("--state-dir", str(server.state_dir), "status", "--json")
+    return json.loads(status.stdout)["counters"]
 
 
 def test_too_many_recipients_are_refused_with_452(server):
@@ -149,7 +156,8 @@ def test_a_nearly_full_disk_gives_452_and_nothing_is_lost(state_dir, tmp_path):
         with pytest.raises(smtplib.SMTPDataError) as info:
             send(server, bug_report(8))
         assert info.value.smtp_code == 452
-        assert send.__name__ and server.proc.poll() is None
+        assert server.proc.poll() is None
+        wait_until(lambda: counters(server).get("tempfail") == 1, 20, "one tempfail counted")
     finally:
         server.stop()
     assert journal_events(state_dir) == []
@@ -351,9 +359,10 @@ def test_peers_outside_allowed_peers_get_554_at_connect_and_are_counted(state_di
             ("127.0.0.1", server.smtp_port), timeout=10, source_address=("127.0.0.2", 0)
         )
         with stranger:
-            assert (
-                stranger.recv(1024) == b"554 5.7.1 127.0.0.2 may not send mail to this bridge\r\n"
-            )
+            greeting = stranger.recv(1024)
+            after = stranger.recv(1024)
+        assert greeting == b"554 5.7.1 127.0.0.2 may not send mail to this bridge\r\n"
+        assert after == b""  # and the connection is closed
         assert send(server, bug_report(791001)) == {}  # from 127.0.0.1: welcome
 
         def refused() -> int:
@@ -371,3 +380,10 @@ def test_a_malformed_allowed_peers_entry_is_a_config_error_in_one_line(tmp_path)
     assert result.returncode == 2
     (line,) = result.stderr.decode().splitlines()
     assert "smtp.allowed_peers" in line and "10.0.0.0/33" in line
+
+
+def test_allowed_peers_match_addresses_and_refuse_what_is_no_address():
+    peers = Peers(["127.0.0.1/8", "2001:db8::/32"])  # host bits in a network are tolerated
+    assert "127.0.0.9" in peers and "::ffff:127.0.0.9" in peers and "2001:db8::1" in peers
+    assert "10.0.0.1" not in peers and "::1" not in peers
+    assert "" not in peers and "not-an-address" not in peers  # a unix socket, say
