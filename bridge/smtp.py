@@ -87,13 +87,6 @@ class IntakeHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.in_data += 1
-        try:
-            return await self._store(session, envelope)
-        finally:
-            self.in_data -= 1
-
-    async def _store(self, session: Session, envelope: Envelope) -> str:
         if not self._enough_space():
             self.counters["tempfail"] += 1
             log.error(
@@ -192,9 +185,12 @@ class BridgeSMTP(SMTP):
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
         watchdog = self.loop.call_later(self.data_timeout, self._data_too_slow)
+        # A stop waits for transactions in DATA (drain_and_stop), from the first line on.
+        self.bridge_handler.in_data += 1
         try:
             await super().smtp_DATA(arg)
         finally:
+            self.bridge_handler.in_data -= 1
             watchdog.cancel()
             if self.transport is not None:
                 self._reset_timeout()

@@ -288,6 +288,7 @@ def test_connections_over_the_cap_are_told_to_come_back_later(state_dir, tmp_pat
         assert hello.startswith(b"421 ")
         held.pop().close()
         wait_until(lambda: _accepted(server, bug_report(12)), 10, "a slot freed by the close")
+        wait_until(lambda: counters(server).get("refused_connections") == 1, 20, "one refusal")
     finally:
         for conn in held:
             conn.close()
@@ -387,3 +388,44 @@ def test_allowed_peers_match_addresses_and_refuse_what_is_no_address():
     assert "127.0.0.9" in peers and "::ffff:127.0.0.9" in peers and "2001:db8::1" in peers
     assert "10.0.0.1" not in peers and "::1" not in peers
     assert "" not in peers and "not-an-address" not in peers  # a unix socket, say
+
+
+def test_after_a_quick_data_the_session_is_idle_timed_not_data_timed(state_dir, tmp_path):
+    config = config_file(tmp_path, "command_timeout = 1.5\ndata_timeout = 1.0")
+    server = Server(state_dir, config=config).start()
+    try:
+        server.wait_for_smtp()
+        with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10) as raw:
+            reader = start_data(raw)
+            raw.sendall(bug_report(792001) + b"\r\n.\r\n")
+            assert reader.readline().startswith(b"250 ")
+            time.sleep(1.2)  # past data_timeout: that deadline ended with the DATA phase
+            raw.sendall(b"NOOP\r\n")
+            assert reader.readline().startswith(b"250 ")
+            started = time.monotonic()
+            closing = reader.readline()  # now idle: the idle timer, re-armed, ends the session
+            assert closing.startswith(b"421 4.4.2 Idle for too long")
+            assert 1.0 < time.monotonic() - started < 6
+        wait_until(lambda: counters(server).get("idle_timeouts") == 1, 20, "one idle timeout")
+        assert "data_timeouts" not in counters(server)
+    finally:
+        server.stop()
+
+
+def test_sigterm_lets_the_transaction_in_flight_finish_and_takes_no_new_one(state_dir):
+    server = Server(state_dir).start()
+    try:
+        server.wait_for_smtp()
+        with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10) as raw:
+            reader = start_data(raw)
+            raw.sendall(bug_report(792101)[:200])  # half a mail
+            server.proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: "stopping" in server.log_text(), 10, "the stop to begin")
+            with pytest.raises(OSError):  # the listener is closed: no new sessions
+                socket.create_connection(("127.0.0.1", server.smtp_port), timeout=2).recv(1)
+            raw.sendall(bug_report(792101)[200:] + b"\r\n.\r\n")
+            assert reader.readline().startswith(b"250 ")  # the mail in flight is accepted
+        assert server.proc.wait(30) == 0
+    finally:
+        server.stop()
+    assert [e.msg["bug"] for e in journal_events(state_dir)] == [792101]
