@@ -395,3 +395,38 @@ def test_a_magic_inside_damaged_mail_is_not_taken_for_the_next_record(tmp_path):
     assert [r.meta.get("n") for r in found] == [None, 1, 2]
     assert found[0].raw == bytes(damaged)
     assert "a record whose checksum fails" in found[0].damage
+
+
+def test_a_kept_mail_is_synced_before_it_counts_and_leaves_no_descriptor(tmp_path, monkeypatch):
+    synced: list[str] = []
+    real = os.fsync
+
+    def recording(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    spool = Spool(tmp_path / "spool")
+    kept = spool.keep("failed", "m1", b"a mail", {}, "why")
+    assert any(path.startswith(str(kept.with_name(kept.name + ".tmp"))) for path in synced)
+    assert kept.read_bytes() == b"a mail" and not kept.with_name(kept.name + ".tmp").exists()
+    assert not {p for p in open_files() if p.startswith(str(spool.root))}
+
+
+def test_expiry_removes_only_old_ignored_mail_and_counts_segments_exactly(tmp_path):
+    spool = Spool(tmp_path / "spool", segment_bytes=100)
+    spool.start()
+    for n in range(4):
+        spool.write_now({"n": n}, b"y" * 150)  # segments 1..4, one record each
+    old_mail = spool.keep("ignored", "old", b"old", {}, "nobody wanted it")
+    young_mail = spool.keep("ignored", "young", b"young", {}, "nobody wanted it")
+    now = time.time()
+    for path in (*spool.segments_dir.iterdir(), old_mail, old_mail.with_suffix(".reason")):
+        os.utime(path, (now - 7200, now - 7200))
+    processed = spool.read_after(spool.start_position())[2].next_position  # in segment 3
+    assert spool.expire(processed, retention_seconds=3600, now=now) == 2  # segments 1 and 2
+    assert spool.segment_numbers() == [3, 4]
+    assert not old_mail.exists() and not old_mail.with_suffix(".reason").exists()
+    assert young_mail.exists() and young_mail.with_suffix(".reason").exists()
+    assert str(spool.segments_dir) not in open_files()  # directory syncs close what they open
+    spool.close()
