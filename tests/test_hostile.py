@@ -299,10 +299,16 @@ def test_one_peer_holding_connections_does_not_lock_out_another(state_dir, tmp_p
         assert other.sendmail("a@example.org", [RCPT], bug_report(740001)) == {}
         other.quit()
         wait_until(lambda: bugs_journaled(state_dir) == [740001], 20, "the other peer's mail")
+        wait_until(lambda: refused_connections(server) == 1, 20, "the refusal counted once")
     finally:
         for client in held:
             client.close()
         server.stop()
+
+
+def refused_connections(server: Server) -> int:
+    status = bridge("--state-dir", str(server.state_dir), "status", "--json")
+    return json.loads(status.stdout)["counters"].get("refused_connections", 0)
 
 
 def pipeline_child(server: Server) -> int:
