@@ -280,6 +280,7 @@ def test_data_has_its_own_deadline_longer_than_the_idle_timeout(state_dir, tmp_p
             took = time.monotonic() - started
         assert reply.startswith(b"421 4.4.2 DATA took too long"), reply
         assert 3.5 < took < 8, took  # not cut by the 1 s idle timer, cut at the 4 s deadline
+        wait_until(lambda: counter(server, "data_timeouts") == 1, 20, "one DATA timeout counted")
     finally:
         server.stop()
 
@@ -299,16 +300,16 @@ def test_one_peer_holding_connections_does_not_lock_out_another(state_dir, tmp_p
         assert other.sendmail("a@example.org", [RCPT], bug_report(740001)) == {}
         other.quit()
         wait_until(lambda: bugs_journaled(state_dir) == [740001], 20, "the other peer's mail")
-        wait_until(lambda: refused_connections(server) == 1, 20, "the refusal counted once")
+        wait_until(lambda: counter(server, "refused_connections") == 1, 20, "one refusal")
     finally:
         for client in held:
             client.close()
         server.stop()
 
 
-def refused_connections(server: Server) -> int:
+def counter(server: Server, name: str) -> int:
     status = bridge("--state-dir", str(server.state_dir), "status", "--json")
-    return json.loads(status.stdout)["counters"].get("refused_connections", 0)
+    return json.loads(status.stdout)["counters"].get(name, 0)
 
 
 def pipeline_child(server: Server) -> int:
