@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import smtplib
@@ -153,6 +154,28 @@ def sql(journal_file: Path, statement: str, params: tuple = ()) -> list[tuple]:
         return db.execute(statement, params).fetchall()
     finally:
         db.close()
+
+
+def counters(server: Server) -> dict[str, int]:
+    """The running server's counters, as ``bridge status`` reports them."""
+    status = bridge("--state-dir", str(server.state_dir), "status", "--json")
+    return json.loads(status.stdout)["counters"]
+
+
+def start_data(raw: socket.socket):
+    """Speak SMTP by hand up to the DATA prompt; return the reader for the replies."""
+    reader = raw.makefile("rb")
+    assert reader.readline().startswith(b"220 ")
+    for command in (
+        b"HELO raw.example.org",
+        b"MAIL FROM:<l@example.org>",
+        f"RCPT TO:<{RCPT}>".encode(),
+        b"DATA",
+    ):
+        raw.sendall(command + b"\r\n")
+        reply = reader.readline()
+        assert reply[:1] in (b"2", b"3"), reply
+    return reader
 
 
 def journal_events(state_dir: Path) -> list[Envelope]:

@@ -22,8 +22,10 @@ from tests.helpers import (
     Server,
     bridge,
     config_file,
+    counters,
     journal_events,
     send,
+    start_data,
     wait_until,
 )
 from tests.mails import bug_report
@@ -247,18 +249,6 @@ def test_a_damaged_journal_is_refused_in_one_line_and_fsck_salvages_it(state_dir
     assert list(state_dir.glob("journal.sqlite3.damaged-*"))
 
 
-def start_data(sock: socket.socket) -> None:
-    commands = [b"EHLO test", b"MAIL FROM:<a@example.org>", f"RCPT TO:<{RCPT}>".encode(), b"DATA"]
-    for line in (c + b"\r\n" for c in commands):
-        sock.sendall(line)
-        time.sleep(0.05)
-    deadline = time.monotonic() + 10
-    seen = b""
-    while b"354" not in seen and time.monotonic() < deadline:
-        seen += sock.recv(4096)
-    assert b"354" in seen, seen
-
-
 def test_data_has_its_own_deadline_longer_than_the_idle_timeout(state_dir, tmp_path):
     config = config_file(tmp_path, "command_timeout = 1.0\ndata_timeout = 4.0")
     server = Server(state_dir, config=config).start()
@@ -280,7 +270,9 @@ def test_data_has_its_own_deadline_longer_than_the_idle_timeout(state_dir, tmp_p
             took = time.monotonic() - started
         assert reply.startswith(b"421 4.4.2 DATA took too long"), reply
         assert 3.5 < took < 8, took  # not cut by the 1 s idle timer, cut at the 4 s deadline
-        wait_until(lambda: counter(server, "data_timeouts") == 1, 20, "one DATA timeout counted")
+        wait_until(
+            lambda: counters(server).get("data_timeouts") == 1, 20, "one DATA timeout counted"
+        )
     finally:
         server.stop()
 
@@ -300,16 +292,11 @@ def test_one_peer_holding_connections_does_not_lock_out_another(state_dir, tmp_p
         assert other.sendmail("a@example.org", [RCPT], bug_report(740001)) == {}
         other.quit()
         wait_until(lambda: bugs_journaled(state_dir) == [740001], 20, "the other peer's mail")
-        wait_until(lambda: counter(server, "refused_connections") == 1, 20, "one refusal")
+        wait_until(lambda: counters(server).get("refused_connections") == 1, 20, "one refusal")
     finally:
         for client in held:
             client.close()
         server.stop()
-
-
-def counter(server: Server, name: str) -> int:
-    status = bridge("--state-dir", str(server.state_dir), "status", "--json")
-    return json.loads(status.stdout)["counters"].get(name, 0)
 
 
 def pipeline_child(server: Server) -> int:

@@ -20,8 +20,10 @@ from tests.helpers import (
     Subscriber,
     bridge,
     config_file,
+    counters,
     journal_events,
     send,
+    start_data,
     wait_until,
 )
 from tests.mails import bug_report
@@ -59,11 +61,6 @@ def test_other_recipients_are_refused_the_bridge_never_relays(server):
     code, text = info.value.recipients["postmaster@example.org"]
     assert code == 550 and b"relaying denied" in text
     wait_until(lambda: counters(server).get("rejected") == 1, 20, "the refusal counted once")
-
-
-def counters(server: Server) -> dict[str, int]:
-    status = bridge("--state-dir", str(server.state_dir), "status", "--json")
-    return json.loads(status.stdout)["counters"]
 
 
 def test_too_many_recipients_are_refused_with_452(server):
@@ -215,22 +212,6 @@ def test_sigterm_drains_the_worker_and_exits_cleanly(state_dir):
     report = json.loads(status.stdout)
     assert report["spool_pending"] == 0 and report["last_seq_id"] == 20
     assert report["counters"]["accepted"] == 20 and report["counters"]["events"] == 20
-
-
-def start_data(raw: socket.socket):
-    """Speak SMTP by hand up to the DATA prompt; return the reader for the replies."""
-    reader = raw.makefile("rb")
-    assert reader.readline().startswith(b"220 ")
-    for command in (
-        b"HELO raw.example.org",
-        b"MAIL FROM:<l@example.org>",
-        b"RCPT TO:<bridge@localhost>",
-        b"DATA",
-    ):
-        raw.sendall(command + b"\r\n")
-        reply = reader.readline()
-        assert reply[:1] in (b"2", b"3"), reply
-    return reader
 
 
 def test_bare_lf_inside_a_crlf_stream_is_kept_and_parsed(server, state_dir):
