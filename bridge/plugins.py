@@ -116,6 +116,8 @@ def checked_topics(parser: Any) -> tuple[str, ...]:
             f"built for parser API version {parser.api_version!r}; this bridge speaks version"
             f" {API_VERSION}"
         )
+    if isinstance(parser.topics, str):
+        raise PluginRefused(f"topics must be a tuple of topics, not the string {parser.topics!r}")
     topics = tuple(parser.topics)
     if not topics or not all(isinstance(t, str) and t for t in topics):
         raise PluginRefused("declares no topics (topics = a tuple of the event topics it emits)")

@@ -109,3 +109,22 @@ def test_cap_cuts_at_the_limit_and_not_before():
     from bridge.sdk import cap
 
     assert (cap("abc", 2), cap("ab", 2), cap("", 2)) == ("ab", "ab", "")
+
+
+def test_a_plugin_must_declare_its_topics_as_a_tuple():
+    import pytest
+
+    from bridge.plugins import PluginRefused, checked_topics
+    from parsers.debbugs import DebbugsParser
+
+    class OneString(DebbugsParser):
+        topics = "debbugs.bug.report"
+
+    class NoTopics(DebbugsParser):
+        topics = ()
+
+    assert checked_topics(DebbugsParser())[0] == "debbugs.bug.report"
+    with pytest.raises(PluginRefused, match="not the string 'debbugs.bug.report'"):
+        checked_topics(OneString())
+    with pytest.raises(PluginRefused, match="declares no topics"):
+        checked_topics(NoTopics())
