@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.journal.salvage import check_file, salvage
-from bridge.segment import records, valid_length
+from bridge.segment import records
 from bridge.spool import Spool
 
 
@@ -36,10 +36,12 @@ def check_spool(spool: Spool, report: Report) -> None:
     for number in numbers:
         path = spool.segment_path(number)
         newest = number == numbers[-1]
+        end = 0  # where the last record, whole or damaged, ends
         for record in records(path, number, 0, newest=newest):
+            end = record.end
             if record.damage:
                 report.problems.append(f"spool {path.name}: {record.damage}")
-        tail = path.stat().st_size - valid_length(path, newest=newest)
+        tail = path.stat().st_size - end
         if newest and tail > 0:
             report.problems.append(
                 f"spool {path.name}: a torn tail of {tail} bytes (a crash mid-write, never"

@@ -362,3 +362,27 @@ def test_a_replay_client_that_never_reads_its_answers_does_not_stall_others(stat
         greedy.close()
         context.term()
         assert server.stop() == 0
+
+
+def test_fsck_reports_damage_and_a_torn_tail_in_the_spool(state_dir: Path):
+    spool = Spool(state_dir / "spool", segment_bytes=100)
+    spool.start()
+    for n in range(3):
+        spool.write_now({"n": n}, b"y" * 150)  # one record per segment
+    spool.close()
+    first = spool.segment_path(1)
+    record_length = first.stat().st_size
+    with open(first, "r+b") as fh:  # the end of an older segment: damage, not a torn tail
+        fh.seek(-5, 2)
+        fh.write(b"zzzzz")
+    torn = encode({}, b"never acknowledged")[:-2]
+    with open(spool.segment_path(3), "ab") as fh:
+        fh.write(torn)
+    checked = bridge("--state-dir", str(state_dir), "fsck")
+    assert checked.returncode == 1
+    assert checked.stdout.decode().splitlines() == [
+        f"PROBLEM spool 00000001.log: {record_length} damaged bytes at offset 0 (a record whose"
+        " checksum fails); it ends an older segment, which cannot be torn by a crash",
+        f"PROBLEM spool 00000003.log: a torn tail of {len(torn)} bytes (a crash mid-write,"
+        " never acknowledged; cut at the next start)",
+    ]
