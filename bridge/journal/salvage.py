@@ -14,7 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.journal.sqlite import _COLUMNS, SqliteJournal, sqlite_check
+from bridge.journal.sqlite import (
+    _COLUMNS,
+    INSERT_EVENT,
+    SqliteJournal,
+    journal_files,
+    sqlite_check,
+)
 
 CHUNK = 1000
 _TABLES = ("cursors", "counters", "replay_progress")
@@ -61,7 +67,7 @@ def salvage(path: Path) -> Salvage:
     """Replace the journal at *path* by a copy of every row that can still be read."""
     done = Salvage()
     salvaged = path.with_name(path.name + ".salvaged")
-    for leftover in _family(salvaged):
+    for leftover in journal_files(salvaged):
         leftover.unlink(missing_ok=True)
     source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     target = SqliteJournal(salvaged)
@@ -74,16 +80,11 @@ def salvage(path: Path) -> Salvage:
         source.close()
         target.close()
     kept = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
-    for old in _family(path):
+    for old in journal_files(path):
         os.replace(old, kept.with_name(kept.name + old.name[len(path.name) :]))
     os.replace(salvaged, path)
     done.kept_as = kept.name
     return done
-
-
-def _family(path: Path) -> list[Path]:
-    candidates = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
-    return [p for p in candidates if p.exists()]
 
 
 def _copy_events(source: sqlite3.Connection, target: sqlite3.Connection, done: Salvage) -> set[int]:
@@ -98,7 +99,7 @@ def _copy_events(source: sqlite3.Connection, target: sqlite3.Connection, done: S
         done.lost += [seq_id for seq_id, row in rows if row is None]
         found = [row for _, row in rows if row is not None]
         target.execute("BEGIN IMMEDIATE")
-        target.executemany(f"INSERT INTO events ({_COLUMNS}) VALUES ({','.join('?' * 11)})", found)
+        target.executemany(INSERT_EVENT, found)
         target.execute("COMMIT")
         done.copied += len(found)
         copied.update(int(row[0]) for row in found)  # type: ignore[call-overload]

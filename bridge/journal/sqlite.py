@@ -37,6 +37,8 @@ _COLUMNS = (
     "seq_id, msg_id, topic, event_topic, timestamp, event_time, dedup_key, source, agent,"
     " live, envelope"
 )
+_MARKS = ", ".join("?" for _ in _COLUMNS.split(","))
+INSERT_EVENT = f"INSERT INTO events ({_COLUMNS}) VALUES ({_MARKS})"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -118,8 +120,7 @@ class SqliteJournal(Journal):
         return str(self.path)
 
     def storage_bytes(self) -> int | None:
-        files = [self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))]
-        return sum(p.stat().st_size for p in files if p.exists())
+        return sum(p.stat().st_size for p in journal_files(self.path))
 
     def close(self) -> None:
         self._db.close()
@@ -164,7 +165,7 @@ class SqliteJournal(Journal):
             index=event.index,
         )
         self._db.execute(
-            f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            INSERT_EVENT,
             (
                 seq_id,
                 envelope.msg_id,
@@ -368,6 +369,13 @@ def _epoch(occurred_at: str | None, journaled: int) -> int:
             moment = moment.replace(tzinfo=UTC)
         return int(moment.timestamp())
     return journaled
+
+
+def journal_files(path: Path) -> list[Path]:
+    """The files that make up the journal at *path*: the database, its WAL and shared memory,
+    those that exist."""
+    candidates = [path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))]
+    return [p for p in candidates if p.exists()]
 
 
 def sqlite_check(db: sqlite3.Connection, *, thorough: bool = False) -> list[str]:
