@@ -10,6 +10,7 @@ import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -123,18 +124,19 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
     config = _build(Config, data, where="")
-    _check_networks("smtp.allowed_peers", config.smtp.allowed_peers)
+    networks("smtp.allowed_peers", config.smtp.allowed_peers)  # checked when read
     return config
 
 
-def _check_networks(key: str, values: list[str]) -> None:
-    import ipaddress
-
+def networks(key: str, values: list[str]) -> list[IPv4Network | IPv6Network]:
+    """The networks a config key lists (host bits tolerated), or ConfigError naming the key."""
+    found = []
     for value in values:
         try:
-            ipaddress.ip_network(value, strict=False)
+            found.append(ip_network(value, strict=False))
         except ValueError as e:
             raise ConfigError(f"config key {key!r}: {value!r} is not a network ({e})") from e
+    return found
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:

@@ -18,8 +18,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from bridge.config import SmtpConfig, parse_hostport
-from bridge.errors import ConfigError
+from bridge.config import SmtpConfig, networks, parse_hostport
 from bridge.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -41,10 +40,7 @@ class Peers:
     """The networks allowed to connect (``[smtp] allowed_peers``)."""
 
     def __init__(self, cidrs: list[str]):
-        try:
-            self.networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
-        except ValueError as e:
-            raise ConfigError(f"[smtp] allowed_peers: {e}") from e
+        self.networks = networks("smtp.allowed_peers", cidrs)
 
     def __contains__(self, host: str) -> bool:
         try:
