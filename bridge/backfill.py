@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bridge.events import Naming, event_line
-from bridge.journal import Journal
+from bridge.journal import AppendResult, Journal
 from bridge.mbox import MboxMessage, MboxReader
 from bridge.pipeline import FAILED, Outcome, Pipeline, Tally
 from bridge.plugins import discover
 from bridge.spool import Spool
-from bridge.worker import log_outcome
+from bridge.worker import TRANSIENT, log_outcome, refused
 
 BATCH = 256
 
@@ -154,6 +154,36 @@ class Backfill:
                     self.emit(line)
                 self.summary.add(outcome, len(outcome.events), 0)
             return
+        try:
+            results = self._journal(path, key, batch, outcomes)
+        except TRANSIENT:
+            raise
+        except Exception:  # one mail's events: journal mail by mail, failing only that mail
+            outcomes, results = self._one_by_one(path, key, batch, outcomes)
+        for message, outcome, result in zip(batch, outcomes, results, strict=True):
+            self.summary.add(outcome, len(result.seq_ids), result.duplicates)
+            log_outcome(f"mbox={path.name}@{message.offset}", outcome, result)
+
+    def _one_by_one(
+        self, path: Path, key: str, batch: list[MboxMessage], outcomes: list[Outcome]
+    ) -> tuple[list[Outcome], list[AppendResult]]:
+        settled: list[Outcome] = []
+        results: list[AppendResult] = []
+        for message, outcome in zip(batch, outcomes, strict=True):
+            try:
+                results += self._journal(path, key, [message], [outcome])
+            except TRANSIENT:
+                raise
+            except Exception as e:
+                outcome = refused(outcome, e)
+                results += self._journal(path, key, [message], [outcome])
+            settled.append(outcome)
+        return settled, results
+
+    def _journal(
+        self, path: Path, key: str, batch: list[MboxMessage], outcomes: list[Outcome]
+    ) -> list[AppendResult]:
+        """Keep failed mail aside, then journal the events with the resume point after them."""
         assert self.journal is not None and self.spool is not None
         for message, outcome in zip(batch, outcomes, strict=True):
             if outcome.status == FAILED:
@@ -168,9 +198,7 @@ class Backfill:
         with self.journal.batch() as journal:
             results = [journal.append(o.events, source, live=self.options.live) for o in outcomes]
             journal.set_resume_point(key, batch[-1].offset, len(batch))
-        for message, outcome, result in zip(batch, outcomes, results, strict=True):
-            self.summary.add(outcome, len(result.seq_ids), result.duplicates)
-            log_outcome(f"mbox={path.name}@{message.offset}", outcome, result)
+        return results
 
     def _resume_point(self, key: str) -> int:
         return 0 if self.journal is None else self.journal.resume_point(key)

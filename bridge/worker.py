@@ -55,6 +55,15 @@ def log_outcome(where: str, outcome: Outcome, result: AppendResult) -> None:
     )
 
 
+def refused(outcome: Outcome, error: Exception) -> Outcome:
+    """*outcome* turned into a failure: the journal would not store its events."""
+    return Outcome(
+        outcome.message_id,
+        parsers=outcome.parsers,
+        failures=[f"the journal refused its events: {describe(error)}"],
+    )
+
+
 def outcome_counters(items: list[tuple[Outcome, AppendResult]]) -> dict[str, int]:
     counts = {"processed": 0, "events": 0, "duplicates": 0, "ignored": 0, "failed": 0}
     for outcome, result in items:
@@ -148,12 +157,7 @@ class Worker:
         except TRANSIENT:
             raise
         except Exception as e:
-            refused = Outcome(
-                outcome.message_id,
-                parsers=outcome.parsers,
-                failures=[f"the journal refused its events: {describe(e)}"],
-            )
-            (processed,) = self._journal([(record, refused)], source=source, name=name)
+            (processed,) = self._journal([(record, refused(outcome, e))], source=source, name=name)
         return processed
 
     def retry(self, paths: Sequence[Path]) -> list[Processed]:

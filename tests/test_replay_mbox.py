@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.journal import JOURNAL_FILE
+from bridge.journal import JOURNAL_FILE, SqliteJournal
 from bridge.mail import strip_from_line
 from tests.helpers import FIXTURES, bridge, child_env, sql, wait_until
 from tests.mails import bug_report
@@ -199,3 +199,21 @@ def test_jobs_two_gives_the_journal_of_jobs_one(tmp_path):
         k: v for k, v in two.items() if k not in ("seconds", "rate")
     }
     assert journal_rows(tmp_path / "one") == journal_rows(tmp_path / "two")
+
+
+def test_a_mail_whose_events_the_journal_refuses_fails_alone_and_the_replay_goes_on(tmp_path):
+    state = tmp_path / "state"
+    SqliteJournal(state / JOURNAL_FILE).close()
+    sql(
+        state / JOURNAL_FILE,
+        "CREATE TRIGGER refuse BEFORE INSERT ON event_bugs WHEN NEW.bug = 99"
+        " BEGIN SELECT RAISE(ABORT, 'refused by a constraint'); END",
+    )
+    mbox = write_mbox(tmp_path / "m.mbox", [bug_report(1), bug_report(99), bug_report(2)])
+    summary = replay(state, str(mbox))
+    assert (summary["mails"], summary["events"], summary["failed"]) == (3, 2, 1)
+    assert [m["bug"] for _, m in journal_rows(state)] == [1, 2]
+    (reason,) = (state / "spool" / "failed").glob("*.reason")
+    assert "the journal refused its events" in reason.read_text()
+    assert "refused by a constraint" in reason.read_text()
+    assert replay(state, str(mbox))["events"] == 0  # and a second run still gets through
