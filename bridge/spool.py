@@ -228,21 +228,17 @@ class Spool:
         return pack(numbers[0] if numbers else 1, 0)
 
     def depth(self, position: int) -> int:
-        """How many committed records lie after *position* (``bridge status``)."""
+        """How many committed records lie after *position* (``bridge status``).
+
+        read_after stops where the spool's committed records end, so this counts exactly those.
+        """
         count = 0
-        end = self.end_position()
         while True:
-            batch = self.read_after(position, limit=1000, upto=end)
+            batch = self.read_after(position, limit=1000)
             if not batch:
                 return count
             count += len(batch)
             position = batch[-1].next_position
-
-    def end_position(self) -> int:
-        numbers = self.segment_numbers()
-        if not numbers:
-            return pack(1, 0)
-        return pack(numbers[-1], valid_length(self.segment_path(numbers[-1])))
 
     # -- dead letters and retention ----------------------------------------------------
 
