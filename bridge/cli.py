@@ -330,7 +330,7 @@ def status(state: AppState, as_json: bool) -> None:
     config = state.config
     spool = spool_of(config)
     with state.journal() as journal:
-        position = journal.cursor(SPOOL_CURSOR) or spool.start_position()
+        position = spool.checked_position(journal.cursor(SPOOL_CURSOR))  # as the worker does
         report = {
             "state_dir": str(config.state_path),
             "journal": journal.location,
@@ -341,6 +341,7 @@ def status(state: AppState, as_json: bool) -> None:
             "spool_pending": spool.depth(position),
             "spool_failed": len(list(spool.failed_dir.glob("*.eml"))),
             "spool_ignored": len(list(spool.ignored_dir.glob("*.eml"))),
+            "spool_damaged": len(list(spool.damaged_dir.glob("*.bin"))),
             "counters": journal.counters(),
         }
     spool.close()

@@ -177,6 +177,8 @@ def test_damaged_spool_records_are_kept_aside_and_every_valid_one_is_processed(s
         server.stop()
     kept = sorted((state_dir / "spool" / "damaged").glob("*.bin"))
     assert len(kept) == 2
+    status = json.loads(bridge("--state-dir", str(state_dir), "status", "--json").stdout)
+    assert (status["spool_damaged"], status["counters"]["spool_damaged"]) == (2, 2)
     assert {len(p.read_bytes()) for p in kept} == {len(encode(META, raw)) for raw in damaged}
     log = server.log_text()
     assert log.count("DAMAGED record") == 2
