@@ -16,12 +16,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from email.message import Message
+from pathlib import Path
 from enum import StrEnum
 
 from bridge.bodies import EventRefused, normalised
 from bridge.errors import ParseError, SkipMessage
 from bridge.events import Event
 from bridge.mail import header, parse_message
+from bridge.plugins import PluginRefused, schema_version
 from bridge.sdk import Parser
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class Pipeline:
 
     def __init__(self, parsers: Sequence[Parser]):
         self.parsers = list(parsers)
+        self._schema_versions: dict[tuple[str, str], int | None] = {}
 
     def process(self, raw: bytes) -> Outcome:
         """What came of *raw*; never raises."""
@@ -101,8 +104,7 @@ class Pipeline:
         except Exception as e:
             outcome.failures.append(f"{parser.name} raised {describe(e)}")
 
-    @staticmethod
-    def _take(parser: Parser, event: Event, outcome: Outcome) -> None:
+    def _take(self, parser: Parser, event: Event, outcome: Outcome) -> None:
         topic = getattr(event, "topic", "?")
         declared = tuple(getattr(parser, "topics", ()))
         if topic not in declared:
@@ -112,9 +114,28 @@ class Pipeline:
             )
             return
         try:
+            self._stamp(parser, event)
             outcome.events.append(normalised(event))
         except EventRefused as e:
             outcome.failures.append(f"{parser.name}: event {topic} refused: {e}")
+
+    def _stamp(self, parser: Parser, event: Event) -> None:
+        """Give the body the ``schema_version`` of its topic's schema, so a consumer can tell
+        which version it follows; a body that claims another version is refused."""
+        key = (parser.name, event.topic)
+        if key not in self._schema_versions:
+            try:
+                self._schema_versions[key] = schema_version(Path(parser.schemas), event.topic)
+            except PluginRefused:
+                self._schema_versions[key] = None  # a parser used outside the registry
+        version = self._schema_versions[key]
+        if version is None or not isinstance(event.body, dict):
+            return
+        claimed = event.body.setdefault("schema_version", version)
+        if claimed != version:
+            raise EventRefused(
+                f"body says schema_version {claimed!r}, the topic's schema is version {version}"
+            )
 
 
 def describe(error: BaseException) -> str:

@@ -56,6 +56,7 @@ __all__ = [
     "SkipMessage",
     "address",
     "cap",
+    "capped",
     "decode_bytes",
     "decode_header_value",
     "display",
@@ -66,18 +67,22 @@ __all__ = [
     "list_id",
     "message_id",
     "origin",
+    "unverified",
     "parse_message",
     "part_text",
     "patches",
     "people",
     "strip_list_footer",
     "strip_pgp",
+    "summary_line",
     "text_body",
     "utc_iso",
 ]
 
 API_VERSION = 1
 BODY_CAP = 16 * 1024
+SUMMARY_CAP = 160
+ELLIPSIS = "…"
 
 
 @runtime_checkable
@@ -100,13 +105,21 @@ class Parser(Protocol):
 
 
 def origin(message: Message) -> dict[str, Any]:
-    """Where an event came from: ``message_id``, ``date``, ``list``, ``auth``."""
+    """Where an event came from: ``message_id``, ``date``, ``list``, ``auth``.
+
+    ``auth`` starts as :func:`unverified`; the bridge's trust check, not the parser, fills it.
+    """
     return {
         "message_id": header(message, "Message-ID") or None,
         "date": iso_date(header(message, "Date")),
         "list": list_id(message),
-        "auth": None,
+        "auth": unverified(),
     }
+
+
+def unverified(reason: str = "no trust check has run") -> dict[str, Any]:
+    """The ``origin.auth`` of an event nothing vouches for (yet)."""
+    return {"verdict": "none", "method": None, "domain": None, "selector": None, "reason": reason}
 
 
 def people(*persons: dict[str, str | None] | None) -> tuple[str, ...]:
@@ -144,6 +157,42 @@ def strip_list_footer(text: str) -> str:
 def cap(text: str, limit: int = BODY_CAP) -> str:
     """*text* cut to at most *limit* characters."""
     return text if len(text) <= limit else text[:limit]
+
+
+def capped(body: dict[str, Any], name: str, text: str, limit: int = BODY_CAP) -> str:
+    """*text* cut to *limit* characters; a cut is recorded in ``body["truncated"]``.
+
+    Every free-text field has a cap the contract states; ``truncated`` lists the fields a cap
+    shortened, so a consumer knows the text it holds is not the whole text.
+    """
+    if len(text) <= limit:
+        return text
+    marks = body.setdefault("truncated", [])
+    if name not in marks:
+        marks.append(name)
+    return text[:limit]
+
+
+def summary_line(text: str, limit: int = SUMMARY_CAP) -> str:
+    """*text* as a summary: one line, a word never twice in a row, at most *limit*
+    characters, cut at a word boundary and ended with an ellipsis when too long."""
+    words: list[str] = []
+    for word in text.split():
+        bare = _bare(word)
+        if words and bare.isalpha() and bare == _bare(words[-1]):
+            continue  # "hello: hello: segfaults" → "hello: segfaults"
+        words.append(word)
+    line = " ".join(words)
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - len(ELLIPSIS)]
+    if " " in cut and not line[len(cut)].isspace():
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,;:-") + ELLIPSIS
+
+
+def _bare(word: str) -> str:
+    return word.strip(".,;:!?()[]{}'\"").lower()
 
 
 def display(agent: dict[str, str | None]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from debian import deb822
 
-from bridge.sdk import ParseError, address, iso_date
+from bridge.sdk import ParseError, address, capped, iso_date
 
 SIGNED_START = "-----BEGIN PGP SIGNED MESSAGE-----"
 SIGNATURE_START = "-----BEGIN PGP SIGNATURE-----"
@@ -19,6 +19,8 @@ SIGNATURE_END = "-----END PGP SIGNATURE-----"
 REQUIRED = ("Source", "Version", "Architecture", "Maintainer")
 _BARE_START = re.compile(r"^(Format|Date|Source):", re.MULTILINE)
 _NMU_VERSION = re.compile(r"(\+nmu\d+|-\d+\.\d+)$")
+CHANGES_CAP = 32 * 1024  # the changelog text
+FIELD_CAP = 64 * 1024  # each value in ``fields``
 
 
 def find_changes(text: str) -> str | None:
@@ -45,10 +47,11 @@ def read_changes(text: str) -> deb822.Changes:
     return changes
 
 
-def upload_fields(changes: deb822.Changes) -> dict[str, Any]:
-    """The upload part of an event body (design §5), from a parsed ``.changes``."""
+def upload_fields(changes: deb822.Changes, body: dict[str, Any]) -> dict[str, Any]:
+    """The upload part of an event body (design §5), from a parsed ``.changes``; caps that
+    apply are recorded in *body*'s ``truncated``."""
     version = changes["Version"].strip()
-    text = changes.get("Changes", "")
+    text = plain_value(changes.get("Changes", ""))
     maintainer = address(changes["Maintainer"])
     changed_by = address(changes.get("Changed-By") or changes["Maintainer"])
     return {
@@ -62,12 +65,36 @@ def upload_fields(changes: deb822.Changes) -> dict[str, Any]:
         "changed_by": changed_by,
         "date": iso_date(changes.get("Date", "")),
         "closes": sorted({int(n) for n in re.findall(r"\d+", changes.get("Closes", ""))}),
-        "changes": text.strip("\n"),
+        "changes": capped(body, "changes", text, CHANGES_CAP),
         "files": file_list(changes),
         "nmu": is_nmu(version, text),
-        "signed_by": {"fingerprint": None, "status": "unverified"},
-        "fields": {k: changes.get_as_string(k) for k in changes},
+        "signed_by": unverified_signature(),
+        "fields": {
+            k: capped(body, f"fields.{k}", plain_value(changes.get_as_string(k)), FIELD_CAP)
+            for k in changes
+        },
     }
+
+
+def plain_value(value: str) -> str:
+    """A deb822 value as plain text: a multi-line value loses its empty first line, each
+    continuation line its one leading space, and `` .`` lines (deb822's blank line) become
+    empty lines."""
+    if "\n" not in value:
+        return value.strip()
+    lines = value.split("\n")
+    if not lines[0].strip():
+        lines = lines[1:]
+    plain = []
+    for line in lines:
+        line = line[1:] if line.startswith((" ", "\t")) else line
+        plain.append("" if line == "." else line.rstrip())
+    return "\n".join(plain).strip("\n")
+
+
+def unverified_signature() -> dict[str, Any]:
+    """``signed_by`` before any OpenPGP check has run."""
+    return {"status": "unverified", "fingerprint": None, "uid": None, "signed_at": None}
 
 
 def file_list(changes: deb822.Changes) -> list[dict[str, Any]]:

@@ -19,17 +19,26 @@ from bridge.sdk import (
     ParseError,
     SkipMessage,
     address,
-    cap,
+    capped,
     display,
     header,
     origin,
     part_text,
     people,
     strip_list_footer,
+    summary_line,
 )
-from parsers.changes import find_changes, read_changes, upload_fields
+from parsers.changes import (
+    find_changes,
+    is_nmu,
+    read_changes,
+    unverified_signature,
+    upload_fields,
+)
 
 TRACKER_URL = "https://tracker.debian.org/pkg/"
+SCHEMA_VERSION = 2
+REASON_CAP = 8 * 1024
 SCHEMAS = Path(__file__).parent / "schemas"
 _CHANGES_NAME = r"(?P<source>[a-z0-9][a-z0-9+.-]*)_(?P<version>[^_\s]+)_(?P<arch>[^_\s]+)\.changes"
 _SUBJECTS: list[tuple[str, re.Pattern[str]]] = [
@@ -124,7 +133,8 @@ class DakParser:
         found = find_changes(text)
         if found is None:
             raise ParseError("accepted-upload mail without a .changes in its body")
-        body = upload_fields(read_changes(found))
+        body = new_body()
+        body.update(upload_fields(read_changes(found), body))
         suite = (
             subject.suite
             or header(message, "Debian-Suite")
@@ -135,7 +145,7 @@ class DakParser:
                 f"subject names {subject.source} but the .changes is for {body['source']}"
             )
         _place(body, message, suite, body["changed_by"])
-        body["summary"] = (
+        body["summary"] = summary_line(
             f"{display(body['agent'])} uploaded {body['source']} {body['version']} to {suite}"
         )
         key = f"{body['source']}/{body['version']}/{suite}"
@@ -144,26 +154,29 @@ class DakParser:
     def _queue_event(self, message: Message, subject: Subject) -> Event:
         """Rejected, NEW and received: names from the subject, the .changes when present."""
         text = body_text(message)
-        body: dict[str, Any] = _from_subject(subject)
+        body = new_body()
+        body.update(_from_subject(subject))
         found = _optional_changes(text)
         if found is not None:
-            body.update(upload_fields(found))
-        agent = body.get("changed_by") or address(header(message, "To").split(",")[0])
+            body.update(upload_fields(found, body))
+        elif subject.action == "received":
+            listed = received_files(text)
+            body["files"] = [
+                {"name": n, "size": None, "sha256": None, "section": None, "priority": None}
+                for n in listed
+            ]
+            body["architecture"] = architectures_of(listed)
+        agent = body.get("changed_by") or addressee(message)
         suite = header(message, "Debian-Suite") or next(iter(body.get("distribution") or []), None)
         _place(body, message, suite, agent)
         if subject.action == "rejected":
-            body["reason"] = rejection_reason(text)
-        if subject.action == "received" and not body["files"]:
-            body["files"] = [
-                {"name": n, "size": None, "sha256": None, "section": None, "priority": None}
-                for n in received_files(text)
-            ]
+            body["reason"] = capped(body, "reason", rejection_reason(text), REASON_CAP)
         verb = {
             "rejected": "was rejected",
             "new": "is NEW (waiting for ftp-master review)",
             "received": "was received by the upload queue",
         }[subject.action]
-        body["summary"] = f"{body['source']} {body['version']} {verb}"
+        body["summary"] = summary_line(f"{body['source']} {body['version']} {verb}")
         key = "/".join(
             [subject.action, body["source"], body["version"], "+".join(body["architecture"])]
         )
@@ -176,31 +189,32 @@ class DakParser:
             raise ParseError("removal mail without a package table")
         removed = [
             {
-                "package": r["pkg"],
+                "name": r["pkg"],
                 "version": r["ver"],
                 "architecture": [a.strip() for a in r["archs"].split(",")],
             }
             for r in rows
         ]
         reason = text.split("--- Reason ---", 1)[1] if "--- Reason ---" in text else ""
-        sources = sorted({r["package"] for r in removed if "source" in r["architecture"]})
+        sources = sorted({r["name"] for r in removed if "source" in r["architecture"]})
         agent = address(header(message, "From"))
-        packages = sources or sorted({r["package"] for r in removed})
-        body = {
-            "suite": subject.suite,
-            "removed": removed,
-            "reason": reason.strip().strip("-").strip(),
-            "packages": packages,
-            "agent": agent,
-            "url": TRACKER_URL + packages[0],
-            "origin": origin(message),
-            "summary": f"{', '.join(packages)} removed from {subject.suite}",
-        }
+        packages = sources or sorted({r["name"] for r in removed})
+        body = new_body()
+        body.update(
+            suite=subject.suite,
+            removed=removed,
+            reason=capped(body, "reason", reason.strip().strip("-").strip(), REASON_CAP),
+            packages=packages,
+            agent=agent,
+            url=TRACKER_URL + packages[0],
+            origin=origin(message),
+            summary=summary_line(f"{', '.join(packages)} removed from {subject.suite}"),
+        )
         key = (
             "removed/"
             + subject.suite
             + "/"
-            + ",".join(f"{r['package']}={r['version']}" for r in removed)
+            + ",".join(f"{r['name']}={r['version']}" for r in removed)
         )
         return Event(
             "dak.package.removed",
@@ -210,6 +224,28 @@ class DakParser:
             people=people(agent),
             occurred_at=body["origin"]["date"],
         )
+
+
+def addressee(message: Message) -> dict[str, str | None] | None:
+    """The person dak addressed (its notices go to the uploader), or None when the first
+    ``To:`` is the mailing list the copy came through: a list is not who acted."""
+    person = address(header(message, "To").split(",")[0])
+    email = (person.get("email") or "").lower()
+    if not email:
+        return None
+    list_names = {
+        header(message, "X-Mailing-List").lower(),
+        header(message, "List-Id").lower().strip("<> ").split("<")[-1].rstrip(">"),
+        header(message, "List-Post").lower().removeprefix("<mailto:").rstrip(">"),
+    }
+    if email in list_names or email.replace("@", ".") in list_names:
+        return None
+    return person
+
+
+def new_body() -> dict[str, Any]:
+    """The fields every dak body starts with."""
+    return {"schema_version": SCHEMA_VERSION, "truncated": []}
 
 
 def upload_event(topic: str, body: dict[str, Any], key: str) -> Event:
@@ -271,16 +307,33 @@ def _from_subject(subject: Subject) -> dict[str, Any]:
         "closes": [],
         "changes": None,
         "files": [],
-        "nmu": None,
-        "signed_by": {"fingerprint": None, "status": "unverified"},
+        # Debian's NMU version rule (-x.y, +nmuN) is all the subject offers.
+        "nmu": is_nmu(subject.version, ""),
+        "signed_by": unverified_signature(),
         "fields": {},
     }
 
 
 def rejection_reason(text: str) -> str:
     """The reason dak gave, without its boilerplate tail."""
-    reason = text.split("\n===\n")[0]
-    return cap(reason.strip(), 8192)
+    return text.split("\n===\n")[0].strip()
+
+
+def architectures_of(files: list[str]) -> list[str]:
+    """The architectures an upload's file names show: ``.dsc`` is ``source``, and
+    ``name_version_arch.deb`` (or ``.udeb``) is built for ``arch``."""
+    found: list[str] = []
+    for name in files:
+        if name.endswith(".dsc"):
+            arch = "source"
+        else:
+            match = re.match(r"^[^_]+_[^_]+_([a-z0-9-]+)\.u?deb$", name)
+            if not match:
+                continue
+            arch = match.group(1)
+        if arch not in found:
+            found.append(arch)
+    return found
 
 
 def received_files(text: str) -> list[str]:

@@ -17,10 +17,11 @@ from typing import Any
 
 from bridge.sdk import (
     API_VERSION,
+    BODY_CAP,
     Event,
     SkipMessage,
     address,
-    cap,
+    capped,
     display,
     header,
     origin,
@@ -28,22 +29,35 @@ from bridge.sdk import (
     people,
     strip_list_footer,
     strip_pgp,
+    summary_line,
     text_body,
 )
-from parsers.transcript import parse_transcript
+from parsers.transcript import (
+    BUG_VALUED,
+    REPLY_LINE_CAP,
+    REPLY_LINES_CAP,
+    parse_control_lines,
+    parse_transcript,
+)
 
 BTS_URL = "https://bugs.debian.org/"
+SCHEMA_VERSION = 2
+HEADER_CAP = 1024  # subject and title
+COMMANDS_CAP = 1000
+REPLY_BUDGET = BODY_CAP  # characters of BTS reply kept over a whole transcript
+DEFAULT_SEVERITY = "normal"  # what debbugs records for a report without a Severity: line
 SCHEMAS = Path(__file__).parent / "schemas"
 CLOSED_TYPES = ("closed", "done", "they-closed")
 _HANDLER_ID = re.compile(r"handler\.(\d+|s)\.([A-Z]+)(\d*)\.(\d+)")
 _SPOOL = re.compile(r"via spool by (\S+?)@bugs\.debian\.org\s+id=([A-Z]+)(\d*)\.(\d+)")
 # List tags and reply markers come before "Bug#N:"; after it, brackets belong to the title.
 _PREFIX = re.compile(r"^\s*(?:\[[^\]]*\]\s*|(?:re|fwd?|aw|sv|tr)\s*:\s*)", re.IGNORECASE)
-_BUG_NUMBER = re.compile(r"^\s*bug\s*#\s*\d+\s*:\s*", re.IGNORECASE)
+_BUG_NUMBER = re.compile(r"^\s*(?:debian\s+)?bug\s*#\s*\d+\s*:\s*", re.IGNORECASE)
 _REPLY = re.compile(r"^(?:\s*(?:re|fwd?|aw|sv|tr)\s*:\s*)+", re.IGNORECASE)
 _MARKED_DONE = re.compile(r"marked as done \((.*)\)\s*$", re.DOTALL)
 _PSEUDO = re.compile(
-    r"^(Package|Source|Version|Severity|Tags|Control|User|Usertags)\s*:\s*(.*)$", re.IGNORECASE
+    r"^(Package|Source|Version|Severity|Tags|Control|User|Usertags|X-Debbugs-\S+)\s*:\s*(.*)$",
+    re.IGNORECASE,
 )
 _FIXED_IN = re.compile(r"\bfixed in \S+ (\S+)", re.IGNORECASE)
 _SOURCE_VERSION = re.compile(r"^Source-Version:\s*(\S+)", re.MULTILINE)
@@ -113,15 +127,17 @@ class DebbugsParser:
 
     def _bug_event(self, message: Message, label: Label, topic_type: str) -> Event:
         body = common_bug_fields(message, label)
-        text = strip_pgp(strip_list_footer(text_body(message, 4 * 16384)))
-        pseudo = pseudo_headers(text) if topic_type == "report" else {}
+        text = strip_pgp(strip_list_footer(text_body(message, 4 * BODY_CAP)))
+        stated = leading_pseudo_headers(text)
+        pseudo = first_values(stated) if topic_type == "report" else {}
         agent = author(message)
         body.update(
             agent=agent,
-            severity=pseudo.get("severity"),
+            severity=_severity(pseudo) if topic_type == "report" else None,
             version=pseudo.get("version"),
-            body=cap(text),
+            body=capped(body, "body", text),
             patches=patches(message),
+            control=control_requests(stated, label.bug, agent),
         )
         body["summary"] = _summary(topic_type, agent, body)
         return bug_event(f"debbugs.bug.{topic_type}", body, dedup_key(message, label), [label.bug])
@@ -130,14 +146,19 @@ class DebbugsParser:
         body = common_bug_fields(message, label)
         closing = closing_mail(message)
         source = closing if closing is not None else message
-        text = strip_pgp(strip_list_footer(text_body(source, 4 * 16384)))
+        text = strip_pgp(strip_list_footer(text_body(source, 4 * BODY_CAP)))
+        report = original_report(message)
+        # The notice carries the bug's first report: its pseudo-headers are what the bug
+        # was filed with.
+        filed = first_values(leading_pseudo_headers(report_text(report))) if report else {}
         agent = author(source)
         body.update(
             agent=agent,
-            severity=None,
-            version=None,
-            body=cap(text),
+            severity=_severity(filed) if report is not None else None,
+            version=filed.get("version"),
+            body=capped(body, "body", text),
             patches=patches(source),
+            control=control_requests(leading_pseudo_headers(text), label.bug, agent),
             fixed_version=fixed_version(source, text),
         )
         body["summary"] = _summary("closed", agent, body)
@@ -145,32 +166,33 @@ class DebbugsParser:
 
     def _transcript(self, message: Message) -> Event:
         text = text_body(message, 1 << 20)
-        commands = parse_transcript(text)
-        # A command that failed changed nothing: its bug stays in the command, not here.
-        bugs = sorted({b for c in commands if c["ok"] for b in c["bugs"]} | footer_bugs(text))
         agent = address(header(message, "To").split(",")[0])
+        commands = parse_transcript(text, sender=agent.get("email"))
+        applied = [c for c in commands if c["status"] == "applied"]
+        # A command that failed changed nothing: its bug stays in the command, not here.
+        bugs = sorted({b for c in applied for b in c["bugs"]} | footer_bugs(text))
         packages, sources = package_headers(message)
         subject = header(message, "Subject")
-        body: dict[str, Any] = {
-            "bugs": bugs,
-            "commands": commands,
-            "type": "transcript",
-            "subject": subject,
-            "title": bug_title(re.sub(r"^Processed(?: \(with \d+ errors?\))?:\s*", "", subject)),
-            "package": packages,
-            "source": sources,
-            "packages": sources or _sources_of(packages),
-            "agent": agent,
-            "url": f"{BTS_URL}{bugs[0]}" if len(bugs) == 1 else BTS_URL,
-            "origin": origin(message),
-        }
-        failed = sum(1 for c in commands if not c["ok"])
-        touched = ", ".join(f"#{b}" for b in bugs[:8]) + (" …" if len(bugs) > 8 else "")
-        body["summary"] = (
-            f"{display(agent)} sent {len(commands)} control command(s)"
-            + (f" touching {touched}" if bugs else "")
-            + (f" ({failed} failed)" if failed else "")
+        body: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "truncated": []}
+        body.update(
+            bugs=bugs,
+            commands=capped_commands(body, commands),
+            type="transcript",
+            subject=capped(body, "subject", subject, HEADER_CAP),
+            title=capped(
+                body,
+                "title",
+                bug_title(re.sub(r"^Processed(?: \(with \d+ errors?\))?:\s*", "", subject)),
+                HEADER_CAP,
+            ),
+            package=packages,
+            sources=sources,
+            packages=sources or _sources_of(packages),
+            agent=agent,
+            url=f"{BTS_URL}{bugs[0]}" if len(bugs) == 1 else BTS_URL,
+            origin=origin(message),
         )
+        body["summary"] = control_summary(agent, commands)
         key = dedup_key(message, Label("transcript", None))
         return bug_event("debbugs.bug.control", body, key, bugs)
 
@@ -194,18 +216,20 @@ def bug_event(topic: str, body: dict[str, Any], key: str, bugs: list[int | None]
 def common_bug_fields(message: Message, label: Label) -> dict[str, Any]:
     subject = header(message, "Subject")
     packages, sources = package_headers(message)
-    return {
-        "bug": label.bug,
-        "type": label.type,
-        "title": bug_title(subject),
-        "subject": subject,
-        "package": packages,
-        "source": sources,
-        "packages": sources or _sources_of(packages),
-        "tags": header(message, "X-Debian-PR-Keywords").split(),
-        "url": f"{BTS_URL}{label.bug}",
-        "origin": origin(message),
-    }
+    body: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "truncated": []}
+    body.update(
+        bug=label.bug,
+        type=label.type,
+        title=capped(body, "title", bug_title(subject), HEADER_CAP),
+        subject=capped(body, "subject", subject, HEADER_CAP),
+        package=packages,
+        sources=sources,
+        packages=sources or _sources_of(packages),
+        tags=header(message, "X-Debian-PR-Keywords").split(),
+        url=f"{BTS_URL}{label.bug}",
+        origin=origin(message),
+    )
+    return body
 
 
 def package_headers(message: Message) -> tuple[list[str], list[str]]:
@@ -243,15 +267,48 @@ def author(message: Message) -> dict[str, str | None]:
     return address(header(message, "From") or header(message, "Resent-From"))
 
 
-def pseudo_headers(text: str) -> dict[str, str]:
-    """``Package:``/``Version:``/``Severity:`` lines at the top of a report body."""
-    found: dict[str, str] = {}
+def leading_pseudo_headers(text: str) -> list[tuple[str, str]]:
+    """The ``Package:``/``Severity:``/``Control:``… lines at the top of a bug mail's body, in
+    order (``Control:`` may repeat)."""
+    found: list[tuple[str, str]] = []
     for line in text.lstrip("\n").split("\n"):
         match = _PSEUDO.match(line.strip())
         if not match:
             break
-        found.setdefault(match.group(1).lower(), match.group(2).strip())
+        found.append((match.group(1).lower(), match.group(2).strip()))
     return found
+
+
+def first_values(stated: list[tuple[str, str]]) -> dict[str, str]:
+    """Each pseudo-header's first value, by lower-case name."""
+    found: dict[str, str] = {}
+    for name, value in stated:
+        found.setdefault(name, value)
+    return found
+
+
+def _severity(pseudo: dict[str, str]) -> str:
+    return (pseudo.get("severity") or DEFAULT_SEVERITY).lower()
+
+
+def control_requests(
+    stated: list[tuple[str, str]], bug: int | None, agent: dict[str, str | None]
+) -> list[dict[str, Any]]:
+    """The ``Control:`` pseudo-headers of a bug mail as commands debbugs will run, ``-1``
+    being this mail's bug (their outcome comes in debbugs' own transcript)."""
+    lines = [value for name, value in stated if name == "control"]
+    return parse_control_lines(lines, bug, sender=agent.get("email"))
+
+
+def original_report(notice: Message) -> Message | None:
+    """In a ``marked as done`` notice, the bug's first report (the first attached message,
+    before the closing mail)."""
+    attached = _attached(notice)
+    return attached[0] if len(attached) >= 2 else None
+
+
+def report_text(report: Message) -> str:
+    return strip_pgp(strip_list_footer(text_body(report, 4 * BODY_CAP)))
 
 
 def is_followup_report(message: Message, bug: int) -> bool:
@@ -291,20 +348,27 @@ def dedup_key(message: Message, label: Label) -> str:
 
 def closing_mail(message: Message) -> Message | None:
     """In a ``marked as done`` notice, the attached closing mail (the last message part)."""
+    attached = _attached(message)
+    return attached[-1] if attached else None
+
+
+def _attached(message: Message) -> list[Message]:
+    """The messages attached as ``message/rfc822`` parts, in order."""
     if not message.is_multipart():
-        return None
-    parts = [p for p in message.walk() if p.get_content_type() == "message/rfc822"]
-    if not parts:
-        return None
-    inner = parts[-1].get_payload()
-    if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-        return inner[0]
-    return None
+        return []
+    found = []
+    for part in message.walk():
+        if part.get_content_type() != "message/rfc822":
+            continue
+        inner = part.get_payload()
+        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+            found.append(inner[0])
+    return found
 
 
 def fixed_version(closing: Message, text: str) -> str | None:
     """The version that fixed the bug, when the closing mail says so."""
-    pseudo = pseudo_headers(text)
+    pseudo = first_values(leading_pseudo_headers(text))
     if pseudo.get("version"):
         return pseudo["version"]
     source_version = _SOURCE_VERSION.search(text)
@@ -333,12 +397,98 @@ def _summary(topic_type: str, agent: dict[str, str | None], body: dict[str, Any]
     what = f"#{body['bug']}"
     names = body["packages"] or body["package"]
     pkg = ", ".join(names) or "an unknown package"
-    title = without_package_prefix(body["title"], names)
+    title = without_package_prefix(body["title"], names + body["package"])
     if topic_type == "report":
-        return f"{who} reported {what} against {pkg}: {title}"
-    if topic_type == "followup":
-        return f"{who} followed up on {what} ({pkg}): {title}"
-    if topic_type == "forwarded":
-        return f"{who} marked {what} ({pkg}) as forwarded upstream: {title}"
-    fixed = f" in {body['fixed_version']}" if body.get("fixed_version") else ""
-    return f"{who} closed {what} ({pkg}){fixed}: {title}"
+        line = f"{who} reported {what} against {pkg}: {title}"
+    elif topic_type == "followup":
+        line = f"{who} followed up on {what} ({pkg}): {title}"
+    elif topic_type == "forwarded":
+        line = f"{who} forwarded {what} ({pkg}) upstream: {title}"
+    else:
+        fixed = f" in {body['fixed_version']}" if body.get("fixed_version") else ""
+        line = f"{who} closed {what} ({pkg}){fixed}: {title}"
+    return summary_line(line)
+
+
+def control_summary(agent: dict[str, str | None], commands: list[dict[str, Any]]) -> str:
+    """Who changed what, grouped: ``Jane: #123 tags +patch +sid; closed on 2 bugs; 1 command
+    failed``."""
+    effects = [e for c in commands if c["status"] == "applied" for e in c["effects"]]
+    parts = _grouped_changes(effects)
+    failed = sum(1 for c in commands if c["status"] == "failed")
+    if failed:
+        parts.append(f"{failed} command{'s' if failed > 1 else ''} failed")
+    if not parts:
+        counted = sum(1 for c in commands if c["status"] != "noop")
+        parts.append(f"{counted} control command{'s' if counted != 1 else ''}, no change")
+    return summary_line(f"{display(agent)}: " + "; ".join(parts))
+
+
+def _grouped_changes(effects: list[dict[str, Any]]) -> list[str]:
+    """Effects in few words: one change on many bugs is said once, many changes to one bug
+    are said together, and past four phrases only the fields changed are counted."""
+    bugs_of: dict[tuple[str, str, str | None], set[int]] = {}
+    for e in effects:
+        bugs_of.setdefault((e["field"], e["op"], e["value"]), set()).add(e["bug"])
+    together: dict[tuple[frozenset[int], str], list[str]] = {}
+    for (field, op, value), bugs in bugs_of.items():
+        together.setdefault((frozenset(bugs), field), []).append(describe_effect(field, op, value))
+    parts = []
+    for (bugs, field), phrases in together.items():
+        text = " ".join(phrases[:1] + [p.removeprefix(f"{field} ") for p in phrases[1:]])
+        parts.append(f"#{min(bugs)} {text}" if len(bugs) == 1 else f"{text} on {len(bugs)} bugs")
+    if len(parts) <= 4:
+        return parts
+    per_field: dict[str, set[int]] = {}
+    for e in effects:
+        per_field.setdefault(e["field"], set()).add(e["bug"])
+    return [
+        f"{field} changed on {len(bugs)} bug{'s' if len(bugs) > 1 else ''}"
+        for field, bugs in per_field.items()
+    ]
+
+
+FIELD_NAMES = {"state": "open/done state", "found": "found versions", "fixed": "fixed versions"}
+
+
+def describe_effect(field: str, op: str, value: str | None) -> str:
+    """One change in a few words, the bug left out (``tags +patch``, ``reassigned to X``)."""
+    if field == "state":
+        return "closed" if value == "done" else "reopened"
+    if field == "title":
+        return "retitled"
+    if field == "archived":
+        return "archived" if value == "yes" else "unarchived"
+    if field == "package":
+        return f"reassigned to {value}"
+    if field in BUG_VALUED:
+        name = field.replace("_", " ")
+        return f"{'not ' if op == 'remove' else ''}{name} #{value}"
+    if op == "clear":
+        return f"{field} cleared"
+    sign = {"add": "+", "remove": "-"}.get(op, "")
+    return f"{field} {sign}{value}"
+
+
+def capped_commands(body: dict[str, Any], commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The commands within the contract's caps: at most COMMANDS_CAP commands, each reply
+    line at most REPLY_LINE_CAP characters and REPLY_LINES_CAP lines, and REPLY_BUDGET
+    characters of reply in all (later commands keep their effects and error, not their
+    reply). Each cut is marked in ``truncated``."""
+    kept, spent = [], 0
+    for command in commands[:COMMANDS_CAP]:
+        reply = [line[:REPLY_LINE_CAP] for line in command["reply"][:REPLY_LINES_CAP]]
+        if spent + sum(map(len, reply)) > REPLY_BUDGET:
+            reply = []
+        spent += sum(map(len, reply))
+        if reply != command["reply"]:
+            _mark(body, "commands.reply")
+        kept.append({**command, "reply": reply})
+    if len(commands) > COMMANDS_CAP:
+        _mark(body, "commands")
+    return kept
+
+
+def _mark(body: dict[str, Any], name: str) -> None:
+    if name not in body["truncated"]:
+        body["truncated"].append(name)

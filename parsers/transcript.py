@@ -1,64 +1,438 @@
-"""debbugs control transcripts: the commands a person sent and what the BTS answered.
+"""debbugs' control language: commands, what each did to which bug, and what the BTS answered.
 
-Two forms exist: ``Processing commands for control@bugs.debian.org:`` (a mail to control@)
-and ``Processing control commands:`` (``Control:`` pseudo-headers in a bug mail). In both,
-each command is a line starting with ``> `` and the BTS's reply lines follow it.
+Commands reach debbugs two ways: a mail to control@ (its transcript starts ``Processing
+commands for control@bugs.debian.org:``) and ``Control:`` pseudo-headers at the top of a
+report or follow-up (``Processing control commands:``). A transcript echoes each command as a
+``> `` line and puts the BTS's answer below it.
+
+Each command becomes ``{verb, args, bugs, status, effects, error, reply}``:
+
+- ``status``: ``applied`` (it changed the bugs its ``effects`` list), ``unchanged`` (accepted,
+  but the bugs already were that way), ``failed`` (``error`` holds the BTS's answer), ``noop``
+  (a verb that never changes a bug: ``thanks``, comments, ``user``, ``package``…), or
+  ``requested`` (a ``Control:`` line in a bug mail: debbugs reports the outcome in its own
+  transcript).
+- ``effects``: ``{bug, field, op, value}``, one per bug and value, in the order debbugs applies
+  them. ``op`` is ``set``, ``add``, ``remove`` or ``clear``; ``value`` is a string (a bug
+  number for ``merged_with``, ``blocked_by`` and ``cloned_as``) or null for ``clear``.
+  Usertag effects also carry ``user``.
+
+The grammar follows debbugs' control server (https://www.debian.org/Bugs/server-control).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-_START = re.compile(r"^Processing (?:commands for \S+|control commands):\s*$", re.MULTILINE)
-_STOP_WORDS = {"thanks", "thank", "thankyou", "thank-you", "quit", "stop", "--", "kthx", "kthxbye"}
-_REPLY_BUG = re.compile(r"\bBug #?(\d+)\b|\bbug (\d+)\b|#(\d{4,})", re.IGNORECASE)
+from bridge.sdk import decode_header_value
+
+START = re.compile(r"^Processing (?:commands for \S+|control commands):\s*$", re.MULTILINE)
+STOP_VERBS = frozenset(
+    {"thanks", "thank", "thankyou", "thank-you", "quit", "stop", "--", "kthx", "kthxbye"}
+)
+# Verbs that never change a bug: they end processing, set the session's user or package
+# scope, or ask for information.
+NOOP_VERBS = STOP_VERBS | {"#", "", "user", "package", "limit", "debug", "help", "index", "list"}
+REPLY_LINE_CAP = 512
+REPLY_LINES_CAP = 20
+ERROR_CAP = 1024
+
+# A reply names each bug it acts on in a header line: "Bug #N [package] title" (or
+# "Bug #N {Done: …} [package] title"); merged bugs get one such line each.
+_REPLY_BUG = re.compile(r"^Bug #(\d+) [\[{]")
 _FAILURE = re.compile(
-    r"^(Failed to|Unknown command|Unknown bug|Bug number \d+ not found|No valid bug|"
-    r"Unable to|Too many)|not a valid|does not exist|is not a valid|malformed",
+    r"^(?:Failed to|Unknown command|Unknown bug|Bug number \d+ not found|No valid bug|"
+    r"Unable to|Too many|Unknown/archived|Bug is archived|Attempt to)|not a valid|"
+    r"does not exist|malformed|requires? (?:a|at least)",
     re.IGNORECASE,
 )
+# The BTS accepted the command but the bug already was that way.
+_UNCHANGED = re.compile(
+    r"^(?:Ignoring request to|\d+ was not (?:blocked by|blocking) any bugs\.|"
+    r"Bug \d+ is already|Bug is already)",
+)
+_CLONED = re.compile(r"cloned as bugs? ([\d, and]+)", re.IGNORECASE)
 _SIGNATURE = "-- "
 
 
-def parse_transcript(text: str) -> list[dict[str, Any]]:
-    """The commands of a transcript, each ``{verb, args, bugs, ok, reply}``."""
-    start = _START.search(text)
+@dataclass
+class Session:
+    """What a command needs from the commands before it and from the mail around it."""
+
+    here: int | None = None  # the bug ``-1`` stands for
+    user: str | None = None  # set by ``user``, used by ``usertags``
+    sender: str | None = None  # ``!`` in owner/submitter/reopen stands for the sender
+    clones: dict[str, int] = field(default_factory=dict)  # ``-2``… from clone replies
+
+    def bug(self, token: str) -> int | None:
+        token = token.strip().lstrip("#").rstrip(",:.")
+        if token == "-1":
+            return self.here
+        if token in self.clones:
+            return self.clones[token]
+        return int(token) if token.isdigit() and 0 < int(token) < 1 << 63 else None
+
+
+def parse_transcript(text: str, sender: str | None = None) -> list[dict[str, Any]]:
+    """Every ``>`` line of a transcript as a command, with its effects and status."""
+    start = START.search(text)
     lines = text[start.end() :].split("\n") if start else text.split("\n")
-    commands: list[dict[str, Any]] = []
-    current: dict[str, Any] | None = None
+    lines = _until_signature(lines)
+    echoed: list[tuple[str, list[str]]] = []
     for line in lines:
-        if line == _SIGNATURE or line.rstrip() == "--":
-            break
         if line.startswith(">"):
-            current = _command(line[1:].strip())
-            if current is None:
-                continue
-            if current["verb"] in _STOP_WORDS:
-                break
-            commands.append(current)
-        elif current is not None and line.strip():
-            current["reply"].append(line.rstrip())
-    for command in commands:
-        _settle(command)
-    return commands
+            if echoed and _is_stop(echoed[-1][0]):
+                break  # debbugs ran nothing after "thanks"
+            echoed.append((line[1:].strip(), []))
+        elif echoed and line.strip():
+            echoed[-1][1].append(line.rstrip())
+    session = Session(here=_implicit_bug(text, echoed), sender=sender)
+    return [_command(words, reply, session, requested=False) for words, reply in echoed]
 
 
-def _command(text: str) -> dict[str, Any] | None:
-    if not text or text.startswith("#"):
-        return None
-    verb, _, rest = text.partition(" ")
-    args = rest.split()
-    bugs = [int(a.lstrip("#").rstrip(",")) for a in args if a.lstrip("#").rstrip(",").isdigit()]
-    return {"verb": verb.lower(), "args": args, "bugs": bugs, "ok": True, "reply": []}
+def parse_control_lines(
+    lines: Iterable[str], bug: int | None, sender: str | None = None
+) -> list[dict[str, Any]]:
+    """``Control:`` pseudo-header values of a bug mail, ``-1`` being *bug*."""
+    session = Session(here=bug, sender=sender)
+    return [_command(line.strip(), [], session, requested=True) for line in lines]
 
 
-def _settle(command: dict[str, Any]) -> None:
-    """Fill in the bugs named in the reply and whether the command succeeded."""
-    reply = command["reply"]
+def _is_stop(words: str) -> bool:
+    return (words.split() or [""])[0].lower() in STOP_VERBS
+
+
+def _until_signature(lines: list[str]) -> list[str]:
+    for i, line in enumerate(lines):
+        if line == _SIGNATURE or line.rstrip() == "--":
+            return lines[:i]
+    return lines
+
+
+def _implicit_bug(text: str, echoed: list[tuple[str, list[str]]]) -> int | None:
+    """The bug ``-1`` stands for in a transcript of ``Control:`` lines.
+
+    The transcript's footer lists every bug touched; the one no command names by number is
+    the bug the mail was about. Failing that, the reply to a command aimed at ``-1`` names it.
+    """
+    footer = {int(n) for n in re.findall(r"^(\d+): https?://bugs\.debian\.org/", text, re.M)}
     named = {
-        int(next(g for g in m.groups() if g)) for line in reply for m in _REPLY_BUG.finditer(line)
+        int(w.lstrip("#").rstrip(",:."))
+        for words, _ in echoed
+        for w in words.split()
+        if w.lstrip("#").rstrip(",:.").isdigit()
     }
-    bugs = [b for b in command["bugs"] if b > 0]
-    command["bugs"] = sorted(set(bugs) | named)
-    command["ok"] = bool(reply) and not any(_FAILURE.search(line) for line in reply)
+    unnamed = footer - named
+    if len(unnamed) == 1:
+        return unnamed.pop()
+    for words, reply in echoed:
+        parts = words.split()
+        if len(parts) > 1 and parts[1] == "-1":
+            for line in reply:
+                match = _REPLY_BUG.match(line)
+                if match:
+                    return int(match.group(1))
+    return None
+
+
+def _command(words: str, reply: list[str], session: Session, requested: bool) -> dict[str, Any]:
+    if words.startswith("#"):
+        verb, rest = "#", words[1:].strip()
+    else:
+        verb, _, rest = words.partition(" ")
+        verb = verb.lower()
+    args = _arguments(verb, rest.strip())
+    reply = [_decoded(line) for line in reply]
+    command: dict[str, Any] = {
+        "verb": verb,
+        "args": args,
+        "bugs": [],
+        "status": "noop",
+        "effects": [],
+        "error": None,
+        "reply": reply,
+    }
+    if verb in NOOP_VERBS:
+        if verb == "user" and args:
+            session.user = args[0]
+        return command
+    grammar = GRAMMAR.get(verb)
+    if grammar is None:
+        command.update(status="failed", error=_error(reply) or f"unknown command {verb!r}")
+        return command
+    if not requested:
+        _learn_clones(verb, args, reply, session)
+    effects = grammar(args, session)
+    targets = _targets(verb, args, session, reply)
+    command["effects"] = [e for bug in targets for e in effects(bug)]
+    command["bugs"] = sorted(
+        set(targets) | {int(e["value"]) for e in command["effects"] if e["field"] in BUG_VALUED}
+    )
+    if requested:
+        command["status"] = "requested"
+    elif not reply:
+        # debbugs counts a command it answers with nothing among the transcript's errors.
+        command.update(status="failed", effects=[], error="the BTS gave no answer")
+    elif any(_FAILURE.search(line) for line in reply if not _REPLY_BUG.match(line)):
+        command.update(status="failed", effects=[], error=_error(reply))
+    elif all(_UNCHANGED.match(line) or _REPLY_BUG.match(line) for line in reply):
+        command.update(status="unchanged", effects=[])
+    elif not command["effects"]:
+        command.update(status="failed", error=_error(reply) or "no bug the command could act on")
+    else:
+        command["status"] = "applied"
+    return command
+
+
+def _decoded(line: str) -> str:
+    """A reply line with the RFC 2047 names debbugs copies from headers decoded."""
+    if "=?" in line:
+        line = re.sub(r"=\?[^?\s]+\?[bqBQ]\?[^?\s]*\?=", lambda m: decode_header_value(m[0]), line)
+    return line
+
+
+def _error(reply: list[str]) -> str:
+    text = " ".join(line for line in reply if not _REPLY_BUG.match(line))
+    return text[:ERROR_CAP]
+
+
+# -- the grammar -------------------------------------------------------------------------
+
+Effects = Callable[[int], list[dict[str, Any]]]
+# Fields whose values are bug numbers (written as decimal strings).
+BUG_VALUED = frozenset({"merged_with", "blocked_by", "cloned_as"})
+# Verbs whose free-text tail is one argument (a title, an address, a package list).
+_ONE_TAIL = {"retitle", "summary", "outlook", "submitter", "owner", "forwarded"}
+# What debbugs applies to every bug of a merged set (the reply names each one).
+_SHARED = frozenset(
+    {
+        "severity",
+        "tag",
+        "tags",
+        "found",
+        "notfound",
+        "fixed",
+        "notfixed",
+        "close",
+        "done",
+        "reopen",
+        "reassign",
+        "forwarded",
+        "notforwarded",
+        "owner",
+        "noowner",
+        "affects",
+        "archive",
+        "unarchive",
+    }
+)
+
+
+def _arguments(verb: str, rest: str) -> list[str]:
+    if verb == "#":
+        return [rest] if rest else []
+    if verb in _ONE_TAIL:
+        bug, _, tail = rest.partition(" ")
+        return [bug] + ([tail.strip()] if tail.strip() else [])
+    return rest.split()
+
+
+def _targets(verb: str, args: list[str], session: Session, reply: list[str]) -> list[int]:
+    """The bugs a command acts on: its first argument (every argument for merges), widened
+    to the merged set the reply lists for verbs debbugs applies to a whole set."""
+    if verb in ("merge", "forcemerge"):
+        named = [session.bug(a) for a in args]
+    else:
+        named = [session.bug(args[0])] if args else []
+    bugs = [b for b in named if b is not None]
+    if verb in _SHARED and bugs:
+        for line in reply:
+            match = _REPLY_BUG.match(line)
+            if match and int(match.group(1)) not in bugs:
+                bugs.append(int(match.group(1)))
+    return bugs
+
+
+def _effect(bug: int, field: str, op: str, value: str | None) -> dict[str, Any]:
+    return {"bug": bug, "field": field, "op": op, "value": value}
+
+
+def _set(field: str, value: str | None) -> Effects:
+    return lambda bug: [_effect(bug, field, "set", value)]
+
+
+def _clear(field: str) -> Effects:
+    return lambda bug: [_effect(bug, field, "clear", None)]
+
+
+def _listed(field: str, words: list[str]) -> Effects:
+    """``+``/``-``/``=`` followed by values; no operator means ``+``."""
+    op, values = "add", []
+    for word in words:
+        for mark, name in (("+", "add"), ("-", "remove"), ("=", "set")):
+            if word.startswith(mark):
+                op, word = name, word[1:]
+                break
+        values.extend(v for v in word.split(",") if v)
+    if op == "set":
+        return lambda bug: (
+            [_effect(bug, field, "clear", None)] + [_effect(bug, field, "add", v) for v in values]
+        )
+    return lambda bug: [_effect(bug, field, op, v) for v in values]
+
+
+def _person(session: Session, value: str | None) -> str | None:
+    return session.sender if value == "!" else value
+
+
+def _versions(field: str, op: str) -> Callable[[list[str], Session], Effects]:
+    def grammar(args: list[str], session: Session) -> Effects:
+        return lambda bug: [_effect(bug, field, op, v) for v in args[1:]]
+
+    return grammar
+
+
+def _severity(args: list[str], session: Session) -> Effects:
+    return _set("severity", args[1].lower()) if len(args) > 1 else _none
+
+
+def _tags(args: list[str], session: Session) -> Effects:
+    return _listed("tags", args[1:])
+
+
+def _usertags(args: list[str], session: Session) -> Effects:
+    listed = _listed("usertags", args[1:])
+    user = session.user or session.sender
+
+    def effects(bug: int) -> list[dict[str, Any]]:
+        return [{**e, "user": user} for e in listed(bug)]
+
+    return effects
+
+
+def _affects(args: list[str], session: Session) -> Effects:
+    return _listed("affects", args[1:])
+
+
+def _retitle(args: list[str], session: Session) -> Effects:
+    return _set("title", args[1]) if len(args) > 1 else _none
+
+
+def _reassign(args: list[str], session: Session) -> Effects:
+    if len(args) < 2:
+        return _none
+    version = args[2] if len(args) > 2 else None
+    return lambda bug: (
+        [_effect(bug, "package", "set", args[1])]
+        + ([_effect(bug, "found", "add", version)] if version else [])
+    )
+
+
+def _merge(args: list[str], session: Session) -> Effects:
+    bugs = [b for b in (session.bug(a) for a in args) if b is not None]
+    return lambda bug: [_effect(bug, "merged_with", "add", str(o)) for o in bugs if o != bug]
+
+
+def _close(args: list[str], session: Session) -> Effects:
+    version = args[1] if len(args) > 1 else None
+    return lambda bug: (
+        [_effect(bug, "state", "set", "done")]
+        + ([_effect(bug, "fixed", "add", version)] if version else [])
+    )
+
+
+def _reopen(args: list[str], session: Session) -> Effects:
+    submitter = _person(session, args[1]) if len(args) > 1 and args[1] != "=" else None
+    return lambda bug: (
+        [_effect(bug, "state", "set", "open")]
+        + ([_effect(bug, "submitter", "set", submitter)] if submitter else [])
+    )
+
+
+def _owner(args: list[str], session: Session) -> Effects:
+    return _set("owner", _person(session, args[1] if len(args) > 1 else "!"))
+
+
+def _submitter(args: list[str], session: Session) -> Effects:
+    return _set("submitter", _person(session, args[1])) if len(args) > 1 else _none
+
+
+def _forwarded(args: list[str], session: Session) -> Effects:
+    return _set("forwarded", args[1]) if len(args) > 1 else _none
+
+
+def _blocking(op: str) -> Callable[[list[str], Session], Effects]:
+    def grammar(args: list[str], session: Session) -> Effects:
+        others = [session.bug(a) for a in args[1:] if a.lower() not in ("by", "with")]
+        bugs = [str(b) for b in others if b is not None]
+        return lambda bug: [_effect(bug, "blocked_by", op, b) for b in bugs]
+
+    return grammar
+
+
+def _summary_of(field: str) -> Callable[[list[str], Session], Effects]:
+    def grammar(args: list[str], session: Session) -> Effects:
+        return _set(field, args[1]) if len(args) > 1 else _clear(field)
+
+    return grammar
+
+
+def _archived(value: str) -> Callable[[list[str], Session], Effects]:
+    return lambda args, session: _set("archived", value)
+
+
+def _clone(args: list[str], session: Session) -> Effects:
+    clones = [session.clones[a] for a in args[1:] if a in session.clones]
+    return lambda bug: [_effect(bug, "cloned_as", "add", str(c)) for c in clones]
+
+
+def _learn_clones(verb: str, args: list[str], reply: list[str], session: Session) -> None:
+    """``clone 123 -2 -3`` answered ``Bug 123 cloned as bugs 456, 457``: -2 is 456."""
+    if verb != "clone":
+        return
+    for line in reply:
+        match = _CLONED.search(line)
+        if match:
+            numbers = [int(n) for n in re.findall(r"\d+", match.group(1))]
+            session.clones.update(zip(args[1:], numbers, strict=False))
+
+
+def _none(bug: int) -> list[dict[str, Any]]:
+    return []
+
+
+GRAMMAR: dict[str, Callable[[list[str], Session], Effects]] = {
+    "severity": _severity,
+    "tag": _tags,
+    "tags": _tags,
+    "usertag": _usertags,
+    "usertags": _usertags,
+    "retitle": _retitle,
+    "reassign": _reassign,
+    "merge": _merge,
+    "forcemerge": _merge,
+    "unmerge": lambda args, session: _clear("merged_with"),
+    "close": _close,
+    "done": _close,
+    "reopen": _reopen,
+    "found": _versions("found", "add"),
+    "notfound": _versions("found", "remove"),
+    "fixed": _versions("fixed", "add"),
+    "notfixed": _versions("fixed", "remove"),
+    "owner": _owner,
+    "noowner": lambda args, session: _clear("owner"),
+    "forwarded": _forwarded,
+    "notforwarded": lambda args, session: _clear("forwarded"),
+    "affects": _affects,
+    "block": _blocking("add"),
+    "unblock": _blocking("remove"),
+    "submitter": _submitter,
+    "summary": _summary_of("summary"),
+    "outlook": _summary_of("outlook"),
+    "archive": _archived("yes"),
+    "unarchive": _archived("no"),
+    "clone": _clone,
+}

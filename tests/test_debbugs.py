@@ -175,7 +175,8 @@ def test_pseudo_headers_are_the_lines_at_the_top_of_a_report_only():
     body = report_with_body("Package: hello\nVersion: 2.10-3\nSeverity: grave\n\nIt crashes.\n")
     assert (body["version"], body["severity"]) == ("2.10-3", "grave")
     later = report_with_body("Package: hello\nThis crashes.\nVersion: 9.9\nSeverity: grave\n")
-    assert (later["version"], later["severity"]) == (None, None)
+    # no Severity: line at the top: debbugs records the report as normal
+    assert (later["version"], later["severity"]) == (None, "normal")
     first_wins = report_with_body("Package: hello\nVersion: 1.0\nVersion: 2.0\n\nBody\n")
     assert first_wins["version"] == "1.0"
 
@@ -260,12 +261,12 @@ def commands_of(raw: bytes) -> list[list[int]]:
     return [c["bugs"] for c in event.body["commands"]]
 
 
-def test_a_transcript_summary_names_eight_bugs_then_ellipsis():
+def test_a_transcript_summary_says_one_change_to_many_bugs_once():
     bugs = list(range(1000001, 1000010))
     (event,) = Pipeline([DebbugsParser()]).process(transcript_touching(bugs, ["-- "])).events
     assert event.body["bugs"] == bugs
-    shown = ", ".join(f"#{b}" for b in bugs[:8])
-    assert event.body["summary"].endswith(f"touching {shown} …")
+    # the transcript's To: is Chris Example; each command adds the tag patch to one bug
+    assert event.body["summary"] == "Chris Example: tags +patch on 9 bugs"
 
 
 def test_a_transcript_ends_at_a_signature_even_without_its_trailing_space():
@@ -276,7 +277,9 @@ def test_a_transcript_ends_at_a_signature_even_without_its_trailing_space():
 
 def test_nothing_after_a_stop_word_is_a_command():
     ending = ["> thanks", "Stopping processing here.", ""]
-    assert commands_of(transcript_touching([1000001], ending)) == [[1000001]]
+    (event,) = Pipeline([DebbugsParser()]).process(transcript_touching([1000001], ending)).events
+    commands = event.body["commands"]
+    assert [(c["verb"], c["status"]) for c in commands] == [("tags", "applied"), ("thanks", "noop")]
 
 
 def test_bug_number_one_is_a_bug_like_any_other():
