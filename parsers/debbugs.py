@@ -439,13 +439,12 @@ def _grouped_changes(effects: list[dict[str, Any]]) -> list[str]:
         parts.append(f"#{min(bugs)} {text}" if len(bugs) == 1 else f"{text} on {len(bugs)} bugs")
     if len(parts) <= 4:
         return parts
-    per_field: dict[str, set[int]] = {}
-    for e in effects:
-        per_field.setdefault(e["field"], set()).add(e["bug"])
-    return [
-        f"{field} changed on {len(bugs)} bug{'s' if len(bugs) > 1 else ''}"
-        for field, bugs in per_field.items()
-    ]
+    fields = list(
+        dict.fromkeys(FIELD_NAMES.get(e["field"], e["field"].replace("_", " ")) for e in effects)
+    )
+    named = ", ".join(fields[:5]) + (", …" if len(fields) > 5 else "")
+    count = len({e["bug"] for e in effects})
+    return [f"{count} bug{'s' if count > 1 else ''} changed ({named})"]
 
 
 FIELD_NAMES = {"state": "open/done state", "found": "found versions", "fixed": "fixed versions"}

@@ -269,19 +269,19 @@ def _clear(field: str) -> Effects:
 
 
 def _listed(field: str, words: list[str]) -> Effects:
-    """``+``/``-``/``=`` followed by values; no operator means ``+``."""
-    op, values = "add", []
+    """Values after ``+``/``-``/``=`` (each mark applies until the next one; none means
+    ``+``). ``=`` replaces the list: it clears it, then adds."""
+    changes: list[tuple[str, str | None]] = []
+    op = "add"
     for word in words:
         for mark, name in (("+", "add"), ("-", "remove"), ("=", "set")):
             if word.startswith(mark):
                 op, word = name, word[1:]
+                if op == "set":
+                    changes.append(("clear", None))
                 break
-        values.extend(v for v in word.split(",") if v)
-    if op == "set":
-        return lambda bug: (
-            [_effect(bug, field, "clear", None)] + [_effect(bug, field, "add", v) for v in values]
-        )
-    return lambda bug: [_effect(bug, field, op, v) for v in values]
+        changes.extend(("add" if op == "set" else op, v) for v in word.split(",") if v)
+    return lambda bug: [_effect(bug, field, o, v) for o, v in changes]
 
 
 def _person(session: Session, value: str | None) -> str | None:
