@@ -16,8 +16,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from email.message import Message
-from pathlib import Path
 from enum import StrEnum
+from pathlib import Path
 
 from bridge.bodies import EventRefused, normalised
 from bridge.errors import ParseError, SkipMessage

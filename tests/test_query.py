@@ -37,7 +37,9 @@ def test_query_filters_by_topic_package_bug_person_and_time(tmp_path):
     }
     by_bug = query(state, "--bug", "1056001")
     assert {e["topic"].rsplit(".", 1)[1] for e in by_bug} == {"report", "forwarded", "accepted"}
-    assert [e["msg"]["bug"] for e in query(state, "--person", "JÖRG MÜLLER".lower())] == [1054644]
+    # Jörg Müller wrote the follow-up to #1054644 and sent the commands of control-every-verb
+    joerg = query(state, "--person", "JÖRG MÜLLER".lower(), "--oldest-first")
+    assert sorted(e["index"]["bugs"][0] for e in joerg) == [957480, 1054644]
     in_2008 = query(state, "--since", "2008-01-01", "--until", "2009-01-01", "--oldest-first")
     assert {e["msg"]["origin"]["date"][:4] for e in in_2008} == {"2008"}
     assert [e["seq_id"] for e in in_2008] == sorted(e["seq_id"] for e in in_2008)
