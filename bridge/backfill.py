@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bridge.config import TrustConfig
 from bridge.events import Naming, event_line
 from bridge.journal import AppendResult, Journal
 from bridge.mbox import MboxMessage, MboxReader
-from bridge.pipeline import FAILED, Outcome, Pipeline, Tally
-from bridge.plugins import discover
+from bridge.pipeline import FAILED, Outcome, Pipeline, Tally, build_pipeline
 from bridge.spool import Spool
 from bridge.worker import TRANSIENT, log_outcome, refused
 
@@ -62,6 +62,7 @@ class Options:
     live: bool = True
     jobs: int = 1
     parser_names: Sequence[str] | None = None
+    trust: TrustConfig | None = None
     max_message_size: int | None = None
     naming: Naming = field(default_factory=Naming)
 
@@ -88,9 +89,11 @@ class Backfill:
     def __enter__(self) -> Backfill:
         if self.options.jobs > 1:
             ctx = multiprocessing.get_context("spawn")
-            self._pool = ctx.Pool(self.options.jobs, _init_worker, (self.options.parser_names,))
+            self._pool = ctx.Pool(
+                self.options.jobs, _init_worker, (self.options.parser_names, self.options.trust)
+            )
         else:
-            self._pipeline = Pipeline(discover(only=self.options.parser_names).parsers)
+            self._pipeline = build_pipeline(self.options.parser_names, self.options.trust)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -241,9 +244,9 @@ def _batches(messages: Iterator[MboxMessage]) -> Iterator[list[MboxMessage]]:
 _worker_pipeline: Pipeline | None = None
 
 
-def _init_worker(parser_names: Sequence[str] | None) -> None:
+def _init_worker(parser_names: Sequence[str] | None, trust: TrustConfig | None) -> None:
     global _worker_pipeline  # one pipeline per pool process, built once
-    _worker_pipeline = Pipeline(discover(only=parser_names).parsers)
+    _worker_pipeline = build_pipeline(parser_names, trust)
 
 
 def _parse_batch(batch: list[MboxMessage]) -> list[Outcome]:

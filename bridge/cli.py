@@ -159,10 +159,9 @@ def _level(name: str) -> int:
 def parse(state: AppState, files: tuple[str, ...], explain: bool, only: tuple[str, ...]) -> None:
     """Print the events of each mail FILE (or - for stdin) as JSON Lines."""
     from bridge.events import event_line
-    from bridge.pipeline import FAILED, Pipeline
-    from bridge.plugins import discover
+    from bridge.pipeline import FAILED, build_pipeline
 
-    pipeline = Pipeline(discover(only=only or None).parsers)
+    pipeline = build_pipeline(only or None, state.config.trust)
     naming = state.config.naming
     failed = 0
     for name in files:
@@ -188,6 +187,30 @@ def _read_file(name: str) -> bytes:
         raise UsageError(f"is a directory: {name}") from e
 
 
+def logged_origin(claimed: Any) -> dict[str, Any]:
+    """The ``origin`` of a hand-published event: whatever ``auth`` the body claims is
+    replaced by what really vouches for it, the local user who ran ``bridge log``."""
+    import getpass
+    import socket
+
+    origin = dict(claimed) if isinstance(claimed, dict) else {}
+    for key in ("message_id", "date", "list"):
+        origin.setdefault(key, None)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    origin["auth"] = {
+        "verdict": "none",
+        "method": "local",
+        "domain": None,
+        "selector": None,
+        "reason": f"published by hand with bridge log by {user} on {socket.gethostname()};"
+        " no signature vouches for it",
+    }
+    return origin
+
+
 @main.command()
 @click.option("--topic", required=True, help="Event topic, e.g. debbugs.bug.report.")
 @click.argument("body", required=False)
@@ -208,6 +231,7 @@ def log(state: AppState, topic: str, body: str | None) -> None:
     if not isinstance(data, dict):
         raise UsageError("body must be a JSON object")
     event_topic = state.config.naming.event_topic(topic.strip())
+    data["origin"] = logged_origin(data.get("origin"))
     try:
         event = normalised(Event(event_topic, data, dedup_key=f"log:{uuid.uuid4()}"))
     except EventRefused as e:
@@ -394,8 +418,7 @@ def fsck(state: AppState, repair: bool) -> None:
 @pass_state
 def retry(state: AppState, retry_all: bool, files: tuple[str, ...]) -> None:
     """Offer failed mails to the parsers again (after a parser fix)."""
-    from bridge.pipeline import FAILED, Pipeline
-    from bridge.plugins import discover
+    from bridge.pipeline import FAILED, build_pipeline
     from bridge.spool import spool_of
     from bridge.worker import Worker
 
@@ -407,7 +430,12 @@ def retry(state: AppState, retry_all: bool, files: tuple[str, ...]) -> None:
         if not path.is_file():
             raise UsageError(f"no such file: {path}")
     with state.journal() as journal:
-        worker = Worker(spool, journal, Pipeline(discover().parsers))
+        worker = Worker(
+            spool,
+            journal,
+            build_pipeline(None, state.config.trust),
+            policy_for=state.config.trust.policy_for,
+        )
         done = worker.retry(paths)
     spool.close()
     for item in done:
@@ -418,6 +446,108 @@ def retry(state: AppState, retry_all: bool, files: tuple[str, ...]) -> None:
             click.echo(f"{name}: {outcome.status}, {len(item.result.seq_ids)} new event(s)")
     if any(item.outcome.status == FAILED for item in done):
         sys.exit(1)
+
+
+@main.group()
+def held() -> None:
+    """Mail the trust policy holds: list, show, release or drop it."""
+
+
+def _held_paths(state: AppState, ids: tuple[str, ...]) -> list[Path]:
+    from bridge.spool import spool_of
+
+    folder = spool_of(state.config).held_dir
+    paths = []
+    for held_id in ids:
+        path = folder / f"{Path(held_id).stem}.eml"
+        if not path.is_file():
+            raise UsageError(f"no held mail {held_id!r} (bridge held list shows them)")
+        paths.append(path)
+    return paths
+
+
+@held.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@pass_state
+def held_list(state: AppState, as_json: bool) -> None:
+    """Each held mail: its id, when it was held, and why."""
+    from bridge.spool import spool_of
+
+    for path in sorted(spool_of(state.config).held_dir.glob("*.eml")):
+        reason_file = path.with_suffix(".reason")
+        reason = (
+            reason_file.read_text(encoding="utf-8").split("\n", 1)[0]
+            if reason_file.exists()
+            else ""
+        )
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime))
+        if as_json:
+            click.echo(json.dumps({"id": path.stem, "held_at": when, "reason": reason}))
+        else:
+            click.echo(f"{path.stem}  {when}  {reason}")
+
+
+@held.command("show")
+@click.argument("held_id")
+@pass_state
+def held_show(state: AppState, held_id: str) -> None:
+    """Why a mail is held, then the mail itself."""
+    (path,) = _held_paths(state, (held_id,))
+    reason_file = path.with_suffix(".reason")
+    if reason_file.exists():
+        click.echo(reason_file.read_text(encoding="utf-8").rstrip("\n"))
+    click.echo("")
+    click.echo(path.read_bytes().decode("utf-8", "replace"))
+
+
+@held.command("release")
+@click.argument("ids", nargs=-1, required=True)
+@pass_state
+def held_release(state: AppState, ids: tuple[str, ...]) -> None:
+    """Publish held mails through the pipeline (dedup still applies); they leave held/."""
+    from bridge.pipeline import FAILED, build_pipeline
+    from bridge.spool import spool_of
+    from bridge.worker import Worker
+
+    paths = _held_paths(state, ids)
+    spool = spool_of(state.config)
+    failed = False
+    with state.journal() as journal:
+        worker = Worker(spool, journal, build_pipeline(None, state.config.trust))
+        for path in paths:
+            item = worker.release(path)
+            if item.outcome.status == FAILED:
+                failed = True
+                click.echo(f"{path.stem}: not released: {item.outcome.reason}", err=True)
+            else:
+                click.echo(
+                    f"{path.stem}: released, {len(item.result.seq_ids)} event(s) published,"
+                    f" {item.result.duplicates} duplicate(s)"
+                )
+    spool.close()
+    if failed:
+        sys.exit(1)
+
+
+@held.command("drop")
+@click.argument("ids", nargs=-1, required=True)
+@pass_state
+def held_drop(state: AppState, ids: tuple[str, ...]) -> None:
+    """Move held mails to rejected/ (kept, never published)."""
+    from bridge.spool import spool_of, write_private
+
+    paths = _held_paths(state, ids)
+    rejected = spool_of(state.config).rejected_dir
+    for path in paths:
+        reason_file = path.with_suffix(".reason")
+        reason = reason_file.read_text(encoding="utf-8") if reason_file.exists() else ""
+        write_private(
+            rejected / reason_file.name,
+            f"dropped from held/ by an operator\n{reason}".encode(),
+        )
+        path.replace(rejected / path.name)
+        reason_file.unlink(missing_ok=True)
+        click.echo(f"{path.stem}: dropped (kept in {rejected})")
 
 
 @main.command("replay-mbox")
@@ -455,6 +585,7 @@ def replay_mbox(
         live=not no_publish,
         jobs=jobs,
         parser_names=only or None,
+        trust=state.config.trust,
         max_message_size=state.config.mbox.max_message_size,
         naming=state.config.naming,
     )

@@ -78,6 +78,47 @@ class MboxConfig:
     max_message_size: int = 32 * 1024 * 1024
 
 
+DEBIAN_KEYRINGS = (
+    "/usr/share/keyrings/debian-keyring.gpg",
+    "/usr/share/keyrings/debian-maintainers.gpg",
+    "/usr/share/keyrings/debian-nonupload.gpg",
+)
+POLICIES = ("mark", "hold", "drop")
+
+
+def installed_debian_keyrings() -> list[str]:
+    """Debian's developer keyrings (package debian-keyring), those that are installed."""
+    return [k for k in DEBIAN_KEYRINGS if os.path.exists(k)]
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    verify: bool = True
+    # A file of DKIM key TXT records: "<selector>._domainkey.<domain> <record>" a line.
+    dkim_keys: str = ""
+    dns: bool = True
+    dns_timeout: float = 5.0
+    # Resolvers to ask (IP addresses; empty: the system's), and their port.
+    dns_servers: list[str] = field(default_factory=list)
+    dns_port: int = 53
+    # Authentication-Results from these authserv-ids (your own MTA) count; others never do.
+    authserv_ids: list[str] = field(default_factory=list)
+    required_headers: list[str] = field(
+        default_factory=lambda: ["From", "Subject", "Message-ID", "Date"]
+    )
+    keyrings: list[str] = field(default_factory=installed_debian_keyrings)
+    gpgv: str = "gpgv"
+    # Which DKIM domains may vouch for each parser's mail.
+    domains: dict[str, list[str]] = field(
+        default_factory=lambda: {"debbugs": ["bugs.debian.org"], "dak": ["ftp-master.debian.org"]}
+    )
+    # What happens to an event that is not "pass", per topic family: mark, hold or drop.
+    policy: dict[str, str] = field(default_factory=dict)
+
+    def policy_for(self, topic: str) -> str:
+        return self.policy.get(topic.split(".", 1)[0], "mark")
+
+
 @dataclass(frozen=True)
 class Config:
     state_dir: str = field(default_factory=default_state_dir)
@@ -89,6 +130,7 @@ class Config:
     bus: BusConfig = field(default_factory=BusConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     mbox: MboxConfig = field(default_factory=MboxConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
 
     @property
     def state_path(self) -> Path:
@@ -125,6 +167,16 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
     config = _build(Config, data, where="")
     networks("smtp.allowed_peers", config.smtp.allowed_peers)  # checked when read
+    if config.trust.dkim_keys:
+        from bridge.trust.keys import read_key_file
+
+        read_key_file(Path(config.trust.dkim_keys).expanduser())  # a bad file is a config error
+    for family, policy in config.trust.policy.items():
+        if policy not in POLICIES:
+            raise ConfigError(
+                f"config key 'trust.policy.{family}' must be one of {', '.join(POLICIES)},"
+                f" not {policy!r}"
+            )
     return config
 
 
@@ -162,6 +214,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, dict):
+        return _table(key, value, default)
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):
@@ -176,6 +230,26 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if not ok:
         raise ConfigError(f"config key {key!r} must be {_kind(default)}, not {value!r}")
     return value
+
+
+def _table(key: str, value: Any, default: dict[str, Any]) -> dict[str, Any]:
+    """A table of free names (parser names, topic families) over the default's entries;
+    each value a list of strings (when the defaults hold lists) or a string."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key {key!r} must be a table")
+    lists = any(isinstance(v, list) for v in default.values()) or key.endswith("domains")
+    merged = dict(default)
+    for name, item in value.items():
+        ok = (
+            isinstance(item, list) and all(isinstance(v, str) for v in item)
+            if lists
+            else isinstance(item, str)
+        )
+        if not ok:
+            kind = "a list of strings" if lists else "a string"
+            raise ConfigError(f"config key '{key}.{name}' must be {kind}, not {item!r}")
+        merged[name] = item
+    return merged
 
 
 def _kind(default: Any) -> str:

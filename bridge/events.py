@@ -100,20 +100,23 @@ class Envelope:
     username: str
     seq_id: int
     index: Mapping[str, list[Any]] = field(default_factory=dict)
+    # The msg_id of the event this one corrects: same fact, better authenticated.
+    supersedes: str | None = None
 
     def to_json(self) -> str:
-        return dumps(
-            {
-                "topic": self.topic,
-                "msg": self.msg,
-                "timestamp": self.timestamp,
-                "msg_id": self.msg_id,
-                "i": self.i,
-                "username": self.username,
-                "seq_id": self.seq_id,
-                "index": self.index,
-            }
-        )
+        data = {
+            "topic": self.topic,
+            "msg": self.msg,
+            "timestamp": self.timestamp,
+            "msg_id": self.msg_id,
+            "i": self.i,
+            "username": self.username,
+            "seq_id": self.seq_id,
+            "index": self.index,
+        }
+        if self.supersedes:
+            data["supersedes"] = self.supersedes
+        return dumps(data)
 
     @property
     def packages(self) -> list[str]:
@@ -135,6 +138,7 @@ class Envelope:
             username=data.get("username", ""),
             seq_id=int(data["seq_id"]),
             index=data.get("index") or {},
+            supersedes=data.get("supersedes"),
         )
 
 

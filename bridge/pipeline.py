@@ -13,18 +13,23 @@ import hashlib
 import logging
 import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from email.message import Message
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bridge.bodies import EventRefused, normalised
 from bridge.errors import ParseError, SkipMessage
 from bridge.events import Event
 from bridge.mail import header, parse_message
 from bridge.plugins import PluginRefused, schema_version
-from bridge.sdk import Parser
+from bridge.sdk import Parser, unverified
+
+if TYPE_CHECKING:
+    from bridge.config import TrustConfig
+    from bridge.trust import Trust
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +40,12 @@ class Status(StrEnum):
     PUBLISHED = "published"  # it gave events
     IGNORED = "ignored"  # no parser wanted it, or one said it is not news
     FAILED = "failed"  # a parser could not read it, or an event was refused
+    HELD = "held"  # the trust policy holds it until an operator releases it
+    REJECTED = "rejected"  # the trust policy rejected it
 
 
 PUBLISHED, IGNORED, FAILED = Status.PUBLISHED, Status.IGNORED, Status.FAILED
+HELD, REJECTED = Status.HELD, Status.REJECTED
 
 
 @dataclass
@@ -49,11 +57,14 @@ class Outcome:
     parsers: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    withheld: Status | None = None  # HELD or REJECTED: its events are not journaled
 
     @property
     def status(self) -> Status:
         if self.failures:
             return FAILED
+        if self.withheld is not None:
+            return self.withheld
         return PUBLISHED if self.events else IGNORED
 
     @property
@@ -64,8 +75,9 @@ class Outcome:
 class Pipeline:
     """Runs *parsers* over mails. Pure: the caller journals the events."""
 
-    def __init__(self, parsers: Sequence[Parser]):
+    def __init__(self, parsers: Sequence[Parser], trust: Trust | None = None):
         self.parsers = list(parsers)
+        self.trust = trust
         self._schema_versions: dict[tuple[str, str], int | None] = {}
 
     def process(self, raw: bytes) -> Outcome:
@@ -82,19 +94,20 @@ class Pipeline:
             return Outcome(None, failures=[f"unreadable mail: {type(e).__name__}: {e}"])
         outcome = Outcome(header(message, "Message-ID") or None)
         for parser in self.parsers:
-            self._offer(parser, message, outcome)
+            self._offer(parser, message, raw, outcome)
         if not outcome.parsers and not outcome.failures:
             names = ", ".join(p.name for p in self.parsers) or "none installed"
             outcome.reasons.append(f"no parser accepted the mail (parsers: {names})")
         outcome.events = _keyed(outcome.events, raw)
         return outcome
 
-    def _offer(self, parser: Parser, message: Message, outcome: Outcome) -> None:
+    def _offer(self, parser: Parser, message: Message, raw: bytes, outcome: Outcome) -> None:
         try:
             if not parser.accepts(message):
                 return
             outcome.parsers.append(parser.name)
             events = parser.parse(message)
+            self._assess(parser, message, raw, events)
             for event in events:
                 self._take(parser, event, outcome)
         except SkipMessage as e:
@@ -103,6 +116,21 @@ class Pipeline:
             outcome.failures.append(f"{parser.name}: {e}")
         except Exception as e:
             outcome.failures.append(f"{parser.name} raised {describe(e)}")
+
+    def _assess(self, parser: Parser, message: Message, raw: bytes, events: list[Event]) -> None:
+        """Who vouches for the events: a fault of the check costs the verdict, not the mail."""
+        if self.trust is None or not isinstance(events, list):
+            return
+        try:
+            self.trust.assess(
+                parser.name, message, raw, [e for e in events if isinstance(e, Event)]
+            )
+        except Exception as e:
+            log.warning("trust check failed for a %s mail: %s", parser.name, describe(e))
+            for event in events:
+                origin = event.body.get("origin") if isinstance(event.body, dict) else None
+                if isinstance(origin, dict):
+                    origin["auth"] = unverified(f"the trust check failed: {describe(e)}")
 
     def _take(self, parser: Parser, event: Event, outcome: Outcome) -> None:
         topic = getattr(event, "topic", "?")
@@ -136,6 +164,34 @@ class Pipeline:
             raise EventRefused(
                 f"body says schema_version {claimed!r}, the topic's schema is version {version}"
             )
+
+
+def apply_policy(outcome: Outcome, policy_for: Callable[[str], str]) -> Outcome:
+    """*outcome*, withheld when one of its events is not ``pass`` and its topic family's
+    policy is ``hold`` or ``drop`` (design §10); ``mark`` publishes it with its verdict."""
+    if outcome.status != PUBLISHED:
+        return outcome
+    for event in outcome.events:
+        policy = policy_for(event.topic)
+        auth = (event.body.get("origin") or {}).get("auth") or {}
+        verdict = auth.get("verdict", "none")
+        if policy == "mark" or verdict == "pass":
+            continue
+        withheld = HELD if policy == "hold" else REJECTED
+        reason = (
+            f"{event.topic}: trust verdict {verdict} ({auth.get('reason') or 'no reason given'});"
+            f" policy {policy} for {event.topic.split('.', 1)[0]}"
+        )
+        return replace(outcome, withheld=withheld, reasons=[*outcome.reasons, reason])
+    return outcome
+
+
+def build_pipeline(parser_names: Sequence[str] | None, trust: TrustConfig | None) -> Pipeline:
+    """The installed parsers (those named, if any) with the configured trust check."""
+    from bridge.plugins import discover
+    from bridge.trust import Trust
+
+    return Pipeline(discover(only=parser_names).parsers, Trust(trust) if trust else None)
 
 
 def describe(error: BaseException) -> str:

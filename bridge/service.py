@@ -34,6 +34,7 @@ from bridge.publisher import Publisher
 from bridge.replay import ReplayServer
 from bridge.runner import run_loop, start_thread
 from bridge.spool import private_dir, spool_of
+from bridge.trust import Trust
 from bridge.worker import CURSOR as SPOOL_CURSOR
 from bridge.worker import Worker
 
@@ -246,8 +247,9 @@ class PipelineProcess:
         self.worker = Worker(
             self.spool,
             open_journal(config),
-            Pipeline(registry.parsers),
+            Pipeline(registry.parsers, Trust(config.trust)),
             on_appended=self.publisher.wake,
+            policy_for=config.trust.policy_for,
         )
         self._threads: list[threading.Thread] = []
 

@@ -49,7 +49,17 @@ class Spool:
         self.failed_dir = self.root / "failed"
         self.ignored_dir = self.root / "ignored"
         self.damaged_dir = self.root / "damaged"
-        for folder in (self.segments_dir, self.failed_dir, self.ignored_dir, self.damaged_dir):
+        # Mail the trust policy withholds: held until an operator decides, or rejected.
+        self.held_dir = self.root / "held"
+        self.rejected_dir = self.root / "rejected"
+        for folder in (
+            self.segments_dir,
+            self.failed_dir,
+            self.ignored_dir,
+            self.damaged_dir,
+            self.held_dir,
+            self.rejected_dir,
+        ):
             private_dir(folder)
         self.segment_bytes = segment_bytes
         self.commit_window = commit_window
@@ -245,11 +255,14 @@ class Spool:
     def keep(
         self, folder: str, record_id: str, raw: bytes, meta: dict[str, Any], reason: str
     ) -> Path:
-        """Copy a mail to ``failed/`` or ``ignored/`` (damaged bytes: ``damaged/``) with its
-        reason beside it."""
-        target = {"failed": self.failed_dir, "damaged": self.damaged_dir}.get(
-            folder, self.ignored_dir
-        )
+        """Copy a mail to ``failed/``, ``ignored/``, ``held/`` or ``rejected/`` (damaged
+        bytes: ``damaged/``) with its reason beside it."""
+        target = {
+            "failed": self.failed_dir,
+            "damaged": self.damaged_dir,
+            "held": self.held_dir,
+            "rejected": self.rejected_dir,
+        }.get(folder, self.ignored_dir)
         suffix = ".bin" if folder == "damaged" else ".eml"
         path = target / f"{record_id}{suffix}"
         write_private(path, raw, sync=True)

@@ -21,7 +21,17 @@ from pathlib import Path
 
 from bridge.errors import JournalDamaged, JournalUnavailable
 from bridge.journal import AppendResult, Journal
-from bridge.pipeline import FAILED, IGNORED, Outcome, Pipeline, describe
+from bridge.pipeline import (
+    FAILED,
+    HELD,
+    IGNORED,
+    PUBLISHED,
+    REJECTED,
+    Outcome,
+    Pipeline,
+    apply_policy,
+    describe,
+)
 from bridge.runner import run_loop
 from bridge.spool import Record, Spool, spool_id, unpack
 
@@ -65,15 +75,21 @@ def refused(outcome: Outcome, error: Exception) -> Outcome:
 
 
 def outcome_counters(items: list[tuple[Outcome, AppendResult]]) -> dict[str, int]:
-    counts = {"processed": 0, "events": 0, "duplicates": 0, "ignored": 0, "failed": 0}
+    counts = {
+        "processed": 0,
+        "events": 0,
+        "duplicates": 0,
+        "ignored": 0,
+        "failed": 0,
+        "held": 0,
+        "rejected": 0,
+    }
     for outcome, result in items:
         counts["processed"] += 1
         counts["events"] += len(result.seq_ids)
         counts["duplicates"] += result.duplicates
-        if outcome.status == IGNORED:
-            counts["ignored"] += 1
-        elif outcome.status == FAILED:
-            counts["failed"] += 1
+        if outcome.status != PUBLISHED:
+            counts[outcome.status.value] += 1
     return counts
 
 
@@ -88,10 +104,12 @@ class Worker:
         *,
         on_appended: Callable[[], None] | None = None,
         batch_size: int = 64,
+        policy_for: Callable[[str], str] | None = None,
     ):
         self.spool = spool
         self.journal = journal
         self.pipeline = pipeline
+        self.policy_for = policy_for
         self.on_appended = on_appended
         self.batch_size = batch_size
         self.position = spool.checked_position(journal.cursor(CURSOR))
@@ -128,7 +146,8 @@ class Worker:
 
     def _outcome(self, record: Record) -> Outcome:
         if record.damage is None:
-            return self.pipeline.process(record.raw)
+            outcome = self.pipeline.process(record.raw)
+            return apply_policy(outcome, self.policy_for) if self.policy_for else outcome
         log.error(
             "spool: DAMAGED record in segment %d: %s; kept in %s, processing goes on",
             record.segment,
@@ -171,14 +190,26 @@ class Worker:
         for path in paths:
             raw = path.read_bytes()
             item = Record(0, 0, 0, {"retried": str(path)}, raw)
-            processed = self._journal_alone(
-                item, self.pipeline.process(raw), source="retry", name=path.stem
-            )
+            outcome = self.pipeline.process(raw)
+            if self.policy_for:
+                outcome = apply_policy(outcome, self.policy_for)
+            processed = self._journal_alone(item, outcome, source="retry", name=path.stem)
             if processed.outcome.status != FAILED:
-                path.unlink(missing_ok=True)
-                path.with_suffix(".reason").unlink(missing_ok=True)
+                _remove_kept(path)
             done.append(processed)
         return done
+
+    def release(self, path: Path) -> Processed:
+        """Publish a mail the trust policy held, through the pipeline as if it had just
+        arrived but without the policy (dedup still applies); it then leaves ``held/``."""
+        raw = path.read_bytes()
+        item = Record(0, 0, 0, {"released": str(path)}, raw)
+        processed = self._journal_alone(
+            item, self.pipeline.process(raw), source="held", name=path.stem
+        )
+        if processed.outcome.status != FAILED:
+            _remove_kept(path)
+        return processed
 
     def _journal(
         self,
@@ -195,21 +226,30 @@ class Worker:
             kept_as = name or record.spool_id
             if record.damage is not None:
                 self.spool.keep("damaged", kept_as, record.raw, record.meta, record.damage)
-            elif outcome.status in (FAILED, IGNORED):
+            elif outcome.status in (FAILED, IGNORED, HELD, REJECTED):
                 self.spool.keep(outcome.status, kept_as, record.raw, record.meta, outcome.reason)
         done: list[Processed] = []
         with self.journal.batch() as batch:
             for record, outcome in outcomes:
-                result = batch.append(outcome.events, source)
+                published = outcome.events if outcome.status == PUBLISHED else []
+                result = batch.append(published, source)
                 done.append(Processed(record, outcome, result))
             if from_spool:
                 batch.set_cursor(CURSOR, outcomes[-1][0].next_position)
             counts = outcome_counters([(p.outcome, p.result) for p in done])
             counts["spool_damaged"] = sum(1 for record, _ in outcomes if record.damage)
-            batch.add_counters(counts if from_spool else {"retried": len(done)})
+            batch.add_counters(counts if from_spool else {_COUNTER[source]: len(done)})
         if from_spool:
             self.position = outcomes[-1][0].next_position
         for item in done:
-            where = f"spool={item.record.spool_id}" if from_spool else f"retry={name}"
+            where = f"spool={item.record.spool_id}" if from_spool else f"{source}={name}"
             log_outcome(where, item.outcome, item.result)
         return done
+
+
+_COUNTER = {"retry": "retried", "held": "released"}
+
+
+def _remove_kept(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.with_suffix(".reason").unlink(missing_ok=True)

@@ -94,7 +94,13 @@ def plain_value(value: str) -> str:
 
 def unverified_signature() -> dict[str, Any]:
     """``signed_by`` before any OpenPGP check has run."""
-    return {"status": "unverified", "fingerprint": None, "uid": None, "signed_at": None}
+    return {
+        "status": "unverified",
+        "fingerprint": None,
+        "uid": None,
+        "signed_at": None,
+        "reason": "no OpenPGP check has run",
+    }
 
 
 def file_list(changes: deb822.Changes) -> list[dict[str, Any]]:

@@ -59,8 +59,12 @@ def bridge(
     )
 
 
+OFFLINE_CONFIG = Path(__file__).parent / "offline.toml"
+OFFLINE_TRUST = "[trust]\ndns = false\n"  # what every test config holds: no real DNS
+
+
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "BRIDGE_CONFIG"}
+    env = dict(os.environ, BRIDGE_CONFIG=str(OFFLINE_CONFIG))
     env.update(extra)
     return env
 
@@ -134,10 +138,11 @@ RCPT = "bridge@localhost"
 PROBE_TOPIC = "bridge.probe"
 
 
-def config_file(tmp_path: Path, smtp: str = "", top: str = "") -> Path:
-    """A bridge.toml with *top* keys and an ``[smtp]`` section holding *smtp*."""
+def config_file(tmp_path: Path, smtp: str = "", top: str = "", trust: str = "") -> Path:
+    """A bridge.toml with *top* keys, an ``[smtp]`` section holding *smtp* and a
+    ``[trust]`` section (DNS off) holding *trust*."""
     path = tmp_path / "bridge.toml"
-    path.write_text(f"{top}\n[smtp]\n{smtp}\n")
+    path.write_text(f"{top}\n[smtp]\n{smtp}\n{OFFLINE_TRUST}{trust}\n")
     return path
 
 

@@ -17,10 +17,26 @@ def test_log_journals_a_json_body_under_the_full_topic(state_dir: Path):
     assert result.returncode == 0, result.stderr
     with SqliteJournal(state_dir / JOURNAL_FILE) as journal:
         envelopes = list(journal.envelopes(journal.rows_after(0)))
-    assert [(e.seq_id, e.topic, e.msg) for e in envelopes] == [
-        (1, "org.debian.dev.bridge.test", {"a": 1}),
-        (2, "org.debian.dev.bridge.test", {"b": 2}),
+    assert [
+        (e.seq_id, e.topic, e.msg["a" if i == 0 else "b"]) for i, e in enumerate(envelopes)
+    ] == [
+        (1, "org.debian.dev.bridge.test", 1),
+        (2, "org.debian.dev.bridge.test", 2),
     ]
+
+
+def test_a_logged_event_says_a_local_user_published_it_whatever_the_body_claims(state_dir: Path):
+    forged = {"bug": 123, "origin": {"message_id": "<x@y>", "auth": {"verdict": "pass"}}}
+    result = bridge(
+        "--state-dir", str(state_dir), "log", "--topic", "debbugs.bug.closed", json.dumps(forged)
+    )
+    assert result.returncode == 0, result.stderr
+    with SqliteJournal(state_dir / JOURNAL_FILE) as journal:
+        (envelope,) = journal.envelopes(journal.rows_after(0))
+    auth = envelope.msg["origin"]["auth"]
+    assert (auth["verdict"], auth["method"]) == ("none", "local")
+    assert "bridge log" in auth["reason"]
+    assert envelope.msg["origin"]["message_id"] == "<x@y>"
 
 
 def test_log_rejects_malformed_json_in_one_line(state_dir: Path):

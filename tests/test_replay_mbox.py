@@ -15,7 +15,7 @@ import pytest
 
 from bridge.journal import JOURNAL_FILE, SqliteJournal
 from bridge.mail import strip_from_line
-from tests.helpers import FIXTURES, bridge, child_env, sql, wait_until
+from tests.helpers import FIXTURES, OFFLINE_TRUST, bridge, child_env, sql, wait_until
 from tests.mails import bug_report
 
 FROM_LINE = b"From archive@lists.example.org Mon Jan  1 00:00:00 2024\n"
@@ -156,7 +156,7 @@ def _progress(state: Path) -> int:
 
 def test_a_mail_over_the_size_cap_is_kept_as_failed_and_the_rest_replays(tmp_path):
     config = tmp_path / "bridge.toml"
-    config.write_text("[mbox]\nmax_message_size = 1000000\n")
+    config.write_text("[mbox]\nmax_message_size = 1000000\n" + OFFLINE_TRUST)
     mails = [bug_report(1), bug_report(66, body_bytes=3_000_000), bug_report(2)]
     mbox = write_mbox(tmp_path / "m.mbox", mails)
     state = tmp_path / "state"

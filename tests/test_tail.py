@@ -15,7 +15,7 @@ from pathlib import Path
 from bridge.client import tail
 from bridge.events import Event
 from bridge.journal import JOURNAL_FILE, SqliteJournal
-from tests.helpers import Server, child_env
+from tests.helpers import OFFLINE_TRUST, Server, child_env
 
 
 def publish(journal: SqliteJournal, start: int, count: int, batch: int = 100) -> None:
@@ -93,7 +93,7 @@ def test_a_subscriber_that_drops_messages_still_sees_each_once(
 ):
     caplog.set_level(logging.INFO, logger="bridge.client")
     config = tmp_path / "bridge.toml"
-    config.write_text("[bus]\nsend_hwm = 20\nreplay_max_messages = 500\n")
+    config.write_text("[bus]\nsend_hwm = 20\nreplay_max_messages = 500\n" + OFFLINE_TRUST)
     server = Server(state_dir, config=config).start()
     journal = SqliteJournal(state_dir / JOURNAL_FILE)
     total = 10_000

@@ -152,7 +152,15 @@ class SqliteJournal(Journal):
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
-    def _insert(self, seq_id: int, event: Event, key: str, source: str, live: bool) -> None:
+    def _insert(
+        self,
+        seq_id: int,
+        event: Event,
+        key: str,
+        source: str,
+        live: bool,
+        supersedes: str | None = None,
+    ) -> None:
         now = datetime.now(UTC)
         envelope = Envelope(
             topic=self.naming.topic(event.topic),
@@ -163,6 +171,7 @@ class SqliteJournal(Journal):
             username=self.naming.username,
             seq_id=seq_id,
             index=event.index,
+            supersedes=supersedes,
         )
         self._db.execute(
             INSERT_EVENT,
@@ -305,13 +314,36 @@ class SqliteBatch(Batch):
         (last,) = self._db.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
         for event in events:
             key = dedup_key_of(event)
-            if self._db.execute("SELECT 1 FROM events WHERE dedup_key = ?", (key,)).fetchone():
+            stored = self._strongest(key)
+            if stored is None:
+                last += 1
+                self._journal._insert(last, event, key, source, live)
+            elif trust_rank(event.body) > stored[0]:
+                # The same fact, better vouched for: both stay on record, and the new row says
+                # which one it corrects. Its key gets a suffix to stay unique.
+                last += 1
+                self._journal._insert(
+                    last, event, f"{key}{SUPERSEDING}{last}", source, live, supersedes=stored[1]
+                )
+            else:
                 result.duplicates += 1
                 continue
-            last += 1
-            self._journal._insert(last, event, key, source, live)
             result.seq_ids.append(last)
         return result
+
+    def _strongest(self, key: str) -> tuple[int, str] | None:
+        """The trust rank and msg_id of the best-vouched event stored under *key*."""
+        rows = self._db.execute(
+            "SELECT msg_id, envelope FROM events WHERE dedup_key = ?"
+            " OR (dedup_key > ? AND dedup_key < ?) ORDER BY seq_id",
+            (key, key + SUPERSEDING, key + chr(ord(SUPERSEDING) + 1)),
+        ).fetchall()
+        best: tuple[int, str] | None = None
+        for msg_id, envelope in rows:
+            rank = trust_rank(Envelope.from_json(envelope).msg)
+            if best is None or rank >= best[0]:
+                best = (rank, msg_id)
+        return best
 
     def set_cursor(self, name: str, position: int) -> None:
         self._db.execute(
@@ -350,6 +382,20 @@ def _replay_where(selection: ReplaySelection) -> tuple[str, list[Any]]:
         parts.append(("timestamp >= ?", [selection.after_time]))
     where = " OR ".join(clause for clause, _ in parts) or "0"
     return f"live = 1 AND ({where})", [p for _, params in parts for p in params]
+
+
+# dedup_key + SUPERSEDING + seq_id keys a row that supersedes an earlier one (a control
+# character: no dedup key a parser makes from a mail contains one).
+SUPERSEDING = "\x1e"
+_RANKS = {"pass": 2, "none": 1, "fail": 0}
+
+
+def trust_rank(body: Any) -> int:
+    """How well an event is vouched for: pass above none above fail (a failed check is
+    evidence against the mail, no signature is merely none)."""
+    origin = body.get("origin") if isinstance(body, dict) else None
+    verdict = (origin.get("auth") or {}).get("verdict") if isinstance(origin, dict) else None
+    return _RANKS.get(verdict or "none", 1)
 
 
 def dedup_key_of(event: Event) -> str:

@@ -1,0 +1,116 @@
+"""Where DKIM public keys come from: a file of TXT records, else DNS.
+
+``[trust] dkim_keys`` names a file with one record a line, ``<selector>._domainkey.<domain>
+<record text>`` (``#`` starts a comment): for air-gapped runs and for tests, which must
+never reach a real DNS server. Names the file does not hold are looked up in DNS through
+dnspython (unless ``[trust] dns`` is false), with a bounded timeout and a cache, so one
+slow resolver costs a verdict (``temperror``), never a stall.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.errors import ConfigError
+
+CACHE_SECONDS = 3600.0
+FAILURE_CACHE_SECONDS = 60.0  # a failed lookup is retried, but not for every mail
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The answer for one key name: the record, or why there is none."""
+
+    record: bytes | None
+    temporary: bool = False  # a timeout or server failure: the key may well exist
+    reason: str = ""
+
+
+def read_key_file(path: Path) -> dict[str, bytes]:
+    """The records of a ``dkim_keys`` file by lower-case name (without the final dot)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read [trust] dkim_keys file {path}: {e.strerror}") from e
+    records: dict[str, bytes] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, record = line.partition(" ")
+        if "._domainkey." not in name or not record.strip():
+            raise ConfigError(
+                f"{path}:{number}: expected '<selector>._domainkey.<domain> <record>',"
+                f" got {line[:60]!r}"
+            )
+        records[name.lower().rstrip(".")] = record.strip().strip('"').encode()
+    return records
+
+
+class KeyStore:
+    """DKIM key records by name: the key file first, then (if allowed) DNS, cached."""
+
+    def __init__(
+        self,
+        records: dict[str, bytes],
+        *,
+        dns: bool,
+        timeout: float,
+        servers: list[str] | None = None,
+        port: int = 53,
+    ):
+        self.records = records
+        self.dns = dns
+        self.timeout = timeout
+        self.servers = list(servers or [])
+        self.port = port
+        self._resolver = None
+        self._cache: dict[str, tuple[float, Lookup]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, name: str) -> Lookup:
+        name = name.lower().rstrip(".")
+        if name in self.records:
+            return Lookup(self.records[name])
+        if not self.dns:
+            return Lookup(None, reason=f"no key for {name} in the key file, and DNS is off")
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(name)
+            if cached and cached[0] > now:
+                return cached[1]
+        found = self._resolve(name)
+        ttl = CACHE_SECONDS if found.record is not None else FAILURE_CACHE_SECONDS
+        with self._lock:
+            self._cache[name] = (now + ttl, found)
+        return found
+
+    def _resolve(self, name: str) -> Lookup:
+        import dns.exception
+        import dns.resolver
+
+        try:
+            answer = self._dns().resolve(name, "TXT", lifetime=self.timeout, search=False)
+        except dns.resolver.NXDOMAIN:
+            return Lookup(None, reason=f"{name} does not exist in DNS")
+        except dns.resolver.NoAnswer:
+            return Lookup(None, reason=f"{name} has no TXT record")
+        except (dns.exception.Timeout, dns.resolver.NoNameservers) as e:
+            return Lookup(None, temporary=True, reason=f"DNS lookup of {name} failed: {e}")
+        except dns.exception.DNSException as e:
+            return Lookup(None, temporary=True, reason=f"DNS lookup of {name} failed: {e}")
+        return Lookup(b"".join(b"".join(r.strings) for r in answer))
+
+    def _dns(self):  # -> dns.resolver.Resolver, imported late: only a DNS lookup needs it
+        import dns.resolver
+
+        if self._resolver is None:
+            resolver = dns.resolver.Resolver(configure=not self.servers)
+            if self.servers:
+                resolver.nameservers = self.servers
+                resolver.port = self.port
+            self._resolver = resolver
+        return self._resolver

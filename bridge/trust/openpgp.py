@@ -1,0 +1,129 @@
+"""The OpenPGP signature on an upload's ``.changes``, checked with ``gpgv``.
+
+The verdict comes from gpgv's machine-readable ``--status-fd`` lines, never from its exit
+code alone: a valid signature by a key that has expired since (``EXPKEYSIG``) is normal for
+history and is told apart from a bad one (``BADSIG``) and from a key the keyrings do not
+hold (``ERRSIG``/``NO_PUBKEY``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.message import Message
+from typing import Any
+
+SIGNED_START = b"-----BEGIN PGP SIGNED MESSAGE-----"
+SIGNATURE_END = b"-----END PGP SIGNATURE-----"
+GPGV_TIMEOUT = 20.0
+
+
+def verdict(
+    status: str,
+    reason: str,
+    fingerprint: str | None = None,
+    uid: str | None = None,
+    signed_at: str | None = None,
+) -> dict[str, Any]:
+    """A ``signed_by`` value: ``status`` with ``fingerprint``, ``uid``, ``signed_at`` and
+    why."""
+    return {
+        "status": status,
+        "fingerprint": fingerprint,
+        "uid": uid,
+        "signed_at": signed_at,
+        "reason": reason,
+    }
+
+
+def clearsigned(message: Message) -> bytes | None:
+    """The first clearsigned block in the mail's text parts, as the bytes that were signed."""
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_type() != "text/plain":
+            continue
+        try:
+            data = part.get_payload(decode=True) or b""
+        except Exception:  # a broken transfer encoding: nothing verifiable here
+            continue
+        start = data.find(SIGNED_START)
+        end = data.find(SIGNATURE_END, start)
+        if start >= 0 and end > start:
+            return data[start : end + len(SIGNATURE_END)] + b"\n"
+    return None
+
+
+class Gpgv:
+    """Runs ``gpgv`` against fixed keyrings."""
+
+    def __init__(self, keyrings: Sequence[str], program: str = "gpgv"):
+        self.keyrings = [k for k in keyrings if k]
+        self.program = program
+        self._home = tempfile.mkdtemp(prefix="bridge-gpgv-")  # gpgv must not touch ~/.gnupg
+
+    def check(self, signed: bytes | None) -> dict[str, Any]:
+        if not self.keyrings:
+            return verdict("unverified", "no keyring configured ([trust] keyrings)")
+        if signed is None:
+            return verdict("unsigned", "the mail holds no clearsigned .changes")
+        with tempfile.NamedTemporaryFile(dir=self._home, suffix=".changes") as fh:
+            fh.write(signed)
+            fh.flush()
+            command = [self.program, "--homedir", self._home, "--status-fd", "1"]
+            for keyring in self.keyrings:
+                command += ["--keyring", os.path.abspath(keyring)]
+            try:
+                run = subprocess.run(
+                    [*command, fh.name], capture_output=True, timeout=GPGV_TIMEOUT, check=False
+                )
+            except FileNotFoundError:
+                return verdict("unverified", f"{self.program} is not installed")
+            except subprocess.TimeoutExpired:
+                return verdict("unverified", f"{self.program} took over {GPGV_TIMEOUT:.0f}s")
+        return read_status(run.stdout.decode("utf-8", "replace"))
+
+
+def read_status(output: str) -> dict[str, Any]:
+    """The verdict gpgv's status lines give."""
+    lines = [line.split(" ", 2)[1:] for line in output.splitlines() if line.startswith("[GNUPG:] ")]
+    by_keyword: dict[str, list[str]] = {}
+    for keyword, *rest in lines:
+        by_keyword.setdefault(keyword, rest[0].split(" ") if rest else [])
+    valid = by_keyword.get("VALIDSIG")
+    fingerprint = (valid[-1] if len(valid or []) >= 10 else valid[0]) if valid else None
+    signed_at = _time(valid[2]) if valid and len(valid) > 2 else None
+    for keyword, status in (
+        ("BADSIG", "bad"),
+        ("REVKEYSIG", "revoked-key"),
+        ("EXPKEYSIG", "expired-key"),
+        ("GOODSIG", "good"),
+    ):
+        if keyword in by_keyword:
+            fields = by_keyword[keyword]
+            uid = " ".join(fields[1:]) or None
+            fingerprint = fingerprint or (fields[0] if fields else None)
+            if status == "good" and not valid:
+                return verdict("bad", "GOODSIG without VALIDSIG", fingerprint, uid)
+            return verdict(status, f"gpgv: {keyword}", fingerprint, uid, signed_at)
+    if "ERRSIG" in by_keyword or "NO_PUBKEY" in by_keyword:
+        fields = by_keyword.get("ERRSIG") or by_keyword.get("NO_PUBKEY") or []
+        key = fields[6] if len(fields) > 6 and fields[6] != "-" else (fields[0] if fields else None)
+        when = _time(fields[4]) if len(fields) > 4 else None
+        return verdict("unknown-key", "gpgv: no public key in the keyrings", key, None, when)
+    if "NODATA" in by_keyword:
+        return verdict("bad", "gpgv: the signature is unreadable (NODATA)")
+    return verdict("bad", "gpgv found no valid signature")
+
+
+def _time(value: str) -> str | None:
+    """gpgv's times: epoch seconds, or ISO 8601 basic form."""
+    try:
+        if value.isdigit():
+            moment = datetime.fromtimestamp(int(value), UTC)
+        else:
+            moment = datetime.strptime(value, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
