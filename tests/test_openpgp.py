@@ -1,0 +1,200 @@
+"""``signed_by``: the OpenPGP signature of an upload's ``.changes``, checked with gpgv against
+keyrings the tests make with gpg (a good key, one expired since it signed, a revoked one,
+and one the keyring does not hold), and the real corpus against Debian's keyrings."""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bridge.config import DEBIAN_KEYRINGS, TrustConfig
+from bridge.pipeline import Pipeline
+from bridge.trust import Trust
+from bridge.trust.openpgp import Gpgv
+from parsers.dak import DakParser
+from tests.helpers import require
+
+CHANGES = """\
+Format: 1.8
+Date: Sat, 27 Aug 2022 20:10:26 +0100
+Source: hello
+Binary: hello
+Architecture: source
+Version: 2.10-3
+Distribution: unstable
+Urgency: medium
+Maintainer: Santiago Vila <sanvila@debian.org>
+Changed-By: {uid}
+Changes:
+ hello (2.10-3) unstable; urgency=medium
+ .
+   * A fix.
+Checksums-Sha256:
+ 811db2256cc31e32d28966a98163c69d14e2b426b667fe0ef575d19db4149ea3 1914 hello_2.10-3.dsc
+Files:
+ fcb450cf81915f57e447f7ef1573b165 1914 devel optional hello_2.10-3.dsc
+"""
+
+
+def accepted_mail(signed: str) -> bytes:
+    head = (
+        "From: Debian FTP Masters <ftpmaster@ftp-master.debian.org>\n"
+        "To: debian-devel-changes@lists.debian.org\n"
+        "Subject: Accepted hello 2.10-3 (source) into unstable\n"
+        "Message-Id: <E1oS1p0-00BEVf-FV@fasolo.debian.org>\n"
+        "Date: Sat, 27 Aug 2022 19:49:38 +0000\n"
+        "X-DAK: dak process-upload\n"
+        "Content-Type: text/plain; charset=utf-8\n\n"
+    )
+    return (head + signed).encode()
+
+
+class Keys:
+    """A GnuPG home with signing keys, and a keyring of some of their public keys."""
+
+    def __init__(self, home: Path):
+        require(shutil.which("gpg") is not None, "gpg (package gnupg) is not installed")
+        require(shutil.which("gpgv") is not None, "gpgv (package gpgv) is not installed")
+        self.home = home
+        home.mkdir(mode=0o700)
+
+    def gpg(self, *args: str, data: bytes | None = None, when: str | None = None) -> bytes:
+        faked = [f"--faked-system-time={when}!"] if when else []
+        run = subprocess.run(
+            [
+                "gpg",
+                "--homedir",
+                str(self.home),
+                "--batch",
+                "--yes",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                *faked,
+                *args,
+            ],
+            input=data,
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        return run.stdout
+
+    def new(self, uid: str, expires: str = "0", when: str | None = None) -> str:
+        self.gpg("--quick-gen-key", uid, "ed25519", "sign", expires, when=when)
+        listing = self.gpg("--with-colons", "--list-keys", uid).decode()
+        return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr"))
+
+    def clearsign(self, uid: str, text: str, when: str | None = None) -> str:
+        return self.gpg("--local-user", uid, "--clearsign", data=text.encode(), when=when).decode()
+
+    def revoke(self, fingerprint: str) -> None:
+        # gpg writes a revocation certificate for every new key; its armour is guarded by a
+        # leading ":" so it is not imported by accident
+        cert = (self.home / "openpgp-revocs.d" / f"{fingerprint}.rev").read_text()
+        self.gpg("--import", data=cert.replace(":-----BEGIN", "-----BEGIN").encode())
+
+    def keyring(self, path: Path, *fingerprints: str) -> Path:
+        path.write_bytes(self.gpg("--export", *fingerprints))
+        return path
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Mails signed every way that matters, and the keyring that judges them."""
+    keys = Keys(tmp_path_factory.mktemp("gnupg") / "home")
+    good = keys.new("Good Uploader <good@example.org>")
+    old = keys.new("Old Uploader <old@example.org>", "1d", when="20200101T000000")
+    gone = keys.new("Gone Uploader <gone@example.org>")
+    stranger = keys.new("Stranger <stranger@example.org>")
+    texts = {
+        "good": keys.clearsign(good, CHANGES.format(uid="Good Uploader <good@example.org>")),
+        "expired-key": keys.clearsign(
+            old, CHANGES.format(uid="Old Uploader <old@example.org>"), when="20200101T120000"
+        ),
+        "revoked-key": keys.clearsign(gone, CHANGES.format(uid="Gone Uploader <gone@example.org>")),
+        "unknown-key": keys.clearsign(
+            stranger, CHANGES.format(uid="Stranger <stranger@example.org>")
+        ),
+    }
+    texts["bad"] = texts["good"].replace("   * A fix.", "   * A backdoor.")
+    texts["unsigned"] = CHANGES.format(uid="Nobody <nobody@example.org>")
+    keys.revoke(gone)
+    ring = keys.keyring(tmp_path_factory.mktemp("ring") / "uploaders.gpg", good, old, gone)
+    return {"texts": texts, "keyring": ring, "good": good, "old": old}
+
+
+def signed_by(keyring: Path, raw: bytes) -> tuple[dict, dict]:
+    pipe = Pipeline([DakParser()], Trust(TrustConfig(dns=False, keyrings=[str(keyring)])))
+    (event,) = pipe.process(raw).events
+    return event.body["signed_by"], event.body["origin"]["auth"]
+
+
+@pytest.mark.parametrize(
+    "status", ["good", "expired-key", "revoked-key", "unknown-key", "bad", "unsigned"]
+)
+def test_signed_by_reads_gpgvs_status_lines(signed, status):
+    verdict, auth = signed_by(signed["keyring"], accepted_mail(signed["texts"][status]))
+    assert verdict["status"] == status, verdict
+    assert verdict["reason"]
+    if status == "good":
+        assert verdict["fingerprint"] == signed["good"]
+        assert verdict["uid"] == "Good Uploader <good@example.org>"
+        assert verdict["signed_at"].endswith("Z")
+        # no DKIM signature, but the uploader's signature vouches for the upload
+        assert (auth["verdict"], auth["method"]) == ("pass", "openpgp")
+    else:
+        assert auth["verdict"] == "none", auth
+    if status == "expired-key":
+        assert verdict["fingerprint"] == signed["old"]
+        assert verdict["signed_at"].startswith("2020-01-01T12:00")
+
+
+def test_without_a_keyring_signed_by_is_unverified(signed):
+    pipe = Pipeline([DakParser()], Trust(TrustConfig(dns=False, keyrings=[])))
+    (event,) = pipe.process(accepted_mail(signed["texts"]["good"])).events
+    assert event.body["signed_by"]["status"] == "unverified"
+    assert "no keyring" in event.body["signed_by"]["reason"]
+
+
+def gpgv_by_hand(path: Path, keyrings: list[str]) -> str:
+    """The first verdict keyword gpgv prints for *path*, read without the bridge's code."""
+    command = ["gpgv", "--status-fd", "1"]
+    for keyring in keyrings:
+        command += ["--keyring", keyring]
+    out = subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=60)
+    keywords = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("[GNUPG:]")]
+    wanted = ("GOODSIG", "EXPKEYSIG", "REVKEYSIG", "BADSIG", "ERRSIG", "NODATA")
+    return next((k for k in keywords if k in wanted), "none")
+
+
+def test_the_corpus_changes_files_against_debians_keyrings(corpus: Path, capsys):
+    keyrings = [k for k in DEBIAN_KEYRINGS if os.path.exists(k)]
+    require(bool(keyrings), "Debian's keyrings are not installed (package debian-keyring)")
+    gpgv = Gpgv(keyrings)
+    ours: collections.Counter[str] = collections.Counter()
+    pairs: collections.Counter[tuple[str, str]] = collections.Counter()
+    for path in sorted(corpus.glob("changes/*.changes")):
+        data = path.read_bytes()
+        start = data.find(b"-----BEGIN PGP SIGNED MESSAGE-----")
+        status = gpgv.check(data[start:] if start >= 0 else None)["status"]
+        ours[status] += 1
+        pairs[(status, gpgv_by_hand(path, keyrings))] += 1
+    with capsys.disabled():
+        print(f"\nsigned_by over the corpus's .changes: {dict(ours)}; against gpgv: {dict(pairs)}")
+    expected = {
+        "good": "GOODSIG",
+        "expired-key": "EXPKEYSIG",
+        "revoked-key": "REVKEYSIG",
+        "bad": "BADSIG",
+        "unknown-key": "ERRSIG",
+        "unsigned": "NODATA",
+    }
+    assert all(expected[ours_] == theirs for ours_, theirs in pairs), pairs
+    assert sum(ours.values()) == 98
