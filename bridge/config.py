@@ -55,6 +55,13 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True)
+class SigningConfig:
+    # fedmsg's X.509 scheme: an RSA key (PEM) and its certificate from your fedmsg CA.
+    key: str = ""
+    certificate: str = ""
+
+
+@dataclass(frozen=True)
 class BusConfig:
     publish: str = "tcp://127.0.0.1:9940"
     replay: str = "tcp://127.0.0.1:9941"
@@ -64,6 +71,7 @@ class BusConfig:
     # Like fedmsg's post_init_sleep: let subscribers (re)connect before the backlog goes out.
     startup_delay: float = 0.5
     send_hwm: int = 100_000
+    signing: SigningConfig = field(default_factory=SigningConfig)
 
 
 @dataclass(frozen=True)
@@ -167,6 +175,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
     config = _build(Config, data, where="")
     networks("smtp.allowed_peers", config.smtp.allowed_peers)  # checked when read
+    if config.bus.signing.key or config.bus.signing.certificate:
+        from bridge.signing import signer_of
+
+        signer_of(config.bus.signing.key, config.bus.signing.certificate)  # loads, or says why
     if config.trust.dkim_keys:
         from bridge.trust.keys import read_key_file
 

@@ -15,6 +15,7 @@ import zmq
 from bridge.events import frames
 from bridge.journal import Journal
 from bridge.runner import run_loop
+from bridge.signing import EnvelopeSigner
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,10 @@ class Publisher:
         startup_delay: float = 0.0,
         batch_size: int = 500,
         send_hwm: int = 100_000,
+        signer: EnvelopeSigner | None = None,
     ):
         self.journal = journal
+        self.signer = signer
         self.endpoint = endpoint
         self.poll_interval = poll_interval
         self.startup_delay = startup_delay
@@ -68,7 +71,8 @@ class Publisher:
                     self.journal.set_cursor(CURSOR, last)
                 return sent
             for row in rows:
-                self._socket.send_multipart(frames(row.topic, row.envelope))
+                envelope = self.signer.sign(row.envelope) if self.signer else row.envelope
+                self._socket.send_multipart(frames(row.topic, envelope))
             self.cursor = rows[-1].seq_id
             self.journal.set_cursor(CURSOR, self.cursor)
             sent += len(rows)

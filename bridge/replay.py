@@ -21,6 +21,7 @@ import zmq
 from bridge.errors import ReplayError
 from bridge.journal import Journal, ReplaySelection, Row
 from bridge.runner import run_loop
+from bridge.signing import EnvelopeSigner
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,10 @@ def _number(data: dict[str, Any], name: str, kind: Any, what: str) -> Any:
     return value
 
 
-def answer(journal: Journal, request: bytes, limit: int) -> list[bytes]:
-    """The frames that answer one request."""
+def answer(
+    journal: Journal, request: bytes, limit: int, signer: EnvelopeSigner | None = None
+) -> list[bytes]:
+    """The frames that answer one request (signed envelopes when *signer* is given)."""
     try:
         try:
             data = json.loads(request)
@@ -122,7 +125,8 @@ def answer(journal: Journal, request: bytes, limit: int) -> list[bytes]:
             raise ReplayError("no message matches the query")
     except ReplayError as e:
         return [_error(str(e))]
-    return [row.envelope.encode("ascii") for row in rows]
+    sign = signer.sign if signer else (lambda envelope: envelope)
+    return [sign(row.envelope).encode("ascii") for row in rows]
 
 
 def _error(text: str) -> bytes:
@@ -145,9 +149,11 @@ class ReplayServer:
         context: zmq.Context,
         limit: int,
         max_request_bytes: int = 1 << 20,
+        signer: EnvelopeSigner | None = None,
     ):
         self.journal = journal
         self.limit = limit
+        self.signer = signer
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.MAXMSGSIZE, max_request_bytes)
@@ -183,7 +189,7 @@ class ReplayServer:
 
     def _answer(self, request: bytes) -> list[bytes]:
         try:
-            return answer(self.journal, request, self.limit)
+            return answer(self.journal, request, self.limit, self.signer)
         except Exception as e:  # every request is answered, whatever went wrong
             log.exception("replay query failed")
             return [_error(f"internal error: {type(e).__name__}")]

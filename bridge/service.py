@@ -33,6 +33,7 @@ from bridge.plugins import discover
 from bridge.publisher import Publisher
 from bridge.replay import ReplayServer
 from bridge.runner import run_loop, start_thread
+from bridge.signing import signer_of
 from bridge.spool import private_dir, spool_of
 from bridge.trust import Trust
 from bridge.worker import CURSOR as SPOOL_CURSOR
@@ -228,6 +229,7 @@ class PipelineProcess:
         self.stop_event = threading.Event()
         self._context = zmq.Context()
         registry = discover(only=parser_names)
+        signer = signer_of(config.bus.signing.key, config.bus.signing.certificate)
         self.publisher = Publisher(
             open_journal(config, durable=False),
             config.bus.publish,
@@ -235,6 +237,7 @@ class PipelineProcess:
             poll_interval=config.bus.poll_interval,
             startup_delay=config.bus.startup_delay,
             send_hwm=config.bus.send_hwm,
+            signer=signer,
         )
         self.spool = spool_of(config)
         self.replay = ReplayServer(
@@ -243,6 +246,7 @@ class PipelineProcess:
             context=self._context,
             limit=config.bus.replay_max_messages,
             max_request_bytes=config.bus.replay_max_request_bytes,
+            signer=signer,
         )
         self.worker = Worker(
             self.spool,
