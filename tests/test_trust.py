@@ -15,11 +15,14 @@ import pytest
 
 from bridge.config import TrustConfig
 from bridge.pipeline import Pipeline
+from bridge.testing import validate
 from bridge.trust import Trust
 from parsers.dak import DakParser
 from parsers.debbugs import DebbugsParser
 from tests import dkimkit
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, ROOT
+
+SCHEMAS = ROOT / "parsers" / "schemas"
 
 BTS = dkimkit.key("bugs.debian.org", "smtpauto.buxtehude")
 FTP = dkimkit.key("ftp-master.debian.org", "smtpauto.usper")
@@ -215,6 +218,7 @@ def test_the_corpus_mails_a_trusted_border_mta_vouched_for_pass(corpus: Path, ca
     for path in sorted(corpus.glob("mails/*/*.eml")):
         raw = path.read_bytes()
         for event in pipe.process(raw).events:
+            validate(event, SCHEMAS)  # verdicts and signed_by fit the contract
             auth = event.body["origin"]["auth"]
             verdicts[f"{auth['verdict']}/{auth['method']}"] += 1
             if trusted[event.topic.split(".")[0]] in border_passes(raw):

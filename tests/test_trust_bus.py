@@ -161,3 +161,22 @@ def test_a_forgery_that_reuses_a_real_handler_id_is_superseded_by_the_real_mail(
         forged.msg_id,
         real.msg_id,
     ]
+
+
+def test_an_operator_drops_a_held_mail_into_rejected(tmp_path):
+    from bridge.spool import Spool
+
+    state = tmp_path / "state"
+    spool = Spool(state / "spool")
+    spool.keep("held", "0000000100000000", FORGED_CLOSURE, {"peer": "127.0.0.1"}, "held: why")
+    spool.close()
+    assert held_ids(state) == ["0000000100000000"]
+    dropped = bridge("--state-dir", str(state), "held", "drop", "0000000100000000")
+    assert dropped.returncode == 0, dropped.stderr
+    assert held_ids(state) == []
+    rejected = state / "spool" / "rejected"
+    assert (rejected / "0000000100000000.eml").read_bytes() == FORGED_CLOSURE
+    reason = (rejected / "0000000100000000.reason").read_text()
+    assert reason.startswith("dropped from held/ by an operator\nheld: why")
+    missing = bridge("--state-dir", str(state), "held", "show", "nope")
+    assert missing.returncode == 2 and missing.stderr.count(b"\n") == 1

@@ -134,3 +134,21 @@ def test_a_damaged_record_is_counted_once(spool, tmp_path):
     assert bugs_in(journal) == [760601, 760603]
     counters = journal.counters()
     assert (counters["spool_damaged"], counters["failed"], counters["processed"]) == (1, 1, 3)
+
+
+def test_the_drop_policy_keeps_a_mail_nothing_vouches_for_in_rejected(spool, tmp_path):
+    from bridge.config import TrustConfig
+    from bridge.trust import Trust
+
+    spool.write_now({"n": 1}, bug_report(760101))
+    trust = TrustConfig(dns=False, keyrings=[], policy={"debbugs": "drop"})
+    pipeline = Pipeline(discover(only=["debbugs"]).parsers, Trust(trust))
+    with SqliteJournal(tmp_path / "journal.sqlite3") as journal:
+        worker = Worker(spool, journal, pipeline, policy_for=trust.policy_for)
+        assert worker.step() is True
+        assert journal.count() == 0 and journal.counters()["rejected"] == 1
+    (kept,) = spool.rejected_dir.glob("*.eml")
+    assert kept.read_bytes() == bug_report(760101)
+    reason = kept.with_suffix(".reason").read_text()
+    assert reason.startswith("debbugs.bug.report: trust verdict none (no DKIM signature);")
+    assert "policy drop for debbugs" in reason
