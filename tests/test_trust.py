@@ -228,3 +228,24 @@ def test_the_corpus_mails_a_trusted_border_mta_vouched_for_pass(corpus: Path, ca
     with capsys.disabled():
         print(f"\ncorpus verdicts, DNS off: {dict(verdicts)}; vouched {vouched}, pass {passed}")
     assert vouched == passed == 43
+
+
+def test_signatures_by_domains_no_parser_trusts_cost_no_key_lookup(tmp_path):
+    from bridge.trust.keys import KeyStore, Lookup
+    from bridge.trust.signatures import verify_all
+
+    asked: list[str] = []
+
+    class CountingKeys(KeyStore):
+        def lookup(self, name: str) -> Lookup:
+            asked.append(name)
+            return super().lookup(name)
+
+    raw = dkimkit.sign(CLOSURE, BTS)
+    for _ in range(30):  # a hostile sender piles on signatures of its own
+        raw = dkimkit.sign(raw, STRANGER)
+    keys = CountingKeys({BTS.name: BTS.record.encode()}, dns=False, timeout=1)
+    headers = [str(v) for v in email.message_from_bytes(raw).get_all("DKIM-Signature")]
+    results = verify_all(raw, headers, keys, {"bugs.debian.org"})
+    assert [r.result for r in results] == ["skipped"] * 30 + ["pass"]
+    assert asked == [BTS.name]

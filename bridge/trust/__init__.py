@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Trust", "auth"]
 
+EVIDENCE_HEADERS = ("from", "subject", "message-id", "date")  # what facts are read from
+
 # dkimpy logs each failed lookup at ERROR; the verdict's reason already says it.
 logging.getLogger("dkimpy").setLevel(logging.CRITICAL)
 
@@ -99,7 +101,12 @@ class Trust:
         evidence = Evidence(
             message,
             raw,
-            verify_all(raw, [str(v) for v in message.get_all("DKIM-Signature") or []], self.keys),
+            verify_all(
+                raw,
+                [str(v) for v in message.get_all("DKIM-Signature") or []],
+                self.keys,
+                {d.lower() for domains in self.config.domains.values() for d in domains},
+            ),
             border,
             ignored,
         )
@@ -157,8 +164,10 @@ class Trust:
             if not vouched:
                 kind = "temperror" if signature.result == "temperror" else "no key"
                 return auth("none", f"{kind}: {signature.reason}", method, **where)
-            method = "authres"
-        elif signature.result != "pass":
+            method, verified_by = "authres", f"{vouched[0].authserv_id} verified"
+        elif signature.result == "pass":
+            verified_by = "verifies"
+        else:
             return auth(
                 "fail", f"DKIM signature by {signature.domain}: {signature.reason}", method, **where
             )
@@ -167,17 +176,16 @@ class Trust:
             return auth("fail", problem, method, **where)
         signed = {
             name: header(evidence.message, name)
-            for name in ("from", "subject", "message-id", "date")
+            for name in EVIDENCE_HEADERS
             if signature.covers(name)
         }
         whole = signature.body_length is None or signature.body_length >= _body_length(evidence.raw)
         contradiction = rule_for(parser)(event, signed, whole)
         if contradiction:
             return auth("fail", contradiction, method, **where)
-        by = f"{evidence.border[0].authserv_id} verified" if method == "authres" else "verifies"
         return auth(
             "pass",
-            f"DKIM signature by {signature.domain} (s={signature.selector}) {by}, covers"
+            f"DKIM signature by {signature.domain} (s={signature.selector}) {verified_by}, covers"
             f" {', '.join(self.required)} and confirms what the event says",
             method,
             **where,
@@ -190,7 +198,11 @@ class Trust:
                 f"DKIM signature by {signature.domain} does not cover"
                 f" {', '.join(missing)} (h= lists {':'.join(signature.headers)})"
             )
-        for name in self.required:
+        # A header the facts are read from must be signed in every copy: DKIM signs the
+        # bottom-most, a reader takes the first.
+        for name in dict.fromkeys([*self.required, *EVIDENCE_HEADERS]):
+            if not signature.covers(name):
+                continue
             present = len(message.get_all(name) or [])
             if present > signature.covers(name):
                 covered = signature.covers(name)

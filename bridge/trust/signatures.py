@@ -2,7 +2,8 @@
 
 A result is ``pass`` (the signature verifies), ``fail`` (it does not: body or headers
 changed after signing, a malformed signature), ``temperror`` (the key could not be fetched
-now: try again later) or ``permerror`` (no such key).
+now: try again later), ``permerror`` (no such key) or ``skipped`` (not verified: no parser
+trusts its domain).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import re
 from dataclasses import dataclass
 
 from bridge.trust.keys import KeyStore, Lookup
+
+MAX_VERIFIED = 5  # signatures by trusted domains verified per mail: each may cost a lookup
 
 
 @dataclass(frozen=True)
@@ -39,18 +42,29 @@ def _tags(value: str) -> dict[str, str]:
     return tags
 
 
-def verify_all(raw: bytes, headers: list[str], keys: KeyStore) -> list[Signature]:
-    """Verify each of the mail's DKIM signatures (*headers*: their values, top first)."""
+def verify_all(
+    raw: bytes, headers: list[str], keys: KeyStore, trusted: set[str]
+) -> list[Signature]:
+    """Verify the mail's DKIM signatures by *trusted* domains (*headers*: the values of its
+    DKIM-Signature headers, top first). Others are listed, not verified: a mail with a
+    hundred signatures must not cost a hundred key lookups."""
     import dkim
 
     found = []
     verifier = None
+    checked = 0
     for index, value in enumerate(headers):
         tags = _tags(value)
         domain = tags.get("d", "").lower()
         selector = tags.get("s", "").lower()
         covered = tuple(h.lower() for h in tags.get("h", "").split(":") if h)
         length = int(tags["l"]) if tags.get("l", "").isdigit() else None
+        b = tags.get("b", "")[:16]
+        if domain not in trusted or checked >= MAX_VERIFIED:
+            why = "no parser trusts this domain" if domain not in trusted else "too many signatures"
+            found.append(Signature(domain, selector, covered, length, "skipped", why, b))
+            continue
+        checked += 1
         asked: dict[str, Lookup] = {}
 
         def dnsfunc(
@@ -70,9 +84,7 @@ def verify_all(raw: bytes, headers: list[str], keys: KeyStore) -> list[Signature
             result, reason = "fail", f"malformed signature: {e}"
         except Exception as e:  # dkimpy on hostile input: a verdict, never a crash
             result, reason = "fail", f"cannot verify: {type(e).__name__}: {e}"
-        found.append(
-            Signature(domain, selector, covered, length, result, reason, tags.get("b", "")[:16])
-        )
+        found.append(Signature(domain, selector, covered, length, result, reason, b))
     return found
 
 
