@@ -368,6 +368,10 @@ def status(state: AppState, as_json: bool) -> None:
             "spool_damaged": len(list(spool.damaged_dir.glob("*.bin"))),
             "counters": journal.counters(),
         }
+        if config.amqp.url:
+            sent = journal.cursor("amqp")
+            report["amqp_cursor"] = sent
+            report["amqp_lag"] = max(0, report["last_seq_id"] - sent)
     spool.close()
     if as_json:
         click.echo(json.dumps(report, sort_keys=True))

@@ -75,6 +75,16 @@ class BusConfig:
 
 
 @dataclass(frozen=True)
+class AmqpConfig:
+    # Empty: no AMQP sink. e.g. "amqp://guest:guest@127.0.0.1:5672/%2F" ("amqps://" for TLS)
+    url: str = ""
+    exchange: str = "amq.topic"
+    ca_certificate: str = ""  # TLS: the CA to check the broker against (default: system's)
+    certificate: str = ""  # TLS client certificate and its key, when the broker asks
+    key: str = ""
+
+
+@dataclass(frozen=True)
 class SpoolConfig:
     retention_days: float = 7.0
     group_commit_window: float = 0.0
@@ -136,6 +146,7 @@ class Config:
     log_level: str = "INFO"
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     bus: BusConfig = field(default_factory=BusConfig)
+    amqp: AmqpConfig = field(default_factory=AmqpConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     mbox: MboxConfig = field(default_factory=MboxConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
@@ -179,6 +190,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         from bridge.signing import signer_of
 
         signer_of(config.bus.signing.key, config.bus.signing.certificate)  # loads, or says why
+    if config.amqp.url and not config.amqp.url.startswith(("amqp://", "amqps://")):
+        raise ConfigError(
+            f"config key 'amqp.url' must start amqp:// or amqps://, not {config.amqp.url!r}"
+        )
     if config.trust.dkim_keys:
         from bridge.trust.keys import read_key_file
 

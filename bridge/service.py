@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 
 import zmq
 
+from bridge.amqp import AmqpSink, builtin_topics, connection_parameters
 from bridge.config import Config
 from bridge.errors import BridgeError, JournalDamaged
 from bridge.journal import open_journal
@@ -248,21 +249,29 @@ class PipelineProcess:
             max_request_bytes=config.bus.replay_max_request_bytes,
             signer=signer,
         )
+        self.amqp = amqp_sink(config)
         self.worker = Worker(
             self.spool,
             open_journal(config),
             Pipeline(registry.parsers, Trust(config.trust)),
-            on_appended=self.publisher.wake,
+            on_appended=self._appended,
             policy_for=config.trust.policy_for,
         )
         self._threads: list[threading.Thread] = []
 
+    def _appended(self) -> None:
+        self.publisher.wake()
+        if self.amqp is not None:
+            self.amqp.wake()
+
     def run(self, wake: Connection, parent: int) -> None:
-        threads = (
+        threads = [
             ("publisher", self.publisher.run),
             ("replay", self.replay.run),
             ("worker", self._work),
-        )
+        ]
+        if self.amqp is not None:
+            threads.append(("amqp", self.amqp.run))
         self._threads = [start_thread(name, target, self.stop_event) for name, target in threads]
         self._watch(wake, parent)
         self.stop_event.set()
@@ -289,6 +298,21 @@ class PipelineProcess:
 
     def _work(self, stop: threading.Event) -> None:
         self.worker.run(stop)
+
+
+def amqp_sink(config: Config) -> AmqpSink | None:
+    """The AMQP sink ``[amqp] url`` asks for, on its own journal connection, or None."""
+    if not config.amqp.url:
+        return None
+    parameters = connection_parameters(
+        config.amqp.url, config.amqp.ca_certificate, config.amqp.certificate, config.amqp.key
+    )
+    return AmqpSink(
+        open_journal(config, durable=False),
+        parameters,
+        exchange=config.amqp.exchange,
+        known_topics=builtin_topics(),
+    )
 
 
 def pipeline_main(

@@ -1,0 +1,185 @@
+"""The AMQP sink against the real RabbitMQ: fedora-messaging's wire format, a broker outage
+behind a proxy the test cuts, and a bridge killed mid-stream."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (
+    Server,
+    Subscriber,
+    bridge,
+    config_file,
+    send,
+    wait_until,
+)
+from tests.mails import bug_report
+from tests.tcpproxy import Proxy
+
+BROKER = ("127.0.0.1", 5672)
+URL = "amqp://guest:guest@127.0.0.1:{port}/%2F"
+
+
+def pika_or_skip():
+    from tests.helpers import require
+
+    try:
+        import pika
+
+        pika.BlockingConnection(pika.URLParameters(URL.format(port=BROKER[1]))).close()
+    except Exception as e:  # not installed, not running
+        require(False, f"RabbitMQ is not reachable at {BROKER[0]}:{BROKER[1]}: {e}")
+    return pika
+
+
+class Queue:
+    """A durable queue of the test's own, bound to the bridge's topics before it starts."""
+
+    def __init__(self, binding: str = "org.debian.dev.#"):
+        pika = pika_or_skip()
+        self.name = f"bridge-test-{uuid.uuid4()}"
+        self.connection = pika.BlockingConnection(pika.URLParameters(URL.format(port=BROKER[1])))
+        self.channel = self.connection.channel()
+        self.channel.queue_declare(self.name, durable=True)
+        self.channel.queue_bind(self.name, "amq.topic", routing_key=binding)
+        self.received: list[tuple[object, object, bytes]] = []
+
+    def drain(self, until, timeout: float) -> list:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not until(self.received):
+            method, properties, body = self.channel.basic_get(self.name, auto_ack=True)
+            if method is None:
+                self.connection.process_data_events(time_limit=0.1)
+                continue
+            self.received.append((method, properties, body))
+        return self.received
+
+    def seq_ids(self) -> list[int]:
+        return [p.headers["debian_bus_seq_id"] for _, p, _ in self.received]
+
+    def close(self) -> None:
+        self.channel.queue_delete(self.name)
+        self.connection.close()
+
+
+def first_occurrences(seq_ids: list[int]) -> list[int]:
+    seen: set[int] = set()
+    return [s for s in seq_ids if not (s in seen or seen.add(s))]
+
+
+def serve_with_amqp(tmp_path: Path, port: int) -> Server:
+    top = f'[amqp]\nurl = "{URL.format(port=port)}"\n'
+    server = Server(tmp_path / "state", config=config_file(tmp_path, top=top)).start()
+    server.wait_for_smtp()
+    return server
+
+
+def test_events_reach_the_broker_in_fedora_messagings_format(tmp_path):
+    queue = Queue()
+    server = serve_with_amqp(tmp_path, BROKER[1])
+    sub = Subscriber(server.publish)
+    try:
+        sub.warm_up(server.state_dir)
+        for bug in (1070001, 1070002, 1070003):
+            assert send(server, bug_report(bug)) == {}
+        zmq_envelopes = sub.collect(lambda got: len(got) >= 3, timeout=30)
+        queue.drain(lambda got: len([m for m in got if "probe" not in m[0].routing_key]) >= 3, 30)
+    finally:
+        sub.close()
+        server.stop()
+        queue.close()
+    import json
+
+    reports = [m for m in queue.received if m[0].routing_key.endswith("debbugs.bug.report")]
+    assert len(reports) == 3
+    for (method, properties, body), envelope in zip(reports, zmq_envelopes, strict=True):
+        assert method.exchange == "amq.topic" and method.routing_key == envelope.topic
+        assert json.loads(body) == envelope.msg
+        assert properties.content_type == "application/json"
+        assert properties.content_encoding == "utf-8" and properties.delivery_mode == 2
+        assert properties.message_id == envelope.msg_id.split("-", 1)[1]
+        assert str(uuid.UUID(properties.message_id)) == properties.message_id
+        headers = properties.headers
+        assert headers["fedora_messaging_schema"] == "debian_bus.debbugs.bug.report"
+        assert headers["fedora_messaging_severity"] == 20
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", headers["sent-at"])
+        assert headers["debian_bus_seq_id"] == envelope.seq_id
+        assert headers["debian_bus_msg_id"] == envelope.msg_id
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_broker_outage_stalls_only_the_amqp_sink_and_it_catches_up_in_order(tmp_path):
+    queue = Queue()
+    proxy = Proxy(BROKER)
+    server = serve_with_amqp(tmp_path, proxy.port)
+    sub = Subscriber(server.publish)
+    bugs = list(range(1080001, 1080501))
+    try:
+        sub.warm_up(server.state_dir)
+        queue.drain(lambda got: len(got) >= 1, 30)  # the sink is connected and sending
+        proxy.cut()
+        cut_at = time.monotonic()
+        for bug in bugs:
+            assert send(server, bug_report(bug)) == {}
+        received = sub.collect(lambda got: sum(e.topic.endswith("report") for e in got) >= 500, 60)
+        # ZeroMQ subscribers saw every event while the broker was away
+        assert [e.msg["bug"] for e in received if e.topic.endswith("report")] == bugs
+        status = bridge("--state-dir", str(server.state_dir), "--config", str(server.config),
+                        "status")  # fmt: skip
+        lag = int(re.search(rb"amqp_lag: (\d+)", status.stdout).group(1))
+        assert lag >= 500
+        time.sleep(max(0.0, 10 - (time.monotonic() - cut_at)))
+        proxy.restore()
+        queue.drain(
+            lambda got: sum(m[0].routing_key.endswith("report") for m in got) >= 500, timeout=120
+        )
+    finally:
+        sub.close()
+        server.stop()
+        proxy.close()
+    reports = [m for m in queue.received if m[0].routing_key.endswith("report")]
+    import json
+
+    in_order = first_occurrences([p.headers["debian_bus_seq_id"] for _, p, _ in reports])
+    assert in_order == sorted(in_order) and len(in_order) == 500
+    bugs_by_seq = {p.headers["debian_bus_seq_id"]: json.loads(b)["bug"] for _, p, b in reports}
+    assert [bugs_by_seq[s] for s in in_order] == bugs
+    log = server.log_text()
+    assert log.count("AMQP sink cannot send") == 1 and "AMQP broker back after" in log
+    queue.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_bridge_killed_mid_stream_sends_every_row_at_least_once_in_order(tmp_path):
+    queue = Queue()
+    server = serve_with_amqp(tmp_path, BROKER[1])
+    state = server.state_dir
+    try:
+        for bug in range(1090001, 1090301):
+            assert send(server, bug_report(bug)) == {}
+        queue.drain(lambda got: len(got) >= 50, 60)
+        server.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+        server.proc.wait(10)  # type: ignore[union-attr]
+        server = Server(state, config=server.config).start()
+        server.wait_for_smtp()
+        from tests.helpers import journal_events
+
+        wait_until(lambda: len(journal_events(state)) == 300, 60, "every mail journaled")
+        last = max(e.seq_id for e in journal_events(state))
+        queue.drain(lambda got: last in {p.headers["debian_bus_seq_id"] for _, p, _ in got}, 120)
+    finally:
+        server.stop()
+    seq_ids = queue.seq_ids()
+    repeats = len(seq_ids) - len(set(seq_ids))
+    in_order = first_occurrences(seq_ids)
+    assert in_order == list(range(1, last + 1)), "every row, in order"
+    print(f"\n{len(seq_ids)} messages for {last} rows ({repeats} re-sent after the kill)")
+    queue.close()
