@@ -19,6 +19,7 @@ import logging
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -81,6 +82,9 @@ def message_of(
                 "sent-at": sent.isoformat(),
                 "debian_bus_seq_id": envelope.seq_id,
                 "debian_bus_msg_id": envelope.msg_id,
+                # what the event is about, for filtering without knowing each body
+                "debian_bus_packages": envelope.packages,
+                "debian_bus_bugs": envelope.bugs,
             },
         },
     )
@@ -216,3 +220,50 @@ class AmqpSink:
                 break
             self._connection.process_data_events(time_limit=min(remaining, 0.1))
         self._wake.clear()
+
+
+def consume(
+    url: str, topic_prefix: str, *, queue: str | None = None, timeout: float | None = None
+) -> Iterator[Envelope]:
+    """The bridge's messages from a broker, as envelopes, from a queue bound to
+    *topic_prefix*: an exclusive one that goes away with the consumer, or the durable
+    *queue* (created if missing), which keeps what arrives while nobody listens.
+    Stops after *timeout* idle seconds, if given."""
+    import pika
+
+    connection = pika.BlockingConnection(connection_parameters(url))
+    try:
+        channel = connection.channel()
+        if queue:
+            name = channel.queue_declare(queue, durable=True).method.queue
+        else:
+            name = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        channel.queue_bind(name, "amq.topic", routing_key=f"{topic_prefix}.#")
+        channel.queue_bind(name, "amq.topic", routing_key=topic_prefix)
+        for method, properties, body in channel.consume(name, inactivity_timeout=timeout):
+            if method is None:
+                return  # idle for *timeout* seconds
+            yield envelope_of(method.routing_key, properties, body)
+            channel.basic_ack(method.delivery_tag)
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def envelope_of(routing_key: str, properties: Any, body: bytes) -> Envelope:
+    """An AMQP message the sink published, as the envelope it came from."""
+    headers = properties.headers or {}
+    sent = headers.get("sent-at")
+    return Envelope(
+        topic=routing_key,
+        msg=json.loads(body),
+        timestamp=int(datetime.fromisoformat(sent).timestamp()) if sent else 0,
+        msg_id=str(headers.get("debian_bus_msg_id", "")),
+        i=0,
+        username="",
+        seq_id=int(headers.get("debian_bus_seq_id", 0)),
+        index={
+            "packages": list(headers.get("debian_bus_packages") or []),
+            "bugs": list(headers.get("debian_bus_bugs") or []),
+        },
+    )

@@ -16,6 +16,7 @@ from tests.helpers import (
     Subscriber,
     bridge,
     config_file,
+    journal_events,
     send,
     wait_until,
 )
@@ -170,8 +171,6 @@ def test_a_bridge_killed_mid_stream_sends_every_row_at_least_once_in_order(tmp_p
         server.proc.wait(10)  # type: ignore[union-attr]
         server = Server(state, config=server.config).start()
         server.wait_for_smtp()
-        from tests.helpers import journal_events
-
         wait_until(lambda: len(journal_events(state)) == 300, 60, "every mail journaled")
         last = max(e.seq_id for e in journal_events(state))
         queue.drain(lambda got: last in {p.headers["debian_bus_seq_id"] for _, p, _ in got}, 120)
@@ -183,3 +182,31 @@ def test_a_bridge_killed_mid_stream_sends_every_row_at_least_once_in_order(tmp_p
     assert in_order == list(range(1, last + 1)), "every row, in order"
     print(f"\n{len(seq_ids)} messages for {last} rows ({repeats} re-sent after the kill)")
     queue.close()
+
+
+def test_bridge_tail_reads_a_durable_queue_on_the_broker(tmp_path):
+    pika = pika_or_skip()
+    queue = f"bridge-tail-{uuid.uuid4()}"
+    url = URL.format(port=BROKER[1])
+    server = serve_with_amqp(tmp_path, BROKER[1])
+    try:
+        # the first run creates and binds the queue; it keeps what arrives while nobody reads
+        first = bridge("tail", "--amqp", url, "--queue", queue, "--timeout", "1")
+        assert first.returncode == 0, first.stderr
+        for bug in (1110001, 1110002):
+            assert send(server, bug_report(bug)) == {}
+        wait_until(lambda: len(journal_events(server.state_dir)) >= 2, 30, "two events")
+        time.sleep(1)
+        later = bridge(
+            "tail", "--amqp", url, "--queue", queue, "--timeout", "3", "--bug", "1110002"
+        )
+    finally:
+        server.stop()
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        connection.channel().queue_delete(queue)
+        connection.close()
+    assert later.returncode == 0, later.stderr
+    (line,) = later.stdout.decode().splitlines()
+    assert line.startswith("2 org.debian.dev.debbugs.bug.report ") and "#1110002" in line
+    bad = bridge("tail", "--amqp", "http://example.org")
+    assert bad.returncode == 2 and bad.stderr.count(b"\n") == 1
