@@ -15,12 +15,11 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bridge.errors import JournalDamaged, JournalError, JournalUnavailable
-from bridge.events import Envelope, Event, Naming, new_msg_id
+from bridge.events import Envelope, Event, Naming
 from bridge.journal.model import (
     AppendResult,
     Batch,
@@ -28,6 +27,13 @@ from bridge.journal.model import (
     Journal,
     ReplaySelection,
     Row,
+)
+from bridge.journal.rows import (
+    SUPERSEDING,
+    dedup_key_of,
+    new_envelope,
+    replay_where,
+    trust_rank,
 )
 from bridge.spool import private_dir
 
@@ -161,17 +167,8 @@ class SqliteJournal(Journal):
         live: bool,
         supersedes: str | None = None,
     ) -> None:
-        now = datetime.now(UTC)
-        envelope = Envelope(
-            topic=self.naming.topic(event.topic),
-            msg=event.body,
-            timestamp=int(now.timestamp()),
-            msg_id=new_msg_id(now),
-            i=next(self._counter),
-            username=self.naming.username,
-            seq_id=seq_id,
-            index=event.index,
-            supersedes=supersedes,
+        envelope, event_time = new_envelope(
+            self.naming, next(self._counter), seq_id, event, supersedes
         )
         self._db.execute(
             INSERT_EVENT,
@@ -181,7 +178,7 @@ class SqliteJournal(Journal):
                 envelope.topic,
                 event.topic,
                 envelope.timestamp,
-                _epoch(event.occurred_at, envelope.timestamp),
+                event_time,
                 key,
                 source,
                 "\n".join(p.lower() for p in event.people),
@@ -271,7 +268,7 @@ class SqliteJournal(Journal):
         return " AND ".join(clauses) or "1", params
 
     def replay(self, selection: ReplaySelection, limit: int) -> list[Row]:
-        where, params = _replay_where(selection)
+        where, params = replay_where(selection, "?")
         rows = self._db.execute(
             f"SELECT seq_id, topic, envelope FROM events WHERE {where} ORDER BY seq_id LIMIT ?",
             [*params, limit],
@@ -279,7 +276,7 @@ class SqliteJournal(Journal):
         return [Row(*r) for r in rows]
 
     def replay_count(self, selection: ReplaySelection) -> int:
-        where, params = _replay_where(selection)
+        where, params = replay_where(selection, "?")
         (n,) = self._db.execute(f"SELECT COUNT(*) FROM events WHERE {where}", params).fetchone()
         return int(n)
 
@@ -366,55 +363,6 @@ class SqliteBatch(Batch):
             " mails = replay_progress.mails + excluded.mails",
             (archive, offset, mails),
         )
-
-
-def _replay_where(selection: ReplaySelection) -> tuple[str, list[Any]]:
-    """Published rows matching any part of the selection, as SQL and its parameters."""
-    parts: list[tuple[str, list[Any]]] = []
-    for column, values in (("seq_id", selection.seq_ids), ("msg_id", selection.msg_ids)):
-        if values:
-            parts.append((f"{column} IN ({','.join('?' * len(values))})", list(values)))
-    for column, ranges in (("seq_id", selection.seq_id_ranges), ("timestamp", selection.times)):
-        parts += [(f"{column} BETWEEN ? AND ?", [low, high]) for low, high in ranges]
-    if selection.seq_id_after is not None:
-        parts.append(("seq_id > ?", [selection.seq_id_after]))
-    if selection.after_time is not None:
-        parts.append(("timestamp >= ?", [selection.after_time]))
-    where = " OR ".join(clause for clause, _ in parts) or "0"
-    return f"live = 1 AND ({where})", [p for _, params in parts for p in params]
-
-
-# dedup_key + SUPERSEDING + seq_id keys a row that supersedes an earlier one (a control
-# character: no dedup key a parser makes from a mail contains one).
-SUPERSEDING = "\x1e"
-_RANKS = {"pass": 2, "none": 1, "fail": 0}
-
-
-def trust_rank(body: Any) -> int:
-    """How well an event is vouched for: pass above none above fail (a failed check is
-    evidence against the mail, no signature is merely none)."""
-    origin = body.get("origin") if isinstance(body, dict) else None
-    verdict = (origin.get("auth") or {}).get("verdict") if isinstance(origin, dict) else None
-    return _RANKS.get(verdict or "none", 1)
-
-
-def dedup_key_of(event: Event) -> str:
-    if not event.dedup_key:
-        raise JournalError(f"event {event.topic} has no dedup key")
-    return f"{event.topic}|{event.dedup_key}"
-
-
-def _epoch(occurred_at: str | None, journaled: int) -> int:
-    """When the fact happened: the event's own time when known (history replays), else now."""
-    if occurred_at:
-        try:
-            moment = datetime.fromisoformat(occurred_at.replace("Z", "+00:00"))
-        except ValueError:
-            return journaled
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return int(moment.timestamp())
-    return journaled
 
 
 def journal_files(path: Path) -> list[Path]:

@@ -1,0 +1,82 @@
+"""What every journal engine does the same way: envelopes, dedup keys, trust ranks and
+the replay query's shape."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.errors import JournalError
+from bridge.events import Envelope, Event, Naming, new_msg_id
+from bridge.journal.model import ReplaySelection
+
+
+def new_envelope(
+    naming: Naming, i: int, seq_id: int, event: Event, supersedes: str | None
+) -> tuple[Envelope, int]:
+    """The envelope an event is journaled in (its ``msg_id`` assigned here, once), and the
+    epoch second the fact happened."""
+    now = datetime.now(UTC)
+    envelope = Envelope(
+        topic=naming.topic(event.topic),
+        msg=event.body,
+        timestamp=int(now.timestamp()),
+        msg_id=new_msg_id(now),
+        i=i,
+        username=naming.username,
+        seq_id=seq_id,
+        index=event.index,
+        supersedes=supersedes,
+    )
+    return envelope, event_epoch(event.occurred_at, envelope.timestamp)
+
+
+def replay_where(selection: ReplaySelection, mark: str) -> tuple[str, list[Any]]:
+    """Published rows matching any part of the selection, as SQL and its parameters
+    (*mark*: the engine's parameter placeholder)."""
+    parts: list[tuple[str, list[Any]]] = []
+    for column, values in (("seq_id", selection.seq_ids), ("msg_id", selection.msg_ids)):
+        if values:
+            marks = ",".join(mark for _ in values)
+            parts.append((f"{column} IN ({marks})", list(values)))
+    for column, ranges in (("seq_id", selection.seq_id_ranges), ("timestamp", selection.times)):
+        parts += [(f"{column} BETWEEN {mark} AND {mark}", [low, high]) for low, high in ranges]
+    if selection.seq_id_after is not None:
+        parts.append((f"seq_id > {mark}", [selection.seq_id_after]))
+    if selection.after_time is not None:
+        parts.append((f"timestamp >= {mark}", [selection.after_time]))
+    where = " OR ".join(clause for clause, _ in parts) or "1 = 0"
+    return f"live AND ({where})", [p for _, params in parts for p in params]
+
+
+# dedup_key + SUPERSEDING + seq_id keys a row that supersedes an earlier one (a control
+# character: no dedup key a parser makes from a mail contains one).
+SUPERSEDING = "\x1e"
+_RANKS = {"pass": 2, "none": 1, "fail": 0}
+
+
+def trust_rank(body: Any) -> int:
+    """How well an event is vouched for: pass above none above fail (a failed check is
+    evidence against the mail, no signature is merely none)."""
+    origin = body.get("origin") if isinstance(body, dict) else None
+    verdict = (origin.get("auth") or {}).get("verdict") if isinstance(origin, dict) else None
+    return _RANKS.get(verdict or "none", 1)
+
+
+def dedup_key_of(event: Event) -> str:
+    if not event.dedup_key:
+        raise JournalError(f"event {event.topic} has no dedup key")
+    return f"{event.topic}|{event.dedup_key}"
+
+
+def event_epoch(occurred_at: str | None, journaled: int) -> int:
+    """When the fact happened: the event's own time when known (history replays), else now."""
+    if occurred_at:
+        try:
+            moment = datetime.fromisoformat(occurred_at.replace("Z", "+00:00"))
+        except ValueError:
+            return journaled
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp())
+    return journaled
