@@ -129,6 +129,8 @@ class AmqpSink:
         self._wake = threading.Event()
         self._connection: Any = None
         self._channel: Any = None
+        self._leading = False
+        self._notified = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -154,6 +156,11 @@ class AmqpSink:
         """Send every live row after the cursor, each confirmed; return how many."""
         import pika
 
+        if not self.journal.lead(CURSOR):
+            self._leading = False
+            return 0
+        if not self._leading:  # taking over: from the shared cursor
+            self.cursor, self._leading = self.journal.cursor(CURSOR), True
         sent = 0
         while True:
             last = self.journal.last_seq_id()
@@ -184,6 +191,7 @@ class AmqpSink:
     # -- the loop ------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        self._notified = self.journal.watch(self.wake)
         failures = 0
         down_since: float | None = None
         while not stop.is_set():
@@ -213,7 +221,10 @@ class AmqpSink:
 
     def _idle(self, stop: threading.Event) -> None:
         """Wait for a wake-up or the poll interval, keeping the connection alive."""
-        deadline = time.monotonic() + self.poll_interval
+        # not leading: ask for the lock again soon, the instance holding it may be gone
+        busy = 30.0 if self._notified else self.poll_interval
+        pause = busy if self._leading else 1.0
+        deadline = time.monotonic() + pause
         while not stop.is_set() and not self._wake.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -398,12 +398,12 @@ def parsers(state: AppState) -> None:
 def status(state: AppState, as_json: bool) -> None:
     """Counters, spool depths, journal and cursor positions (works while serve runs)."""
     from bridge.spool import spool_id, spool_of, unpack
-    from bridge.worker import CURSOR as SPOOL_CURSOR
+    from bridge.worker import spool_cursor
 
     config = state.config
     spool = spool_of(config)
     with state.journal() as journal:
-        position = spool.checked_position(journal.cursor(SPOOL_CURSOR))  # as the worker does
+        position = spool.checked_position(journal.cursor(spool_cursor(config)))  # as the worker
         report = {
             "state_dir": str(config.state_path),
             "journal": journal.location,
@@ -417,6 +417,9 @@ def status(state: AppState, as_json: bool) -> None:
             "spool_damaged": len(list(spool.damaged_dir.glob("*.bin"))),
             "counters": journal.counters(),
         }
+        leaders = journal.leaders()
+        if leaders:
+            report["sinks"] = leaders
         if config.amqp.url:
             sent = journal.cursor("amqp")
             report["amqp_cursor"] = sent
@@ -499,6 +502,50 @@ def retry(state: AppState, retry_all: bool, files: tuple[str, ...]) -> None:
             click.echo(f"{name}: {outcome.status}, {len(item.result.seq_ids)} new event(s)")
     if any(item.outcome.status == FAILED for item in done):
         sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--from",
+    "from_state",
+    type=click.Path(path_type=Path),
+    help="Copy the SQLite journal of this state directory into the --to journal.",
+)
+@click.option(
+    "--to", "to_url", metavar="URL", help="The postgresql:// journal (default [journal] url)."
+)
+@pass_state
+def migrate(state: AppState, from_state: Path | None, to_url: str | None) -> None:
+    """Bring the PostgreSQL journal's schema up to date, or copy a SQLite journal into it."""
+    from bridge.journal import JOURNAL_FILE
+    from bridge.journal.postgres import copy_from_sqlite, redacted
+    from bridge.journal.postgres import migrate as migrate_schema
+    from bridge.worker import spool_cursor
+
+    url = to_url or state.config.journal.url
+    if not url:
+        raise UsageError("name the PostgreSQL journal: --to URL or [journal] url")
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise UsageError(f"--to takes a postgresql:// URL, not {url!r}")
+    if from_state is None:
+        before, after = migrate_schema(url)
+        click.echo(f"{redacted(url)}: schema version {before} -> {after}")
+        return
+    source = from_state / JOURNAL_FILE
+    if not source.is_file():
+        raise UsageError(f"no journal in {from_state} ({source} does not exist)")
+    started = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        rate = done / max(time.monotonic() - started, 1e-6)
+        click.echo(
+            f"copied up to seq_id {done} of {total} ({100 * done / total:.0f}%, {rate:.0f}/s)",
+            err=True,
+        )
+
+    target = state.config.replace(state_dir=str(from_state)).with_section("journal", url=url)
+    copied = copy_from_sqlite(source, url, spool_cursor=spool_cursor(target), progress=progress)
+    click.echo(f"{copied} event(s) copied from {source} to {redacted(url)}")
 
 
 @main.group()

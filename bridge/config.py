@@ -75,6 +75,13 @@ class BusConfig:
 
 
 @dataclass(frozen=True)
+class JournalConfig:
+    # Empty: SQLite in the state directory. "postgresql://user@host/db": a journal shared
+    # by bridges on several hosts.
+    url: str = ""
+
+
+@dataclass(frozen=True)
 class AmqpConfig:
     # Empty: no AMQP sink. e.g. "amqp://guest:guest@127.0.0.1:5672/%2F" ("amqps://" for TLS)
     url: str = ""
@@ -147,6 +154,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     bus: BusConfig = field(default_factory=BusConfig)
     amqp: AmqpConfig = field(default_factory=AmqpConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     mbox: MboxConfig = field(default_factory=MboxConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
@@ -190,6 +198,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         from bridge.signing import signer_of
 
         signer_of(config.bus.signing.key, config.bus.signing.certificate)  # loads, or says why
+    if config.journal.url and not config.journal.url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"config key 'journal.url' must start postgresql://, not {config.journal.url!r}"
+        )
     if config.amqp.url and not config.amqp.url.startswith(("amqp://", "amqps://")):
         raise ConfigError(
             f"config key 'amqp.url' must start amqp:// or amqps://, not {config.amqp.url!r}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import deque
 
 import zmq
 
@@ -20,6 +22,15 @@ from bridge.signing import EnvelopeSigner
 log = logging.getLogger(__name__)
 
 CURSOR = "publisher"
+STANDBY_RETRY = 1.0  # how often an instance that does not publish asks for the lock
+# With journal notifications a publisher sleeps until woken; this only bounds how long a
+# notification lost in a reconnect could delay a message.
+NOTIFIED_IDLE = 30.0
+# ZeroMQ acknowledges nothing: a message handed to the PUB socket may still sit in this
+# process's buffers. The durable cursor therefore records only what was handed over at
+# least this long ago, so an instance that dies (or one that takes over from it) sends
+# the last moments again rather than leaving a gap: at-least-once.
+CURSOR_LAG = 2.0
 
 
 class Publisher:
@@ -50,6 +61,10 @@ class Publisher:
         self._socket.bind(endpoint)
         self.cursor = journal.cursor(CURSOR)
         self._wake = threading.Event()
+        self._leading = False
+        self._notified = False
+        self._handed_over: deque[tuple[float, int]] = deque()  # (when, seq_id), not yet saved
+        self._saved = self.cursor
 
     @property
     def bound_endpoint(self) -> str:
@@ -59,8 +74,22 @@ class Publisher:
         """Ask for an immediate look at the journal (the worker calls this after an append)."""
         self._wake.set()
 
+    def leading(self) -> bool:
+        """Whether this instance publishes (one does, on a journal shared between hosts);
+        taking over, it starts from the shared cursor."""
+        if self.journal.lead(CURSOR):
+            if not self._leading:
+                self.cursor = self._saved = self.journal.cursor(CURSOR)
+                self._handed_over.clear()
+                self._leading = True
+            return True
+        self._leading = False
+        return False
+
     def publish_pending(self) -> int:
         """Send every row after the cursor; return how many were sent."""
+        if not self.leading():
+            return 0
         sent = 0
         while True:
             last = self.journal.last_seq_id()  # read first: rows at or below it are committed
@@ -68,26 +97,50 @@ class Publisher:
             if not rows:
                 if last > self.cursor:  # only history rows remain: step over them
                     self.cursor = last
-                    self.journal.set_cursor(CURSOR, last)
+                    self._handed_over.append((time.monotonic(), last))
+                self.save_cursor()
                 return sent
             for row in rows:
                 envelope = self.signer.sign(row.envelope) if self.signer else row.envelope
                 self._socket.send_multipart(frames(row.topic, envelope))
             self.cursor = rows[-1].seq_id
-            self.journal.set_cursor(CURSOR, self.cursor)
+            self._handed_over.append((time.monotonic(), self.cursor))
+            self.save_cursor()
             sent += len(rows)
+
+    def save_cursor(self, *, everything: bool = False) -> None:
+        """Record, durably, the position handed over to ZeroMQ at least CURSOR_LAG ago
+        (*everything*: all of it, when the socket has been flushed)."""
+        now = time.monotonic()
+        safe = None
+        while self._handed_over and (everything or now - self._handed_over[0][0] >= CURSOR_LAG):
+            safe = self._handed_over.popleft()[1]
+        if safe is not None and safe != self._saved:
+            self.journal.set_cursor(CURSOR, safe)
+            self._saved = safe
 
     def run(self, stop: threading.Event) -> None:
         log.info("publishing on %s from seq_id %d", self.bound_endpoint, self.cursor + 1)
+        self._notified = self.journal.watch(self.wake)
         stop.wait(self.startup_delay)
         run_loop(
             "publisher",
             lambda: self.publish_pending() > 0,
             stop,
-            idle=self.poll_interval,
+            idle=self._idle,
             wake=self._wake,
         )
         self.publish_pending()
 
+    def _idle(self) -> float:
+        if not self._leading:
+            return STANDBY_RETRY
+        if self._handed_over:  # come back to save the cursor once the lag has passed
+            return min(CURSOR_LAG, NOTIFIED_IDLE if self._notified else self.poll_interval)
+        return NOTIFIED_IDLE if self._notified else self.poll_interval
+
     def close(self) -> None:
+        # closing lingers until ZeroMQ has sent what it holds: then all of it is handed over
         self._socket.close()
+        if self._leading:
+            self.save_cursor(everything=True)

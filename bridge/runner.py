@@ -25,11 +25,12 @@ def run_loop(
     step: Callable[[], bool],
     stop: threading.Event,
     *,
-    idle: float,
+    idle: float | Callable[[], float],
     wake: threading.Event | None = None,
     error_pause: float = 1.0,
 ) -> None:
-    """Call *step* until *stop*; it returns whether it did something (then go on at once)."""
+    """Call *step* until *stop*; it returns whether it did something (then go on at once).
+    Otherwise wait *idle* seconds (or what *idle()* says now) or until *wake* is set."""
     while not stop.is_set():
         try:
             busy = step()
@@ -39,10 +40,11 @@ def run_loop(
             continue
         if busy:
             continue
+        pause = idle() if callable(idle) else idle
         if wake is None:
-            stop.wait(idle)
+            stop.wait(pause)
         else:
-            wake.wait(idle)
+            wake.wait(pause)
             wake.clear()
 
 

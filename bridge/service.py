@@ -37,8 +37,7 @@ from bridge.runner import run_loop, start_thread
 from bridge.signing import signer_of
 from bridge.spool import private_dir, spool_of
 from bridge.trust import Trust
-from bridge.worker import CURSOR as SPOOL_CURSOR
-from bridge.worker import Worker
+from bridge.worker import Worker, spool_cursor
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +182,7 @@ class Service:
 
     def expire_spool(self) -> None:
         """Drop spool segments the pipeline has finished with, once past the retention."""
-        processed = self.journal.cursor(SPOOL_CURSOR)
+        processed = self.journal.cursor(spool_cursor(self.config))
         if processed:
             removed = self.spool.expire(processed, self.config.spool.retention_days * 86400)
             if removed:
@@ -256,6 +255,7 @@ class PipelineProcess:
             Pipeline(registry.parsers, Trust(config.trust)),
             on_appended=self._appended,
             policy_for=config.trust.policy_for,
+            cursor=spool_cursor(config),
         )
         self._threads: list[threading.Thread] = []
 

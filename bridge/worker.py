@@ -14,11 +14,13 @@ bytes are kept in ``damaged/`` and the valid mail after them goes on.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.config import Config
 from bridge.errors import JournalDamaged, JournalUnavailable
 from bridge.journal import AppendResult, Journal
 from bridge.pipeline import (
@@ -38,6 +40,16 @@ from bridge.spool import Record, Spool, spool_id, unpack
 log = logging.getLogger(__name__)
 
 CURSOR = "spool"
+
+
+def spool_cursor(config: Config) -> str:
+    """The journal cursor of this instance's spool. The spool is local to each host, so on
+    a journal shared between hosts each instance keeps its own position."""
+    if not config.journal.url:
+        return CURSOR
+    return f"{CURSOR}:{socket.gethostname()}:{config.state_path}"
+
+
 # Worth waiting for: the same write can succeed later. Anything else is this batch's fault.
 TRANSIENT = (JournalUnavailable, JournalDamaged, OSError)
 
@@ -105,14 +117,16 @@ class Worker:
         on_appended: Callable[[], None] | None = None,
         batch_size: int = 64,
         policy_for: Callable[[str], str] | None = None,
+        cursor: str = CURSOR,
     ):
         self.spool = spool
         self.journal = journal
         self.pipeline = pipeline
         self.policy_for = policy_for
+        self.cursor = cursor
         self.on_appended = on_appended
         self.batch_size = batch_size
-        self.position = spool.checked_position(journal.cursor(CURSOR))
+        self.position = spool.checked_position(journal.cursor(cursor))
         self._wake = threading.Event()
 
     def wake(self) -> None:
@@ -235,7 +249,7 @@ class Worker:
                 result = batch.append(published, source)
                 done.append(Processed(record, outcome, result))
             if from_spool:
-                batch.set_cursor(CURSOR, outcomes[-1][0].next_position)
+                batch.set_cursor(self.cursor, outcomes[-1][0].next_position)
             counts = outcome_counters([(p.outcome, p.result) for p in done])
             counts["spool_damaged"] = sum(1 for record, _ in outcomes if record.damage)
             batch.add_counters(counts if from_spool else {_COUNTER[source]: len(done)})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CORPUS, require, strict
+from tests.helpers import CORPUS, postgres_schema, require, strict
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,3 +47,15 @@ def fedmsg_tail(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if result.returncode != 0:
             pytest.fail(f"could not install {FEDMSG}: {result.stderr.decode()[-2000:]}")
     return tail
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_location(request: pytest.FixtureRequest, tmp_path: Path):
+    """Where a test's journal lives, once for each engine: a SQLite file, or a PostgreSQL
+    schema of the test's own."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "journal.sqlite3")
+        return
+    url, drop = postgres_schema()
+    yield url
+    drop()

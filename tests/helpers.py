@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +20,8 @@ import pytest
 import zmq
 
 from bridge.client import decode
-from bridge.events import Envelope, Event
-from bridge.journal import JOURNAL_FILE, SqliteJournal
+from bridge.events import Envelope, Event, Naming
+from bridge.journal import JOURNAL_FILE, Journal, SqliteJournal
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -236,17 +237,71 @@ class Subscriber:
         A SUB socket silently misses what is published before it has joined; probing is
         how a test knows it has, rather than sleeping and hoping.
         """
-        deadline = time.monotonic() + timeout
         with SqliteJournal(state_dir / JOURNAL_FILE) as journal:
-            for n in itertools.count():
-                probe = Event(PROBE_TOPIC, {"probe": n}, dedup_key=f"probe-{time.time_ns()}")
-                journal.append([probe], "test")
-                if self.sock.poll(200):
-                    break
-                assert time.monotonic() < deadline, "the subscriber never received a probe"
+            self.warm_up_journal(journal, timeout)
+
+    def warm_up_journal(self, journal: Journal, timeout: float = 20) -> None:
+        """:meth:`warm_up` on a journal the test has open (a shared one, say)."""
+        deadline = time.monotonic() + timeout
+        for n in itertools.count():
+            probe = Event(PROBE_TOPIC, {"probe": n}, dedup_key=f"probe-{time.time_ns()}")
+            journal.append([probe], "test")
+            if self.sock.poll(200):
+                break
+            assert time.monotonic() < deadline, "the subscriber never received a probe"
         while self.sock.poll(300):  # drain the probes still on their way
             self.sock.recv_multipart()
 
     def close(self) -> None:
         self.sock.close()
         self.context.term()
+
+
+POSTGRES = os.environ.get("BRIDGE_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
+
+
+def postgres_schema() -> tuple[str, Callable[[], None]]:
+    """A journal URL on the test PostgreSQL in a schema of its own, and how to drop it.
+    Skips (fails where services are required) when PostgreSQL is unreachable."""
+    try:
+        import psycopg
+
+        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
+    except Exception as e:  # not installed, not running
+        require(False, f"PostgreSQL is not reachable at {POSTGRES}: {e}")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in POSTGRES else "?"
+    url = f"{POSTGRES}{separator}options=-csearch_path%3D{schema}"
+
+    def drop() -> None:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+    return url, drop
+
+
+def open_journal_at(location: str | Path, naming: Naming | None = None) -> Journal:
+    """The journal at *location*: a SQLite file, or a postgresql:// URL."""
+    if str(location).startswith("postgresql://"):
+        from bridge.journal.postgres import PostgresJournal
+
+        return PostgresJournal(str(location), naming)
+    return SqliteJournal(location, naming)
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes below *pid* (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found

@@ -1,17 +1,15 @@
 from __future__ import annotations
 
 import multiprocessing
-from pathlib import Path
 
 from bridge.events import Event, Naming
-from bridge.journal import SqliteJournal
-from tests.helpers import sql
+from tests.helpers import open_journal_at
 
 PER_WRITER = 5000
 
 
 def insert_many(path: str, writer: int, count: int) -> None:
-    journal = SqliteJournal(path)
+    journal = open_journal_at(path)
     batch = []
     for n in range(count):
         batch.append(Event("test.thing", {"writer": writer, "n": n}, dedup_key=f"{writer}-{n}"))
@@ -23,9 +21,9 @@ def insert_many(path: str, writer: int, count: int) -> None:
     journal.close()
 
 
-def test_two_processes_writing_at_once_give_gap_free_seq_ids(tmp_path: Path):
-    path = str(tmp_path / "journal.sqlite3")
-    SqliteJournal(path).close()
+def test_two_processes_writing_at_once_give_gap_free_seq_ids(journal_location: str):
+    path = journal_location
+    open_journal_at(path).close()
     ctx = multiprocessing.get_context("spawn")
     writers = [ctx.Process(target=insert_many, args=(path, w, PER_WRITER)) for w in (1, 2)]
     for w in writers:
@@ -33,13 +31,10 @@ def test_two_processes_writing_at_once_give_gap_free_seq_ids(tmp_path: Path):
     for w in writers:
         w.join(120)
         assert w.exitcode == 0
-    journal = SqliteJournal(path)
+    journal = open_journal_at(path)
     rows = journal.rows_after(0, limit=3 * PER_WRITER)
     assert [r.seq_id for r in rows] == list(range(1, 2 * PER_WRITER + 1))
-    msg_ids = {
-        sql(journal.path, "SELECT msg_id FROM events WHERE seq_id = ?", (r.seq_id,))[0][0]
-        for r in rows[:100]
-    }
+    msg_ids = {e.msg_id for e in journal.envelopes(rows[:100])}
     assert len(msg_ids) == 100
 
     insert_many(path, 1, PER_WRITER)
@@ -47,8 +42,8 @@ def test_two_processes_writing_at_once_give_gap_free_seq_ids(tmp_path: Path):
     assert journal.last_seq_id() == 2 * PER_WRITER
 
 
-def test_a_duplicate_is_reported_and_keeps_its_first_msg_id(tmp_path: Path):
-    journal = SqliteJournal(tmp_path / "j.sqlite3", Naming("org.debian", "test", "svc"))
+def test_a_duplicate_is_reported_and_keeps_its_first_msg_id(journal_location: str):
+    journal = open_journal_at(journal_location, Naming("org.debian", "test", "svc"))
     first = journal.append([Event("a.b", {"x": 1}, dedup_key="k")], source="smtp")
     again = journal.append(
         [Event("a.b", {"x": 2}, dedup_key="k"), Event("a.b", {"x": 3}, dedup_key="other")],
@@ -62,10 +57,10 @@ def test_a_duplicate_is_reported_and_keeps_its_first_msg_id(tmp_path: Path):
     assert envelope.username == "svc" and envelope.seq_id == 1
 
 
-def test_cursor_survives_reopening(tmp_path: Path):
-    path = tmp_path / "j.sqlite3"
-    with SqliteJournal(path) as journal:
+def test_cursor_survives_reopening(journal_location: str):
+    path = journal_location
+    with open_journal_at(path) as journal:
         journal.set_cursor("publisher", 17)
-    with SqliteJournal(path) as journal:
+    with open_journal_at(path) as journal:
         assert journal.cursor("publisher") == 17
         assert journal.cursor("other") == 0

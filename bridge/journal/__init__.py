@@ -39,9 +39,14 @@ __all__ = [
 
 
 def open_journal(config: Config, *, durable: bool = True) -> Journal:
-    """The journal *config* names (the embedded SQLite file in its state directory).
+    """The journal *config* names: ``[journal] url`` (``postgresql://…``), else the embedded
+    SQLite file in the state directory.
 
-    *durable* False lets a connection that only moves cursors (the publisher) skip the
+    *durable* False lets a SQLite connection that only moves cursors (the publisher) skip the
     sync of its own commits: a lost cursor means re-sending, which at-least-once allows.
     """
+    if config.journal.url:
+        from bridge.journal.postgres import PostgresJournal
+
+        return PostgresJournal(config.journal.url, config.naming)
     return SqliteJournal(config.state_path / JOURNAL_FILE, config.naming, durable=durable)

@@ -7,7 +7,7 @@ lives outside the engine modules of this package.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -168,6 +168,22 @@ class Journal(ABC):
     @abstractmethod
     def check(self, *, thorough: bool = False) -> list[str]:
         """The engine's own check of its storage: ``[]`` when sound, else what it found."""
+
+    # -- several instances (engines shared between hosts override these) -----------------
+
+    def lead(self, sink: str) -> bool:
+        """Whether this instance should run *sink* (a publisher). A journal only one
+        instance uses always says yes."""
+        return True
+
+    def leaders(self) -> dict[str, str]:
+        """Which instance runs each sink, where the engine can tell."""
+        return {}
+
+    def watch(self, callback: Callable[[], None]) -> bool:
+        """Call *callback* when rows are committed, if the engine can tell; False when the
+        caller must poll instead."""
+        return False
 
     def storage_bytes(self) -> int | None:
         """How much storage the journal takes, where the engine can tell (``bridge status``)."""

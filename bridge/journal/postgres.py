@@ -1,0 +1,574 @@
+"""The shared journal: PostgreSQL, for bridges on several hosts writing one history.
+
+Same contract as the SQLite journal. Every write transaction first takes a transaction-level
+advisory lock, then numbers its rows from the current maximum: writers on different hosts
+commit one after another, so ``seq_id`` has no gap and commits in order, and a dedup key
+seen by two hosts makes one event. Each commit NOTIFYs ``bridge_journal``, which wakes the
+publishers (no polling). A sink (the ZeroMQ publisher, the AMQP sink) is run by the one
+instance holding its session-level advisory lock; when that instance dies, PostgreSQL
+releases the lock and another takes over.
+
+The schema is versioned (``bridge_schema``); :func:`migrate` applies what is missing, and
+every connection checks the version first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from bridge.errors import JournalError, JournalUnavailable
+from bridge.events import Envelope, Event, Naming
+from bridge.journal.model import AppendResult, Batch, Criteria, Journal, ReplaySelection, Row
+from bridge.journal.rows import (
+    SUPERSEDING,
+    dedup_key_of,
+    new_envelope,
+    replay_where,
+    trust_rank,
+)
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "bridge_journal"
+WRITE_LOCK = "bridge:journal-write"
+_COLUMNS = (
+    "seq_id, msg_id, topic, event_topic, timestamp, event_time, dedup_key, source, agent,"
+    " live, trust_rank, envelope"
+)
+INSERT_EVENT = f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join(['%s'] * 12)})"
+
+# Each migration brings the schema from its index to the next version.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE events (
+        seq_id      BIGINT PRIMARY KEY,
+        msg_id      TEXT NOT NULL UNIQUE,
+        topic       TEXT NOT NULL,
+        event_topic TEXT NOT NULL,
+        timestamp   BIGINT NOT NULL,
+        event_time  BIGINT NOT NULL,
+        dedup_key   TEXT NOT NULL UNIQUE,
+        source      TEXT NOT NULL,
+        agent       TEXT NOT NULL DEFAULT '',
+        live        BOOLEAN NOT NULL DEFAULT TRUE,
+        trust_rank  SMALLINT NOT NULL DEFAULT 1,
+        envelope    TEXT NOT NULL
+    );
+    CREATE INDEX events_timestamp ON events (timestamp);
+    CREATE INDEX events_event_time ON events (event_time);
+    CREATE INDEX events_topic ON events (topic text_pattern_ops);
+    CREATE INDEX events_dedup_key ON events (dedup_key text_pattern_ops);
+    CREATE TABLE event_packages (
+        seq_id  BIGINT NOT NULL REFERENCES events (seq_id),
+        package TEXT NOT NULL
+    );
+    CREATE INDEX event_packages_package ON event_packages (package);
+    CREATE TABLE event_bugs (
+        seq_id BIGINT NOT NULL REFERENCES events (seq_id),
+        bug    BIGINT NOT NULL
+    );
+    CREATE INDEX event_bugs_bug ON event_bugs (bug);
+    CREATE TABLE cursors (name TEXT PRIMARY KEY, seq_id BIGINT NOT NULL);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+    CREATE TABLE replay_progress (
+        path     TEXT PRIMARY KEY,
+        "offset" BIGINT NOT NULL,
+        mails    BIGINT NOT NULL
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+_PERIODS = {
+    "day": "to_char(to_timestamp(event_time) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    # SQLite's %W: the week of the year, weeks starting on Monday, the days before the
+    # year's first Monday in week 00
+    "week": (
+        "to_char(to_timestamp(event_time) AT TIME ZONE 'UTC', 'YYYY') || '-W' || lpad(("
+        "(extract(doy FROM to_timestamp(event_time) AT TIME ZONE 'UTC')::int - 1 + 7"
+        " - (extract(isodow FROM to_timestamp(event_time) AT TIME ZONE 'UTC')::int - 1)) / 7"
+        ")::text, 2, '0')"
+    ),
+    "month": "to_char(to_timestamp(event_time) AT TIME ZONE 'UTC', 'YYYY-MM')",
+}
+
+
+def _psycopg():
+    try:
+        import psycopg
+    except ImportError as e:  # an optional dependency: say how to get it
+        raise JournalError(
+            "a postgresql:// journal needs psycopg: pip install 'debian-bus-bridge[postgresql]'"
+        ) from e
+    return psycopg
+
+
+def connect(url: str, *, autocommit: bool = True) -> Any:
+    """A connection named after this host and process (``bridge status`` shows who leads)."""
+    psycopg = _psycopg()
+    try:
+        return psycopg.connect(
+            url,
+            autocommit=autocommit,
+            application_name=f"debian-bus-bridge@{socket.gethostname()}:{os.getpid()}",
+            connect_timeout=10,
+        )
+    except psycopg.OperationalError as e:
+        raise JournalUnavailable(f"cannot connect to the journal at {redacted(url)}: {e}") from e
+
+
+def redacted(url: str) -> str:
+    """*url* without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}@{host}"
+    return url
+
+
+def schema_version(db: Any) -> int:
+    db.execute("CREATE TABLE IF NOT EXISTS bridge_schema (version INTEGER NOT NULL)")
+    row = db.execute("SELECT max(version) FROM bridge_schema").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(url: str) -> tuple[int, int]:
+    """Apply the migrations the journal at *url* lacks; (version before, version after)."""
+    with connect(url, autocommit=True) as db, db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(hashtext('bridge:migrate'))")
+        before = schema_version(db)
+        for version in range(before, SCHEMA_VERSION):
+            db.execute(MIGRATIONS[version])
+            db.execute("INSERT INTO bridge_schema (version) VALUES (%s)", (version + 1,))
+            log.info("journal schema migrated to version %d", version + 1)
+    return before, max(before, SCHEMA_VERSION)
+
+
+class PostgresJournal(Journal):
+    """A connection to the shared journal at *url*."""
+
+    def __init__(self, url: str, naming: Naming | None = None, *, auto_migrate: bool = True):
+        self.url = url
+        self.naming = naming or Naming()
+        self._counter = itertools.count(1)
+        self._lock = threading.RLock()  # one connection, used from one thread at a time
+        if auto_migrate:
+            migrate(url)
+        self._db = connect(url)
+        version = schema_version(self._db)
+        if version != SCHEMA_VERSION:
+            raise JournalError(
+                f"the journal at {redacted(url)} has schema version {version}, this bridge"
+                f" needs {SCHEMA_VERSION}: run 'bridge migrate'"
+            )
+        self._leading: set[str] = set()
+        self._watchers: list[threading.Thread] = []
+        self._closed = threading.Event()
+
+    @property
+    def location(self) -> str:
+        return redacted(self.url)
+
+    def close(self) -> None:
+        self._closed.set()
+        with self._lock:
+            self._db.close()
+
+    # -- writing -----------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[PostgresBatch]:
+        psycopg = _psycopg()
+        with self._lock:
+            try:
+                with self._db.transaction():
+                    self._db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (WRITE_LOCK,))
+                    batch = PostgresBatch(self)
+                    yield batch
+                    if batch.appended:
+                        self._db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(batch.last)))
+            except psycopg.OperationalError as e:
+                raise JournalUnavailable(f"journal write failed: {e}") from e
+            except psycopg.Error as e:
+                raise JournalError(f"journal write failed: {e}") from e
+
+    def _insert(
+        self, seq_id: int, event: Event, key: str, source: str, live: bool, supersedes: str | None
+    ) -> None:
+        envelope, event_time = new_envelope(
+            self.naming, next(self._counter), seq_id, event, supersedes
+        )
+        self._db.execute(
+            INSERT_EVENT,
+            (
+                seq_id,
+                envelope.msg_id,
+                envelope.topic,
+                event.topic,
+                envelope.timestamp,
+                event_time,
+                key,
+                source,
+                "\n".join(p.lower() for p in event.people),
+                live,
+                trust_rank(event.body),
+                envelope.to_json(),
+            ),
+        )
+        with self._db.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO event_packages (seq_id, package) VALUES (%s, %s)",
+                [(seq_id, p) for p in sorted(set(event.packages))],
+            )
+            cur.executemany(
+                "INSERT INTO event_bugs (seq_id, bug) VALUES (%s, %s)",
+                [(seq_id, b) for b in sorted(set(event.bugs))],
+            )
+
+    def set_cursor(self, name: str, position: int) -> None:
+        # A reader's position needs no write lock: it numbers no rows.
+        self._query(
+            "INSERT INTO cursors (name, seq_id) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET seq_id = excluded.seq_id RETURNING seq_id",
+            (name, position),
+        )
+
+    def forget_resume_point(self, archive: str) -> None:
+        with self.batch():
+            self._db.execute("DELETE FROM replay_progress WHERE path = %s", (archive,))
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        psycopg = _psycopg()
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except psycopg.OperationalError as e:
+                raise JournalUnavailable(f"journal read failed: {e}") from e
+
+    def last_seq_id(self) -> int:
+        return int(self._query("SELECT COALESCE(MAX(seq_id), 0) FROM events")[0][0])
+
+    def count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM events")[0][0])
+
+    def rows_after(self, seq_id: int, limit: int = 500, *, live_only: bool = False) -> list[Row]:
+        live = " AND live" if live_only else ""
+        rows = self._query(
+            f"SELECT seq_id, topic, envelope FROM events WHERE seq_id > %s{live}"
+            " ORDER BY seq_id LIMIT %s",
+            (seq_id, limit),
+        )
+        return [Row(*r) for r in rows]
+
+    def find(
+        self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
+    ) -> list[Envelope]:
+        where, params = self._where(criteria)
+        order = "DESC" if newest_first else "ASC"
+        rows = self._query(
+            f"SELECT seq_id, topic, envelope FROM events WHERE {where}"
+            f" ORDER BY seq_id {order} LIMIT %s OFFSET %s",
+            [*params, limit, offset],
+        )
+        return list(self.envelopes(Row(*r) for r in rows))
+
+    def stats(self, criteria: Criteria, period: str) -> dict[str, dict[str, int]]:
+        where, params = self._where(criteria)
+        sql = (
+            f"SELECT {_PERIODS[period]} AS period, event_topic, COUNT(*) FROM events"
+            f" WHERE {where} GROUP BY period, event_topic ORDER BY period, event_topic"
+        )
+        table: dict[str, dict[str, int]] = defaultdict(dict)
+        for when, topic, count in self._query(sql, params):
+            table[when][topic] = int(count)
+        return dict(table)
+
+    def _where(self, criteria: Criteria) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        prefix = self.naming.bus_prefix(criteria.topic) if criteria.topic else ""
+        if prefix:
+            clauses.append("left(topic, %s) = %s")
+            params += [len(prefix), prefix]
+        if criteria.package:
+            clauses.append("seq_id IN (SELECT seq_id FROM event_packages WHERE package = %s)")
+            params.append(criteria.package)
+        if criteria.bug is not None:
+            clauses.append("seq_id IN (SELECT seq_id FROM event_bugs WHERE bug = %s)")
+            params.append(criteria.bug)
+        if criteria.person:
+            clauses.append("strpos(agent, %s) > 0")
+            params.append(criteria.person.lower())
+        if criteria.since is not None:
+            clauses.append("event_time >= %s")
+            params.append(int(criteria.since))
+        if criteria.until is not None:
+            clauses.append("event_time < %s")
+            params.append(int(criteria.until))
+        return " AND ".join(clauses) or "TRUE", params
+
+    def replay(self, selection: ReplaySelection, limit: int) -> list[Row]:
+        where, params = replay_where(selection, "%s")
+        rows = self._query(
+            f"SELECT seq_id, topic, envelope FROM events WHERE {where} ORDER BY seq_id LIMIT %s",
+            [*params, limit],
+        )
+        return [Row(*r) for r in rows]
+
+    def replay_count(self, selection: ReplaySelection) -> int:
+        where, params = replay_where(selection, "%s")
+        return int(self._query(f"SELECT COUNT(*) FROM events WHERE {where}", params)[0][0])
+
+    def cursor(self, name: str) -> int:
+        rows = self._query("SELECT seq_id FROM cursors WHERE name = %s", (name,))
+        return int(rows[0][0]) if rows else 0
+
+    def counters(self) -> dict[str, int]:
+        return {n: int(v) for n, v in self._query("SELECT name, value FROM counters ORDER BY name")}
+
+    def resume_point(self, archive: str) -> int:
+        rows = self._query('SELECT "offset" FROM replay_progress WHERE path = %s', (archive,))
+        return int(rows[0][0]) if rows else 0
+
+    def check(self, *, thorough: bool = False) -> list[str]:
+        """What is wrong with the shared journal: a gap or a repeat in ``seq_id``, a row
+        without its envelope."""
+        problems = []
+        (count, first, last) = self._query(
+            "SELECT COUNT(*), COALESCE(MIN(seq_id), 1), COALESCE(MAX(seq_id), 0) FROM events"
+        )[0]
+        if count and (first != 1 or last != count):
+            problems.append(f"seq_id runs {first}..{last} over {count} rows: a gap")
+        if thorough:
+            (empty,) = self._query("SELECT COUNT(*) FROM events WHERE envelope = ''")[0]
+            if empty:
+                problems.append(f"{empty} rows without an envelope")
+        return problems
+
+    def storage_bytes(self) -> int | None:
+        rows = self._query(
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+        )
+        return int(rows[0][0])
+
+    # -- several instances ---------------------------------------------------------------
+
+    def lead(self, sink: str) -> bool:
+        """Whether this instance runs *sink*: it holds (or now takes) the sink's lock."""
+        if sink in self._leading:
+            return True
+        rows = self._query(
+            "SELECT pg_try_advisory_lock(hashtext(current_schema() || ':' || %s))", (sink,)
+        )
+        if rows[0][0]:
+            self._leading.add(sink)
+            log.info("this instance now runs the %s sink", sink)
+            return True
+        return False
+
+    def leaders(self) -> dict[str, str]:
+        """Which connection (host and process) holds each sink's lock."""
+        found = {}
+        for sink in ("publisher", "amqp"):
+            rows = self._query(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a"
+                " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
+                " AND l.objsubid = 1"
+                " AND l.objid::bigint = (hashtext(current_schema() || ':' || %s)::bigint"
+                " & 4294967295)",
+                (sink,),
+            )
+            if rows:
+                found[sink] = rows[0][0]
+        return found
+
+    def watch(self, callback: Callable[[], None]) -> bool:
+        """Call *callback* whenever another connection commits rows (LISTEN/NOTIFY)."""
+        thread = threading.Thread(
+            target=self._listen, args=(callback,), name="journal-listen", daemon=True
+        )
+        thread.start()
+        self._watchers.append(thread)
+        return True
+
+    def _listen(self, callback: Callable[[], None]) -> None:
+        pause = 1.0
+        while not self._closed.is_set():
+            try:
+                with connect(self.url) as db:
+                    db.execute(f"LISTEN {CHANNEL}")
+                    callback()  # catch up on what was committed while not listening
+                    pause = 1.0
+                    while not self._closed.is_set():
+                        for _ in db.notifies(timeout=1.0):
+                            callback()
+            except Exception as e:  # the database went away: listen again when it is back
+                log.warning("journal notifications lost (%s); listening again in %.0fs", e, pause)
+                self._closed.wait(pause)
+                pause = min(pause * 2, 30.0)
+
+
+class PostgresBatch(Batch):
+    """The writes of one transaction, under the journal's write lock."""
+
+    def __init__(self, journal: PostgresJournal):
+        self._journal = journal
+        self._db = journal._db
+        self.appended = False
+        self.last = 0
+
+    def append(self, events: Sequence[Event], source: str, *, live: bool = True) -> AppendResult:
+        result = AppendResult()
+        if not events:
+            return result
+        (last,) = self._db.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
+        for event in events:
+            key = dedup_key_of(event)
+            stored = self._db.execute(
+                "SELECT trust_rank, msg_id FROM events WHERE dedup_key = %s"
+                " OR (dedup_key > %s AND dedup_key < %s)"
+                " ORDER BY trust_rank DESC, seq_id DESC LIMIT 1",
+                (key, key + SUPERSEDING, key + chr(ord(SUPERSEDING) + 1)),
+            ).fetchone()
+            if stored is None:
+                last += 1
+                self._journal._insert(last, event, key, source, live, None)
+            elif trust_rank(event.body) > stored[0]:
+                last += 1
+                self._journal._insert(
+                    last, event, f"{key}{SUPERSEDING}{last}", source, live, stored[1]
+                )
+            else:
+                result.duplicates += 1
+                continue
+            result.seq_ids.append(last)
+        if result.seq_ids:
+            self.appended, self.last = True, last
+        return result
+
+    def set_cursor(self, name: str, position: int) -> None:
+        self._db.execute(
+            "INSERT INTO cursors (name, seq_id) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET seq_id = excluded.seq_id",
+            (name, position),
+        )
+
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        with self._db.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO counters (name, value) VALUES (%s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+                [(k, v) for k, v in deltas.items() if v],
+            )
+
+    def set_resume_point(self, archive: str, offset: int, mails: int) -> None:
+        self._db.execute(
+            'INSERT INTO replay_progress (path, "offset", mails) VALUES (%s, %s, %s)'
+            ' ON CONFLICT (path) DO UPDATE SET "offset" = excluded."offset",'
+            " mails = replay_progress.mails + excluded.mails",
+            (archive, offset, mails),
+        )
+
+
+def copy_from_sqlite(
+    sqlite_path: str | os.PathLike[str],
+    url: str,
+    *,
+    spool_cursor: str,
+    chunk: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Copy a SQLite journal into the PostgreSQL one at *url*, keeping every ``seq_id`` and
+    ``msg_id``; return how many rows were copied.
+
+    Resumable: it continues after the highest ``seq_id`` the target holds, once it has
+    checked that the rows they share are the same (same ``msg_id``). The source's spool
+    cursor becomes *spool_cursor* (spool positions are per instance on a shared journal).
+    """
+    import sqlite3
+
+    migrate(url)
+    source = sqlite3.connect(f"file:{os.fspath(sqlite_path)}?mode=ro", uri=True)
+    target = connect(url)
+    try:
+        (total,) = source.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
+        (done,) = target.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
+        if done:
+            mine = source.execute("SELECT msg_id FROM events WHERE seq_id = ?", (done,)).fetchone()
+            (theirs,) = target.execute(
+                "SELECT msg_id FROM events WHERE seq_id = %s", (done,)
+            ).fetchone()
+            if mine is None or mine[0] != theirs:
+                raise JournalError(
+                    f"the target journal already holds other events (seq_id {done} differs):"
+                    " copy into an empty one"
+                )
+        copied = 0
+        while done < total:
+            rows = source.execute(
+                "SELECT seq_id, msg_id, topic, event_topic, timestamp, event_time, dedup_key,"
+                " source, agent, live, envelope FROM events WHERE seq_id > ?"
+                " ORDER BY seq_id LIMIT ?",
+                (done, chunk),
+            ).fetchall()
+            if not rows:
+                break
+            first, last = rows[0][0], rows[-1][0]
+            packages = source.execute(
+                "SELECT seq_id, package FROM event_packages WHERE seq_id BETWEEN ? AND ?",
+                (first, last),
+            ).fetchall()
+            bugs = source.execute(
+                "SELECT seq_id, bug FROM event_bugs WHERE seq_id BETWEEN ? AND ?", (first, last)
+            ).fetchall()
+            with target.transaction(), target.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (WRITE_LOCK,))
+                cur.executemany(
+                    INSERT_EVENT,
+                    [
+                        (
+                            *row[:9],
+                            bool(row[9]),
+                            trust_rank(Envelope.from_json(row[10]).msg),
+                            row[10],
+                        )
+                        for row in rows
+                    ],
+                )
+                cur.executemany(
+                    "INSERT INTO event_packages (seq_id, package) VALUES (%s, %s)", packages
+                )
+                cur.executemany("INSERT INTO event_bugs (seq_id, bug) VALUES (%s, %s)", bugs)
+            done, copied = last, copied + len(rows)
+            if progress:
+                progress(done, total)
+        with target.transaction():
+            for name, seq_id in source.execute("SELECT name, seq_id FROM cursors"):
+                target.execute(
+                    "INSERT INTO cursors (name, seq_id) VALUES (%s, %s)"
+                    " ON CONFLICT (name) DO UPDATE SET seq_id = excluded.seq_id",
+                    (spool_cursor if name == "spool" else name, seq_id),
+                )
+            for name, value in source.execute("SELECT name, value FROM counters"):
+                target.execute(
+                    "INSERT INTO counters (name, value) VALUES (%s, %s)"
+                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (name, value),
+                )
+            target.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(done)))
+        return copied
+    finally:
+        source.close()
+        target.close()
