@@ -40,10 +40,10 @@ log = logging.getLogger(__name__)
 CHANNEL = "bridge_journal"
 WRITE_LOCK = "bridge:journal-write"
 _COLUMNS = (
-    "seq_id, msg_id, topic, event_topic, timestamp, event_time, dedup_key, source, agent,"
-    " live, trust_rank, envelope"
+    "seq_id, msg_id, topic, event_topic, timestamp, event_time, dedup_key, base_key, source,"
+    " agent, live, trust_rank, envelope"
 )
-INSERT_EVENT = f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join(['%s'] * 12)})"
+INSERT_EVENT = f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join(['%s'] * 13)})"
 
 # Each migration brings the schema from its index to the next version.
 MIGRATIONS: list[str] = [
@@ -56,6 +56,7 @@ MIGRATIONS: list[str] = [
         timestamp   BIGINT NOT NULL,
         event_time  BIGINT NOT NULL,
         dedup_key   TEXT NOT NULL UNIQUE,
+        base_key    TEXT NOT NULL,  -- the dedup key without a superseding row's suffix
         source      TEXT NOT NULL,
         agent       TEXT NOT NULL DEFAULT '',
         live        BOOLEAN NOT NULL DEFAULT TRUE,
@@ -65,7 +66,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_timestamp ON events (timestamp);
     CREATE INDEX events_event_time ON events (event_time);
     CREATE INDEX events_topic ON events (topic text_pattern_ops);
-    CREATE INDEX events_dedup_key ON events (dedup_key text_pattern_ops);
+    CREATE INDEX events_base_key ON events (base_key);
     CREATE TABLE event_packages (
         seq_id  BIGINT NOT NULL REFERENCES events (seq_id),
         package TEXT NOT NULL
@@ -200,38 +201,36 @@ class PostgresJournal(Journal):
             except psycopg.Error as e:
                 raise JournalError(f"journal write failed: {e}") from e
 
-    def _insert(
-        self, seq_id: int, event: Event, key: str, source: str, live: bool, supersedes: str | None
-    ) -> None:
+    def _row(
+        self,
+        seq_id: int,
+        event: Event,
+        key: str,
+        base_key: str,
+        source: str,
+        live: bool,
+        supersedes: str | None,
+    ) -> tuple[tuple, str]:
+        """The events row for *event*, and its msg_id."""
         envelope, event_time = new_envelope(
             self.naming, next(self._counter), seq_id, event, supersedes
         )
-        self._db.execute(
-            INSERT_EVENT,
-            (
-                seq_id,
-                envelope.msg_id,
-                envelope.topic,
-                event.topic,
-                envelope.timestamp,
-                event_time,
-                key,
-                source,
-                "\n".join(p.lower() for p in event.people),
-                live,
-                trust_rank(event.body),
-                envelope.to_json(),
-            ),
+        row = (
+            seq_id,
+            envelope.msg_id,
+            envelope.topic,
+            event.topic,
+            envelope.timestamp,
+            event_time,
+            key,
+            base_key,
+            source,
+            "\n".join(p.lower() for p in event.people),
+            live,
+            trust_rank(event.body),
+            envelope.to_json(),
         )
-        with self._db.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO event_packages (seq_id, package) VALUES (%s, %s)",
-                [(seq_id, p) for p in sorted(set(event.packages))],
-            )
-            cur.executemany(
-                "INSERT INTO event_bugs (seq_id, bug) VALUES (%s, %s)",
-                [(seq_id, b) for b in sorted(set(event.bugs))],
-            )
+        return row, envelope.msg_id
 
     def set_cursor(self, name: str, position: int) -> None:
         # A reader's position needs no write lock: it numbers no rows.
@@ -434,27 +433,41 @@ class PostgresBatch(Batch):
         if not events:
             return result
         (last,) = self._db.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
-        for event in events:
-            key = dedup_key_of(event)
-            stored = self._db.execute(
-                "SELECT trust_rank, msg_id FROM events WHERE dedup_key = %s"
-                " OR (dedup_key > %s AND dedup_key < %s)"
-                " ORDER BY trust_rank DESC, seq_id DESC LIMIT 1",
-                (key, key + SUPERSEDING, key + chr(ord(SUPERSEDING) + 1)),
-            ).fetchone()
-            if stored is None:
-                last += 1
-                self._journal._insert(last, event, key, source, live, None)
-            elif trust_rank(event.body) > stored[0]:
-                last += 1
-                self._journal._insert(
-                    last, event, f"{key}{SUPERSEDING}{last}", source, live, stored[1]
-                )
-            else:
+        keys = [dedup_key_of(event) for event in events]
+        # the best-vouched stored event of each key, in one query for the whole batch
+        strongest: dict[str, tuple[int, str]] = {
+            key: (rank, msg_id)
+            for key, rank, msg_id in self._db.execute(
+                "SELECT DISTINCT ON (base_key) base_key, trust_rank, msg_id FROM events"
+                " WHERE base_key = ANY(%s) ORDER BY base_key, trust_rank DESC, seq_id DESC",
+                (keys,),
+            )
+        }
+        rows, packages, bugs = [], [], []
+        for event, key in zip(events, keys, strict=True):
+            rank = trust_rank(event.body)
+            stored = strongest.get(key)
+            if stored is not None and rank <= stored[0]:
                 result.duplicates += 1
                 continue
+            last += 1
+            # the same fact, better vouched for: a row of its own, whose key gets a suffix
+            row_key = key if stored is None else f"{key}{SUPERSEDING}{last}"
+            row, msg_id = self._journal._row(
+                last, event, row_key, key, source, live, stored[1] if stored else None
+            )
+            rows.append(row)
+            packages += [(last, p) for p in sorted(set(event.packages))]
+            bugs += [(last, b) for b in sorted(set(event.bugs))]
+            strongest[key] = (rank, msg_id)
             result.seq_ids.append(last)
-        if result.seq_ids:
+        if rows:
+            with self._db.cursor() as cur:
+                cur.executemany(INSERT_EVENT, rows)
+                cur.executemany(
+                    "INSERT INTO event_packages (seq_id, package) VALUES (%s, %s)", packages
+                )
+                cur.executemany("INSERT INTO event_bugs (seq_id, bug) VALUES (%s, %s)", bugs)
             self.appended, self.last = True, last
         return result
 
@@ -539,7 +552,9 @@ def copy_from_sqlite(
                     INSERT_EVENT,
                     [
                         (
-                            *row[:9],
+                            *row[:7],
+                            row[6].split(SUPERSEDING, 1)[0],  # the base key
+                            *row[7:9],
                             bool(row[9]),
                             trust_rank(Envelope.from_json(row[10]).msg),
                             row[10],
