@@ -163,3 +163,25 @@ def test_migrate_is_versioned_and_idempotent():
         assert migrate(url) == (1, 1)
     finally:
         drop()
+
+
+def test_the_postgresql_journal_reconnects_after_its_session_is_killed():
+    import psycopg
+
+    from bridge.errors import JournalUnavailable
+
+    url, drop = postgres_schema()
+    try:
+        journal = PostgresJournal(url, NAMING)
+        journal.append([Event("a.b", {"n": 1}, dedup_key="one")], "smtp")
+        assert journal.lead("publisher")
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (journal._db.info.backend_pid,))
+        with pytest.raises(JournalUnavailable):  # the write in flight is refused, for a retry
+            journal.append([Event("a.b", {"n": 2}, dedup_key="two")], "smtp")
+        result = journal.append([Event("a.b", {"n": 2}, dedup_key="two")], "smtp")
+        assert result.seq_ids == [2] and journal.last_seq_id() == 2
+        assert journal.lead("publisher")  # taken again on the new session
+        journal.close()
+    finally:
+        drop()

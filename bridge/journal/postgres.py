@@ -185,10 +185,21 @@ class PostgresJournal(Journal):
 
     # -- writing -----------------------------------------------------------------------
 
+    def _connected(self) -> None:
+        """Reconnect after the database went away (a restart, a dropped session); the
+        sinks' session locks went with the old session."""
+        if not (self._db.closed or self._db.broken):
+            return
+        if self._leading:
+            log.warning("journal connection lost: this instance no longer runs %s", self._leading)
+        self._leading.clear()
+        self._db = connect(self.url)
+
     @contextmanager
     def batch(self) -> Iterator[PostgresBatch]:
         psycopg = _psycopg()
         with self._lock:
+            self._connected()
             try:
                 with self._db.transaction():
                     self._db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (WRITE_LOCK,))
@@ -249,6 +260,7 @@ class PostgresJournal(Journal):
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         psycopg = _psycopg()
         with self._lock:
+            self._connected()
             try:
                 return self._db.execute(sql, params).fetchall()
             except psycopg.OperationalError as e:
