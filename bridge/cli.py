@@ -415,6 +415,10 @@ def status(state: AppState, as_json: bool) -> None:
             "spool_failed": len(list(spool.failed_dir.glob("*.eml"))),
             "spool_ignored": len(list(spool.ignored_dir.glob("*.eml"))),
             "spool_damaged": len(list(spool.damaged_dir.glob("*.bin"))),
+            "inbox_waiting": sum(
+                1 for p in spool.inbox_dir.glob("*.eml") if not p.with_suffix(".forwarded").exists()
+            ),
+            "held": len(list(spool.held_dir.glob("*.eml"))),
             "counters": journal.counters(),
         }
         leaders = journal.leaders()
@@ -546,6 +550,72 @@ def migrate(state: AppState, from_state: Path | None, to_url: str | None) -> Non
     target = state.config.replace(state_dir=str(from_state)).with_section("journal", url=url)
     copied = copy_from_sqlite(source, url, spool_cursor=spool_cursor(target), progress=progress)
     click.echo(f"{copied} event(s) copied from {source} to {redacted(url)}")
+
+
+@main.group()
+def inbox() -> None:
+    """Mail no parser wanted (list confirmations, notices): list, show or forward it."""
+
+
+def _inbox_path(state: AppState, inbox_id: str) -> Path:
+    from bridge.spool import spool_of
+
+    path = spool_of(state.config).inbox_dir / f"{Path(inbox_id).stem}.eml"
+    if not path.is_file():
+        raise UsageError(f"no inbox mail {inbox_id!r} (bridge inbox list shows them)")
+    return path
+
+
+@inbox.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@pass_state
+def inbox_list(state: AppState, as_json: bool) -> None:
+    """Each waiting mail: id, when, sender, subject, why it was kept, whether forwarded."""
+    from bridge.inbox import entries
+    from bridge.spool import spool_of
+
+    for entry in entries(spool_of(state.config).inbox_dir):
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.received))
+        if as_json:
+            fields = ("id", "subject", "sender", "reason", "forwarded")
+            record = {k: getattr(entry, k) for k in fields}
+            click.echo(json.dumps({**record, "received": when}, ensure_ascii=False))
+        else:
+            done = f"  [forwarded {entry.forwarded.splitlines()[-1]}]" if entry.forwarded else ""
+            click.echo(
+                f"{entry.id}  {when}  {entry.sender}  {entry.subject!r}  ({entry.reason}){done}"
+            )
+
+
+@inbox.command("show")
+@click.argument("inbox_id")
+@pass_state
+def inbox_show(state: AppState, inbox_id: str) -> None:
+    """Why a mail was kept, then the mail itself."""
+    path = _inbox_path(state, inbox_id)
+    reason = path.with_suffix(".reason")
+    if reason.exists():
+        click.echo(reason.read_text(encoding="utf-8").rstrip("\n"))
+    click.echo("")
+    click.echo(path.read_bytes().decode("utf-8", "replace"))
+
+
+@inbox.command("forward")
+@click.argument("inbox_id")
+@click.argument("to")
+@pass_state
+def inbox_forward(state: AppState, inbox_id: str, to: str) -> None:
+    """Forward a kept mail to TO through the host's MTA ([inbox] smtp)."""
+    import smtplib
+
+    from bridge.inbox import forward
+
+    path = _inbox_path(state, inbox_id)
+    try:
+        forward(path, to, state.config.inbox)
+    except (OSError, smtplib.SMTPException) as e:
+        raise UsageError(f"could not hand the mail to {state.config.inbox.smtp}: {e}") from e
+    click.echo(f"{path.stem}: forwarded to {to} through {state.config.inbox.smtp}")
 
 
 @main.group()

@@ -75,6 +75,14 @@ class BusConfig:
 
 
 @dataclass(frozen=True)
+class InboxConfig:
+    # Forward each mail no parser wanted (list confirmations, notices) to this address.
+    forward_to: str = ""
+    smtp: str = "127.0.0.1:25"  # the host's MTA, which delivers forwarded mail
+    sender: str = "bridge@localhost"  # envelope sender and Resent-From of forwarded mail
+
+
+@dataclass(frozen=True)
 class JournalConfig:
     # Empty: SQLite in the state directory. "postgresql://user@host/db": a journal shared
     # by bridges on several hosts.
@@ -155,6 +163,7 @@ class Config:
     bus: BusConfig = field(default_factory=BusConfig)
     amqp: AmqpConfig = field(default_factory=AmqpConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
+    inbox: InboxConfig = field(default_factory=InboxConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     mbox: MboxConfig = field(default_factory=MboxConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)

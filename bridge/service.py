@@ -22,12 +22,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import Any
 
 import zmq
 
 from bridge.amqp import AmqpSink, builtin_topics, connection_parameters
 from bridge.config import Config
 from bridge.errors import BridgeError, JournalDamaged
+from bridge.inbox import AutoForward
 from bridge.journal import open_journal
 from bridge.pipeline import Pipeline
 from bridge.plugins import discover
@@ -36,6 +38,7 @@ from bridge.replay import ReplayServer
 from bridge.runner import run_loop, start_thread
 from bridge.signing import signer_of
 from bridge.spool import private_dir, spool_of
+from bridge.systemd import notify, watchdog
 from bridge.trust import Trust
 from bridge.worker import Worker, spool_cursor
 
@@ -46,6 +49,7 @@ _PR_SET_PDEATHSIG = 1
 EXIT_CANNOT_START = 2  # the pipeline process met a configuration error: restarting won't help
 RESTART_PAUSES = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 HEALTHY_AFTER = 60.0  # a child that ran this long starts the pause sequence over
+READY_TIMEOUT = 60.0
 
 
 class Service:
@@ -89,6 +93,9 @@ class Service:
         self.spool.listeners.append(self._wake_pipeline)
         self._spawn("stats", self._stats)
         self._spawn("pipeline-supervisor", self._supervise_pipeline)
+        self._spawn("watchdog", lambda stop: watchdog(stop, self._healthy))
+        if self._wait_ready():
+            notify(f"READY=1\nSTATUS=SMTP on {self.intake.hostname}:{self.intake.port}")
         log.info(
             "bridge serving: SMTP %s:%s, publish %s, replay %s",
             self.intake.hostname,
@@ -101,10 +108,11 @@ class Service:
         ctx = multiprocessing.get_context("spawn")
         reader, writer = ctx.Pipe(duplex=False)
         level = logging.getLogger().getEffectiveLevel()
+        self._ready = ctx.Event()  # set by the child once its sockets and sinks are up
         self._child = ctx.Process(
             target=pipeline_main,
             name="bridge-pipeline",
-            args=(self.config, self.parser_names, level, reader, os.getpid()),
+            args=(self.config, self.parser_names, level, reader, os.getpid(), self._ready),
         )
         self._child.start()
         self._child_started = time.monotonic()
@@ -143,6 +151,19 @@ class Service:
                 self._start_pipeline_process()
                 old_writer.close()
             self._wake_pipeline()
+
+    def _wait_ready(self) -> bool:
+        """Wait for the pipeline process to be up; False if it died or took too long."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self._ready.wait(0.1):
+            if self.stop_event.is_set() or time.monotonic() > deadline:
+                log.warning("the pipeline process is not up: not telling systemd we are ready")
+                return False
+        return True
+
+    def _healthy(self) -> bool:
+        child = self._child
+        return not self.stop_event.is_set() and child is not None and child.is_alive()
 
     def _wake_pipeline(self) -> None:
         # A full pipe means a wake-up is pending already; a closed one, that we are stopping.
@@ -216,6 +237,7 @@ class Service:
         while not stopping.wait(0.5) and not self.stop_event.is_set():
             pass
         log.info("stopping")
+        notify("STOPPING=1")
         self.stop()
         if self.pipeline_failed:
             raise BridgeError("the pipeline process stopped unexpectedly; see the log above")
@@ -256,6 +278,7 @@ class PipelineProcess:
             on_appended=self._appended,
             policy_for=config.trust.policy_for,
             cursor=spool_cursor(config),
+            on_inbox=AutoForward(config.inbox) if config.inbox.forward_to else None,
         )
         self._threads: list[threading.Thread] = []
 
@@ -316,7 +339,12 @@ def amqp_sink(config: Config) -> AmqpSink | None:
 
 
 def pipeline_main(
-    config: Config, parser_names: list[str] | None, level: int, wake: Connection, parent: int
+    config: Config,
+    parser_names: list[str] | None,
+    level: int,
+    wake: Connection,
+    parent: int,
+    ready: Any = None,
 ) -> None:
     """Entry point of the pipeline process."""
     _die_with_parent()
@@ -334,6 +362,8 @@ def pipeline_main(
         raise SystemExit(EXIT_CANNOT_START) from e
     signal.signal(signal.SIGTERM, lambda *_: process.stop_event.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the intake decides when to stop
+    if ready is not None:
+        ready.set()  # sockets bound, journal open, sinks built
     process.run(wake, parent)
 
 

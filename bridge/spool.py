@@ -52,6 +52,9 @@ class Spool:
         # Mail the trust policy withholds: held until an operator decides, or rejected.
         self.held_dir = self.root / "held"
         self.rejected_dir = self.root / "rejected"
+        # Mail no parser wanted (list confirmations, welcome and bounce notices): an
+        # operator's inbox, kept until someone deals with it.
+        self.inbox_dir = self.root / "inbox"
         for folder in (
             self.segments_dir,
             self.failed_dir,
@@ -59,6 +62,7 @@ class Spool:
             self.damaged_dir,
             self.held_dir,
             self.rejected_dir,
+            self.inbox_dir,
         ):
             private_dir(folder)
         self.segment_bytes = segment_bytes
@@ -262,6 +266,7 @@ class Spool:
             "damaged": self.damaged_dir,
             "held": self.held_dir,
             "rejected": self.rejected_dir,
+            "inbox": self.inbox_dir,
         }.get(folder, self.ignored_dir)
         suffix = ".bin" if folder == "damaged" else ".eml"
         path = target / f"{record_id}{suffix}"

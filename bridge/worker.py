@@ -118,12 +118,14 @@ class Worker:
         batch_size: int = 64,
         policy_for: Callable[[str], str] | None = None,
         cursor: str = CURSOR,
+        on_inbox: Callable[[Path], None] | None = None,
     ):
         self.spool = spool
         self.journal = journal
         self.pipeline = pipeline
         self.policy_for = policy_for
         self.cursor = cursor
+        self.on_inbox = on_inbox
         self.on_appended = on_appended
         self.batch_size = batch_size
         self.position = spool.checked_position(journal.cursor(cursor))
@@ -240,6 +242,11 @@ class Worker:
             kept_as = name or record.spool_id
             if record.damage is not None:
                 self.spool.keep("damaged", kept_as, record.raw, record.meta, record.damage)
+            elif outcome.status == IGNORED and not outcome.parsers:
+                # no parser wanted it: not Debian's news, but maybe the operator's
+                path = self.spool.keep("inbox", kept_as, record.raw, record.meta, outcome.reason)
+                if self.on_inbox:
+                    self.on_inbox(path)
             elif outcome.status in (FAILED, IGNORED, HELD, REJECTED):
                 self.spool.keep(outcome.status, kept_as, record.raw, record.meta, outcome.reason)
         done: list[Processed] = []

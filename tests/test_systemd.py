@@ -1,0 +1,65 @@
+"""``Type=notify``: READY=1 only once SMTP accepts connections, STOPPING=1 on SIGTERM,
+through a real notification socket."""
+
+from __future__ import annotations
+
+import signal
+import socket
+
+from tests.helpers import Server, child_env
+
+
+def test_ready_after_smtp_listens_and_stopping_on_sigterm(tmp_path, monkeypatch):
+    path = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(path)
+    listener.settimeout(60)
+    monkeypatch.setattr("tests.helpers.child_env", lambda **extra: child_env(NOTIFY_SOCKET=path))
+    server = Server(tmp_path / "state").start()
+    try:
+        ready = listener.recv(4096).decode()
+        # at the moment systemd hears READY, a client can connect
+        with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=2) as client:
+            assert client.recv(100).startswith(b"220")
+        assert ready.startswith("READY=1\nSTATUS=SMTP on")
+        server.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        stopping = listener.recv(4096).decode()
+        assert stopping == "STOPPING=1"
+        assert server.proc.wait(30) == 0  # type: ignore[union-attr]
+    finally:
+        if server.proc.poll() is None:  # type: ignore[union-attr]
+            server.stop()
+        listener.close()
+
+
+def test_without_systemd_nothing_is_sent(monkeypatch):
+    from bridge.systemd import notify, watchdog_interval
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.setenv("WATCHDOG_USEC", "4000000")
+    monkeypatch.setenv("WATCHDOG_PID", "1")  # another process's watchdog
+    assert notify("READY=1") is False
+    assert watchdog_interval() is None
+    monkeypatch.delenv("WATCHDOG_PID")
+    assert watchdog_interval() == 2.0
+
+
+def test_the_unit_passes_systemd_analyze_verify(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.helpers import ROOT, require
+
+    analyze = shutil.which("systemd-analyze")
+    require(analyze is not None, "systemd-analyze is not installed (package systemd)")
+    unit = (ROOT / "contrib" / "systemd" / "debian-bus-bridge.service").read_text()
+    assert "Type=notify" in unit and "DynamicUser=yes" in unit and "ProtectSystem=strict" in unit
+    # verify checks that ExecStart's program exists: point it at this checkout's
+    program = Path(sys.executable).with_name("bridge")
+    local = tmp_path / "debian-bus-bridge.service"
+    local.write_text(unit.replace("/usr/bin/bridge", str(program)))
+    result = subprocess.run([analyze, "verify", str(local)], capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stderr.decode().strip() == "", result.stderr.decode()  # no unknown key, no typo
