@@ -552,6 +552,26 @@ def migrate(state: AppState, from_state: Path | None, to_url: str | None) -> Non
     click.echo(f"{copied} event(s) copied from {source} to {redacted(url)}")
 
 
+@main.command()
+@click.option(
+    "--postfix-config",
+    metavar="DIR",
+    help="Check the route in this postfix instance's configuration directory.",
+)
+@pass_state
+def doctor(state: AppState, postfix_config: str | None) -> None:
+    """Check this host can run the bridge: config, ports, state dir, keys, journal, MTA."""
+    from bridge.doctor import FAIL, run_checks
+
+    source = state.config_path or os.environ.get("BRIDGE_CONFIG") or "embedded defaults"
+    failed = False
+    for check in run_checks(state.config, source, postfix_config):
+        click.echo(check.line())
+        failed = failed or check.status == FAIL
+    if failed:
+        sys.exit(1)
+
+
 @main.group()
 def inbox() -> None:
     """Mail no parser wanted (list confirmations, notices): list, show or forward it."""
