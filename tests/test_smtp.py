@@ -135,11 +135,11 @@ def test_a_dribbling_client_is_cut_off_while_others_are_served(state_dir, tmp_pa
         server.stop()
 
 
-def test_a_mail_that_is_not_rfc822_is_kept_as_ignored_with_its_reason(server, state_dir):
+def test_a_mail_no_parser_wants_is_kept_in_the_inbox_with_its_reason(server, state_dir):
     assert send(server, b"just some words, no headers at all\r\n") == {}
-    ignored = state_dir / "spool" / "ignored"
-    wait_until(lambda: list(ignored.glob("*.reason")), 20, "the ignored mail")
-    (reason,) = ignored.glob("*.reason")
+    inbox = state_dir / "spool" / "inbox"
+    wait_until(lambda: list(inbox.glob("*.reason")), 20, "the kept mail")
+    (reason,) = inbox.glob("*.reason")
     assert "no parser accepted the mail" in reason.read_text()
     assert b"just some words" in reason.with_suffix(".eml").read_bytes()
 
