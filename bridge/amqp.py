@@ -90,7 +90,9 @@ def message_of(
     )
 
 
-def connection_parameters(url: str, ca_certificate: str = "", certificate: str = "", key: str = ""):
+def connection_parameters(
+    url: str, ca_certificate: str = "", certificate: str = "", key: str = ""
+) -> Any:
     """pika's parameters for *url* (``amqps://`` for TLS), with the optional CA and client
     certificate."""
     import pika

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def watchdog_interval() -> float | None:
     return int(usec) / 1e6 / 2
 
 
-def watchdog(stop: threading.Event, healthy) -> None:
+def watchdog(stop: threading.Event, healthy: Callable[[], bool]) -> None:
     """Ping the watchdog while *healthy()* holds; a service that stops answering is
     restarted by systemd."""
     interval = watchdog_interval()

@@ -101,7 +101,7 @@ _PERIODS = {
 }
 
 
-def _psycopg():
+def _psycopg() -> Any:
     try:
         import psycopg
     except ImportError as e:  # an optional dependency: say how to get it

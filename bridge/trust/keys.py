@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bridge.errors import ConfigError
 
@@ -104,7 +105,7 @@ class KeyStore:
             return Lookup(None, temporary=True, reason=f"DNS lookup of {name} failed: {e}")
         return Lookup(b"".join(b"".join(r.strings) for r in answer))
 
-    def _dns(self):  # -> dns.resolver.Resolver, imported late: only a DNS lookup needs it
+    def _dns(self) -> Any:  # a dns.resolver.Resolver, imported late: only lookups need it
         import dns.resolver
 
         if self._resolver is None:
