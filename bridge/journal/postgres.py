@@ -28,7 +28,9 @@ from bridge.errors import JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming
 from bridge.journal.model import AppendResult, Batch, Criteria, Journal, ReplaySelection, Row
 from bridge.journal.rows import (
+    POSTGRES,
     SUPERSEDING,
+    criteria_where,
     dedup_key_of,
     new_envelope,
     replay_where,
@@ -284,7 +286,7 @@ class PostgresJournal(Journal):
     def find(
         self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
     ) -> list[Envelope]:
-        where, params = self._where(criteria)
+        where, params = criteria_where(criteria, self.naming, POSTGRES)
         order = "DESC" if newest_first else "ASC"
         rows = self._query(
             f"SELECT seq_id, topic, envelope FROM events WHERE {where}"
@@ -294,7 +296,7 @@ class PostgresJournal(Journal):
         return list(self.envelopes(Row(*r) for r in rows))
 
     def stats(self, criteria: Criteria, period: str) -> dict[str, dict[str, int]]:
-        where, params = self._where(criteria)
+        where, params = criteria_where(criteria, self.naming, POSTGRES)
         sql = (
             f"SELECT {_PERIODS[period]} AS period, event_topic, COUNT(*) FROM events"
             f" WHERE {where} GROUP BY period, event_topic ORDER BY period, event_topic"
@@ -304,32 +306,8 @@ class PostgresJournal(Journal):
             table[when][topic] = int(count)
         return dict(table)
 
-    def _where(self, criteria: Criteria) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        prefix = self.naming.bus_prefix(criteria.topic) if criteria.topic else ""
-        if prefix:
-            clauses.append("left(topic, %s) = %s")
-            params += [len(prefix), prefix]
-        if criteria.package:
-            clauses.append("seq_id IN (SELECT seq_id FROM event_packages WHERE package = %s)")
-            params.append(criteria.package)
-        if criteria.bug is not None:
-            clauses.append("seq_id IN (SELECT seq_id FROM event_bugs WHERE bug = %s)")
-            params.append(criteria.bug)
-        if criteria.person:
-            clauses.append("strpos(agent, %s) > 0")
-            params.append(criteria.person.lower())
-        if criteria.since is not None:
-            clauses.append("event_time >= %s")
-            params.append(int(criteria.since))
-        if criteria.until is not None:
-            clauses.append("event_time < %s")
-            params.append(int(criteria.until))
-        return " AND ".join(clauses) or "TRUE", params
-
     def replay(self, selection: ReplaySelection, limit: int) -> list[Row]:
-        where, params = replay_where(selection, "%s")
+        where, params = replay_where(selection, POSTGRES.mark)
         rows = self._query(
             f"SELECT seq_id, topic, envelope FROM events WHERE {where} ORDER BY seq_id LIMIT %s",
             [*params, limit],
@@ -337,7 +315,7 @@ class PostgresJournal(Journal):
         return [Row(*r) for r in rows]
 
     def replay_count(self, selection: ReplaySelection) -> int:
-        where, params = replay_where(selection, "%s")
+        where, params = replay_where(selection, POSTGRES.mark)
         return int(self._query(f"SELECT COUNT(*) FROM events WHERE {where}", params)[0][0])
 
     def cursor(self, name: str) -> int:

@@ -3,12 +3,54 @@ the replay query's shape."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge.errors import JournalError
 from bridge.events import Envelope, Event, Naming, new_msg_id
-from bridge.journal.model import ReplaySelection
+from bridge.journal.model import Criteria, ReplaySelection
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the engines' SQL in the queries they share."""
+
+    mark: str  # the parameter placeholder
+    topic_starts: str  # topic begins with a prefix: parameters (length, prefix)
+    agent_contains: str  # the agent column contains a string
+    true: str
+
+
+SQLITE = Dialect("?", "substr(topic, 1, ?) = ?", "instr(agent, ?) > 0", "1")
+POSTGRES = Dialect("%s", "left(topic, %s) = %s", "strpos(agent, %s) > 0", "TRUE")
+
+
+def criteria_where(criteria: Criteria, naming: Naming, dialect: Dialect) -> tuple[str, list[Any]]:
+    """A history search (``find``, ``stats``) as an SQL condition and its parameters."""
+    mark = dialect.mark
+    clauses: list[str] = []
+    params: list[Any] = []
+    prefix = naming.bus_prefix(criteria.topic) if criteria.topic else ""
+    if prefix:
+        clauses.append(dialect.topic_starts)
+        params += [len(prefix), prefix]
+    if criteria.package:
+        clauses.append(f"seq_id IN (SELECT seq_id FROM event_packages WHERE package = {mark})")
+        params.append(criteria.package)
+    if criteria.bug is not None:
+        clauses.append(f"seq_id IN (SELECT seq_id FROM event_bugs WHERE bug = {mark})")
+        params.append(criteria.bug)
+    if criteria.person:
+        clauses.append(dialect.agent_contains)
+        params.append(criteria.person.lower())
+    if criteria.since is not None:
+        clauses.append(f"event_time >= {mark}")
+        params.append(int(criteria.since))
+    if criteria.until is not None:
+        clauses.append(f"event_time < {mark}")
+        params.append(int(criteria.until))
+    return " AND ".join(clauses) or dialect.true, params
 
 
 def new_envelope(

@@ -16,7 +16,6 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from bridge.errors import JournalDamaged, JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming
@@ -29,7 +28,9 @@ from bridge.journal.model import (
     Row,
 )
 from bridge.journal.rows import (
+    SQLITE,
     SUPERSEDING,
+    criteria_where,
     dedup_key_of,
     new_envelope,
     replay_where,
@@ -223,7 +224,7 @@ class SqliteJournal(Journal):
     def find(
         self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
     ) -> list[Envelope]:
-        where, params = self._where(criteria)
+        where, params = criteria_where(criteria, self.naming, SQLITE)
         order = "DESC" if newest_first else "ASC"
         rows = self._db.execute(
             f"SELECT seq_id, topic, envelope FROM events WHERE {where}"
@@ -233,7 +234,7 @@ class SqliteJournal(Journal):
         return list(self.envelopes(Row(*r) for r in rows))
 
     def stats(self, criteria: Criteria, period: str) -> dict[str, dict[str, int]]:
-        where, params = self._where(criteria)
+        where, params = criteria_where(criteria, self.naming, SQLITE)
         sql = (
             "SELECT strftime(?, event_time, 'unixepoch') AS period, event_topic, COUNT(*)"
             f" FROM events WHERE {where} GROUP BY period, event_topic ORDER BY period, event_topic"
@@ -243,32 +244,8 @@ class SqliteJournal(Journal):
             table[when][topic] = count
         return dict(table)
 
-    def _where(self, criteria: Criteria) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        prefix = self.naming.bus_prefix(criteria.topic) if criteria.topic else ""
-        if prefix:
-            clauses.append("substr(topic, 1, ?) = ?")
-            params += [len(prefix), prefix]
-        if criteria.package:
-            clauses.append("seq_id IN (SELECT seq_id FROM event_packages WHERE package = ?)")
-            params.append(criteria.package)
-        if criteria.bug is not None:
-            clauses.append("seq_id IN (SELECT seq_id FROM event_bugs WHERE bug = ?)")
-            params.append(criteria.bug)
-        if criteria.person:
-            clauses.append("instr(agent, ?) > 0")
-            params.append(criteria.person.lower())
-        if criteria.since is not None:
-            clauses.append("event_time >= ?")
-            params.append(int(criteria.since))
-        if criteria.until is not None:
-            clauses.append("event_time < ?")
-            params.append(int(criteria.until))
-        return " AND ".join(clauses) or "1", params
-
     def replay(self, selection: ReplaySelection, limit: int) -> list[Row]:
-        where, params = replay_where(selection, "?")
+        where, params = replay_where(selection, SQLITE.mark)
         rows = self._db.execute(
             f"SELECT seq_id, topic, envelope FROM events WHERE {where} ORDER BY seq_id LIMIT ?",
             [*params, limit],
@@ -276,7 +253,7 @@ class SqliteJournal(Journal):
         return [Row(*r) for r in rows]
 
     def replay_count(self, selection: ReplaySelection) -> int:
-        where, params = replay_where(selection, "?")
+        where, params = replay_where(selection, SQLITE.mark)
         (n,) = self._db.execute(f"SELECT COUNT(*) FROM events WHERE {where}", params).fetchone()
         return int(n)
 
