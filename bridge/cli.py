@@ -612,12 +612,7 @@ def inbox_list(state: AppState, as_json: bool) -> None:
 @pass_state
 def inbox_show(state: AppState, inbox_id: str) -> None:
     """Why a mail was kept, then the mail itself."""
-    path = _inbox_path(state, inbox_id)
-    reason = path.with_suffix(".reason")
-    if reason.exists():
-        click.echo(reason.read_text(encoding="utf-8").rstrip("\n"))
-    click.echo("")
-    click.echo(path.read_bytes().decode("utf-8", "replace"))
+    _show_kept(_inbox_path(state, inbox_id))
 
 
 @inbox.command("forward")
@@ -683,9 +678,14 @@ def held_list(state: AppState, as_json: bool) -> None:
 def held_show(state: AppState, held_id: str) -> None:
     """Why a mail is held, then the mail itself."""
     (path,) = _held_paths(state, (held_id,))
-    reason_file = path.with_suffix(".reason")
-    if reason_file.exists():
-        click.echo(reason_file.read_text(encoding="utf-8").rstrip("\n"))
+    _show_kept(path)
+
+
+def _show_kept(path: Path) -> None:
+    """A mail the spool keeps aside: the reason beside it, a blank line, the mail."""
+    reason = path.with_suffix(".reason")
+    if reason.exists():
+        click.echo(reason.read_text(encoding="utf-8").rstrip("\n"))
     click.echo("")
     click.echo(path.read_bytes().decode("utf-8", "replace"))
 
