@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import os
-import subprocess
-import venv
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CORPUS, postgres_schema, require, strict
+from tests.helpers import CORPUS, cached_venv, postgres_schema, require, strict
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,21 +29,9 @@ FEDMSG = "fedmsg[commands]==1.1.7"
 
 
 @pytest.fixture(scope="session")
-def fedmsg_tail(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A virtualenv with fedmsg 1.1.7 (cached between runs, outside the repository)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    home = cache / "debian-bus-bridge-tests" / "fedmsg-1.1.7"
-    tail = home / "bin" / "fedmsg-tail"
-    if not tail.exists():
-        venv.create(home, with_pip=True, clear=True)
-        result = subprocess.run(
-            [str(home / "bin" / "python"), "-m", "pip", "install", "-q", FEDMSG],
-            capture_output=True,
-            timeout=600,
-        )
-        if result.returncode != 0:
-            pytest.fail(f"could not install {FEDMSG}: {result.stderr.decode()[-2000:]}")
-    return tail
+def fedmsg_tail() -> Path:
+    """fedmsg 1.1.7's ``fedmsg-tail``, in a cached virtualenv."""
+    return cached_venv("fedmsg-1.1.7", FEDMSG) / "fedmsg-tail"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

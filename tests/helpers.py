@@ -305,3 +305,23 @@ def descendants(pid: int) -> set[int]:
             found.add(child)
             todo.append(child)
     return found
+
+
+def cached_venv(name: str, *requirements: str, timeout: float = 900) -> Path:
+    """The ``bin`` folder of a virtualenv holding *requirements*, built on first use and
+    cached between runs outside the repository (``$XDG_CACHE_HOME``)."""
+    import venv
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    home = cache / "debian-bus-bridge-tests" / name
+    python = home / "bin" / "python"
+    if not python.exists():
+        venv.create(home, with_pip=True, clear=True)
+        result = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", *requirements],
+            capture_output=True,
+            timeout=timeout,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"could not install {requirements}: {result.stderr.decode()[-2000:]}")
+    return home / "bin"

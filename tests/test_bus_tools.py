@@ -8,12 +8,20 @@ import os
 import subprocess
 import time
 import uuid
-import venv
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, Server, Subscriber, bridge, config_file, send, wait_until
+from tests.helpers import (
+    ROOT,
+    Server,
+    Subscriber,
+    bridge,
+    cached_venv,
+    config_file,
+    send,
+    wait_until,
+)
 from tests.mails import bug_report
 from tests.test_amqp import BROKER, URL, pika_or_skip
 
@@ -42,26 +50,16 @@ def record(message):
 def tool_venv(name: str, *requirements: str, install: Path = ROOT) -> Path:
     """A cached virtualenv with *requirements*, and *install* from this checkout without
     dependencies (the tools need only its message classes or processors)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    home = cache / "debian-bus-bridge-tests" / name
-    python = home / "bin" / "python"
-    if not python.exists():
-        venv.create(home, with_pip=True, clear=True)
-        install = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", *requirements],
-            capture_output=True,
-            timeout=900,
-        )
-        if install.returncode != 0:
-            pytest.fail(f"could not install {requirements}: {install.stderr.decode()[-2000:]}")
+    tools = cached_venv(name, *requirements)
     checkout = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(install)],
+        [str(tools / "python"), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
+         str(install)],
         capture_output=True,
         timeout=600,
-    )
+    )  # fmt: skip
     if checkout.returncode != 0:
-        pytest.fail(f"could not install the bridge: {checkout.stderr.decode()[-2000:]}")
-    return home / "bin"
+        pytest.fail(f"could not install {install}: {checkout.stderr.decode()[-2000:]}")
+    return tools
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import time
-import venv
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from bridge.errors import ConfigError
 from bridge.signing import EnvelopeSigner, signer_of
-from tests.helpers import Server, Subscriber, bridge, config_file, free_port
+from tests.helpers import Server, Subscriber, bridge, cached_venv, config_file, free_port
 
 # fedmsg's X.509 check needs cryptography and pyOpenSSL; pyOpenSSL 24.3 removed the CRL
 # functions fedmsg 1.1.7 calls, and 24.2 wants cryptography below 44.
@@ -35,20 +34,8 @@ DAY = datetime.timedelta(days=1)
 
 @pytest.fixture(scope="session")
 def fedmsg_validating_tail() -> Path:
-    """A virtualenv with fedmsg 1.1.7 and its X.509 backend (cached outside the repository)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    home = cache / "debian-bus-bridge-tests" / "fedmsg-1.1.7-crypto"
-    tail = home / "bin" / "fedmsg-tail"
-    if not tail.exists():
-        venv.create(home, with_pip=True, clear=True)
-        result = subprocess.run(
-            [str(home / "bin" / "python"), "-m", "pip", "install", "-q", *FEDMSG_CRYPTO],
-            capture_output=True,
-            timeout=900,
-        )
-        if result.returncode != 0:
-            pytest.fail(f"could not install fedmsg: {result.stderr.decode()[-2000:]}")
-    return tail
+    """``fedmsg-tail`` of fedmsg 1.1.7 with its X.509 backend, in a cached virtualenv."""
+    return cached_venv("fedmsg-1.1.7-crypto", *FEDMSG_CRYPTO) / "fedmsg-tail"
 
 
 class CA:
