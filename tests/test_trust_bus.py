@@ -10,7 +10,6 @@ import pytest
 from bridge.journal import JOURNAL_FILE
 from tests import dkimkit
 from tests.helpers import (
-    FIXTURES,
     Server,
     Subscriber,
     bridge,
@@ -22,25 +21,12 @@ from tests.helpers import (
     wait_until,
 )
 from tests.test_openpgp import CHANGES, accepted_mail
+from tests.test_trust import BTS, CLOSURE, FOLLOWUP
 
-BTS = dkimkit.key("bugs.debian.org", "smtpauto.buxtehude")
-CLOSURE = (FIXTURES / "debbugs" / "closed-marked-as-done.eml").read_bytes()
 FORGED_CLOSURE = CLOSURE.replace(
     b"which is due to be installed", b"which is due to be installed, trust me"
 )
 FORGED_ACCEPTANCE = accepted_mail(CHANGES.format(uid="Mallory <mallory@example.org>"))
-FOLLOWUP = b"""From: Jane Doe <jane@example.org>
-To: 1056001@bugs.debian.org
-Subject: Re: Bug#1056001: hello: segfaults on start
-Message-ID: <reply-1@example.org>
-Date: Tue, 02 Jan 2024 10:00:00 +0000
-X-Debian-PR-Message: followup 1056001
-X-Debian-PR-Package: hello
-X-Debian-PR-Source: hello
-Content-Type: text/plain; charset=utf-8
-
-It still crashes with 2.10-3.
-"""
 
 
 def serve(tmp_path: Path, policy: str = "") -> Server:
