@@ -224,7 +224,7 @@ def test_migrate_copies_a_sqlite_journal_resumably(tmp_path, shared):
 
 
 def _cursor_names(journal: PostgresJournal) -> list[str]:
-    return [name for (name,) in journal._query("SELECT name FROM cursors")]
+    return [name for (name,) in journal._rows("SELECT name FROM cursors")]
 
 
 def leader(journal: PostgresJournal) -> int | None:

@@ -19,21 +19,19 @@ import logging
 import os
 import socket
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from bridge.errors import JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming
-from bridge.journal.model import AppendResult, Batch, Criteria, Journal, ReplaySelection, Row
+from bridge.journal.model import AppendResult, Batch
 from bridge.journal.rows import (
     POSTGRES,
     SUPERSEDING,
-    criteria_where,
+    SqlJournal,
     dedup_key_of,
     new_envelope,
-    replay_where,
     trust_rank,
 )
 
@@ -155,8 +153,10 @@ def migrate(url: str) -> tuple[int, int]:
     return before, max(before, SCHEMA_VERSION)
 
 
-class PostgresJournal(Journal):
+class PostgresJournal(SqlJournal):
     """A connection to the shared journal at *url*."""
+
+    dialect = POSTGRES
 
     def __init__(self, url: str, naming: Naming | None = None, *, auto_migrate: bool = True):
         self.url = url
@@ -247,7 +247,7 @@ class PostgresJournal(Journal):
 
     def set_cursor(self, name: str, position: int) -> None:
         # A reader's position needs no write lock: it numbers no rows.
-        self._query(
+        self._rows(
             "INSERT INTO cursors (name, seq_id) VALUES (%s, %s)"
             " ON CONFLICT (name) DO UPDATE SET seq_id = excluded.seq_id RETURNING seq_id",
             (name, position),
@@ -259,7 +259,7 @@ class PostgresJournal(Journal):
 
     # -- reading -----------------------------------------------------------------------
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         psycopg = _psycopg()
         with self._lock:
             self._connected()
@@ -268,84 +268,26 @@ class PostgresJournal(Journal):
             except psycopg.OperationalError as e:
                 raise JournalUnavailable(f"journal read failed: {e}") from e
 
-    def last_seq_id(self) -> int:
-        return int(self._query("SELECT COALESCE(MAX(seq_id), 0) FROM events")[0][0])
-
-    def count(self) -> int:
-        return int(self._query("SELECT COUNT(*) FROM events")[0][0])
-
-    def rows_after(self, seq_id: int, limit: int = 500, *, live_only: bool = False) -> list[Row]:
-        live = " AND live" if live_only else ""
-        rows = self._query(
-            f"SELECT seq_id, topic, envelope FROM events WHERE seq_id > %s{live}"
-            " ORDER BY seq_id LIMIT %s",
-            (seq_id, limit),
-        )
-        return [Row(*r) for r in rows]
-
-    def find(
-        self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
-    ) -> list[Envelope]:
-        where, params = criteria_where(criteria, self.naming, POSTGRES)
-        order = "DESC" if newest_first else "ASC"
-        rows = self._query(
-            f"SELECT seq_id, topic, envelope FROM events WHERE {where}"
-            f" ORDER BY seq_id {order} LIMIT %s OFFSET %s",
-            [*params, limit, offset],
-        )
-        return list(self.envelopes(Row(*r) for r in rows))
-
-    def stats(self, criteria: Criteria, period: str) -> dict[str, dict[str, int]]:
-        where, params = criteria_where(criteria, self.naming, POSTGRES)
-        sql = (
-            f"SELECT {_PERIODS[period]} AS period, event_topic, COUNT(*) FROM events"
-            f" WHERE {where} GROUP BY period, event_topic ORDER BY period, event_topic"
-        )
-        table: dict[str, dict[str, int]] = defaultdict(dict)
-        for when, topic, count in self._query(sql, params):
-            table[when][topic] = int(count)
-        return dict(table)
-
-    def replay(self, selection: ReplaySelection, limit: int) -> list[Row]:
-        where, params = replay_where(selection, POSTGRES.mark)
-        rows = self._query(
-            f"SELECT seq_id, topic, envelope FROM events WHERE {where} ORDER BY seq_id LIMIT %s",
-            [*params, limit],
-        )
-        return [Row(*r) for r in rows]
-
-    def replay_count(self, selection: ReplaySelection) -> int:
-        where, params = replay_where(selection, POSTGRES.mark)
-        return int(self._query(f"SELECT COUNT(*) FROM events WHERE {where}", params)[0][0])
-
-    def cursor(self, name: str) -> int:
-        rows = self._query("SELECT seq_id FROM cursors WHERE name = %s", (name,))
-        return int(rows[0][0]) if rows else 0
-
-    def counters(self) -> dict[str, int]:
-        return {n: int(v) for n, v in self._query("SELECT name, value FROM counters ORDER BY name")}
-
-    def resume_point(self, archive: str) -> int:
-        rows = self._query('SELECT "offset" FROM replay_progress WHERE path = %s', (archive,))
-        return int(rows[0][0]) if rows else 0
+    def _period(self, period: str) -> tuple[str, list[Any]]:
+        return _PERIODS[period], []
 
     def check(self, *, thorough: bool = False) -> list[str]:
         """What is wrong with the shared journal: a gap or a repeat in ``seq_id``, a row
         without its envelope."""
         problems = []
-        (count, first, last) = self._query(
+        (count, first, last) = self._rows(
             "SELECT COUNT(*), COALESCE(MIN(seq_id), 1), COALESCE(MAX(seq_id), 0) FROM events"
         )[0]
         if count and (first != 1 or last != count):
             problems.append(f"seq_id runs {first}..{last} over {count} rows: a gap")
         if thorough:
-            (empty,) = self._query("SELECT COUNT(*) FROM events WHERE envelope = ''")[0]
+            (empty,) = self._rows("SELECT COUNT(*) FROM events WHERE envelope = ''")[0]
             if empty:
                 problems.append(f"{empty} rows without an envelope")
         return problems
 
     def storage_bytes(self) -> int | None:
-        rows = self._query(
+        rows = self._rows(
             "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
@@ -358,7 +300,7 @@ class PostgresJournal(Journal):
         """Whether this instance runs *sink*: it holds (or now takes) the sink's lock."""
         if sink in self._leading:
             return True
-        rows = self._query(
+        rows = self._rows(
             "SELECT pg_try_advisory_lock(hashtext(current_schema() || ':' || %s))", (sink,)
         )
         if rows[0][0]:
@@ -371,7 +313,7 @@ class PostgresJournal(Journal):
         """Which connection (host and process) holds each sink's lock."""
         found = {}
         for sink in ("publisher", "amqp"):
-            rows = self._query(
+            rows = self._rows(
                 "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a"
                 " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
                 " AND l.objsubid = 1"

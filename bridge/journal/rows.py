@@ -3,13 +3,16 @@ the replay query's shape."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge.errors import JournalError
 from bridge.events import Envelope, Event, Naming, new_msg_id
-from bridge.journal.model import Criteria, ReplaySelection
+from bridge.journal.model import Criteria, Journal, ReplaySelection, Row
 
 
 @dataclass(frozen=True)
@@ -122,3 +125,85 @@ def event_epoch(occurred_at: str | None, journaled: int) -> int:
             moment = moment.replace(tzinfo=UTC)
         return int(moment.timestamp())
     return journaled
+
+
+class SqlJournal(Journal):
+    """The reads every SQL engine answers with the same queries; an engine gives its
+    dialect, how it runs a query, and how it names a period of time."""
+
+    dialect: Dialect
+
+    @abstractmethod
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Run a read query; every row."""
+
+    @abstractmethod
+    def _period(self, period: str) -> tuple[str, list[Any]]:
+        """An SQL expression naming an event's day, week or month, and its parameters."""
+
+    def last_seq_id(self) -> int:
+        return int(self._rows("SELECT COALESCE(MAX(seq_id), 0) FROM events")[0][0])
+
+    def count(self) -> int:
+        return int(self._rows("SELECT COUNT(*) FROM events")[0][0])
+
+    def rows_after(self, seq_id: int, limit: int = 500, *, live_only: bool = False) -> list[Row]:
+        m = self.dialect.mark
+        live = " AND live" if live_only else ""
+        rows = self._rows(
+            f"SELECT seq_id, topic, envelope FROM events WHERE seq_id > {m}{live}"
+            f" ORDER BY seq_id LIMIT {m}",
+            (seq_id, limit),
+        )
+        return [Row(*r) for r in rows]
+
+    def find(
+        self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
+    ) -> list[Envelope]:
+        m = self.dialect.mark
+        where, params = criteria_where(criteria, self.naming, self.dialect)
+        order = "DESC" if newest_first else "ASC"
+        rows = self._rows(
+            f"SELECT seq_id, topic, envelope FROM events WHERE {where}"
+            f" ORDER BY seq_id {order} LIMIT {m} OFFSET {m}",
+            [*params, limit, offset],
+        )
+        return list(self.envelopes(Row(*r) for r in rows))
+
+    def stats(self, criteria: Criteria, period: str) -> dict[str, dict[str, int]]:
+        where, params = criteria_where(criteria, self.naming, self.dialect)
+        when_sql, when_params = self._period(period)
+        sql = (
+            f"SELECT {when_sql} AS period, event_topic, COUNT(*) FROM events"
+            f" WHERE {where} GROUP BY period, event_topic ORDER BY period, event_topic"
+        )
+        table: dict[str, dict[str, int]] = defaultdict(dict)
+        for when, topic, count in self._rows(sql, [*when_params, *params]):
+            table[when][topic] = int(count)
+        return dict(table)
+
+    def replay(self, selection: ReplaySelection, limit: int) -> list[Row]:
+        where, params = replay_where(selection, self.dialect.mark)
+        rows = self._rows(
+            "SELECT seq_id, topic, envelope FROM events"
+            f" WHERE {where} ORDER BY seq_id LIMIT {self.dialect.mark}",
+            [*params, limit],
+        )
+        return [Row(*r) for r in rows]
+
+    def replay_count(self, selection: ReplaySelection) -> int:
+        where, params = replay_where(selection, self.dialect.mark)
+        return int(self._rows(f"SELECT COUNT(*) FROM events WHERE {where}", params)[0][0])
+
+    def cursor(self, name: str) -> int:
+        m = self.dialect.mark
+        rows = self._rows(f"SELECT seq_id FROM cursors WHERE name = {m}", (name,))
+        return int(rows[0][0]) if rows else 0
+
+    def counters(self) -> dict[str, int]:
+        return {n: int(v) for n, v in self._rows("SELECT name, value FROM counters ORDER BY name")}
+
+    def resume_point(self, archive: str) -> int:
+        m = self.dialect.mark
+        rows = self._rows(f'SELECT "offset" FROM replay_progress WHERE path = {m}', (archive,))
+        return int(rows[0][0]) if rows else 0

@@ -12,28 +12,23 @@ import itertools
 import os
 import sqlite3
 import time
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from bridge.errors import JournalDamaged, JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming
 from bridge.journal.model import (
     AppendResult,
     Batch,
-    Criteria,
-    Journal,
-    ReplaySelection,
-    Row,
 )
 from bridge.journal.rows import (
     SQLITE,
     SUPERSEDING,
-    criteria_where,
+    SqlJournal,
     dedup_key_of,
     new_envelope,
-    replay_where,
     trust_rank,
 )
 from bridge.spool import private_dir
@@ -90,8 +85,10 @@ CREATE TABLE IF NOT EXISTS replay_progress (
 """
 
 
-class SqliteJournal(Journal):
+class SqliteJournal(SqlJournal):
     """A connection to the journal in *path* (a file, created on first use)."""
+
+    dialect = SQLITE
 
     def __init__(
         self,
@@ -204,71 +201,11 @@ class SqliteJournal(Journal):
 
     # -- reading -----------------------------------------------------------------------
 
-    def last_seq_id(self) -> int:
-        (last,) = self._db.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
-        return int(last)
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self._db.execute(sql, params).fetchall()
 
-    def count(self) -> int:
-        (n,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
-        return int(n)
-
-    def rows_after(self, seq_id: int, limit: int = 500, *, live_only: bool = False) -> list[Row]:
-        live = " AND live = 1" if live_only else ""
-        cur = self._db.execute(
-            f"SELECT seq_id, topic, envelope FROM events WHERE seq_id > ?{live}"
-            " ORDER BY seq_id LIMIT ?",
-            (seq_id, limit),
-        )
-        return [Row(*r) for r in cur]
-
-    def find(
-        self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
-    ) -> list[Envelope]:
-        where, params = criteria_where(criteria, self.naming, SQLITE)
-        order = "DESC" if newest_first else "ASC"
-        rows = self._db.execute(
-            f"SELECT seq_id, topic, envelope FROM events WHERE {where}"
-            f" ORDER BY seq_id {order} LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        )
-        return list(self.envelopes(Row(*r) for r in rows))
-
-    def stats(self, criteria: Criteria, period: str) -> dict[str, dict[str, int]]:
-        where, params = criteria_where(criteria, self.naming, SQLITE)
-        sql = (
-            "SELECT strftime(?, event_time, 'unixepoch') AS period, event_topic, COUNT(*)"
-            f" FROM events WHERE {where} GROUP BY period, event_topic ORDER BY period, event_topic"
-        )
-        table: dict[str, dict[str, int]] = defaultdict(dict)
-        for when, topic, count in self._db.execute(sql, [_PERIOD_FORMATS[period], *params]):
-            table[when][topic] = count
-        return dict(table)
-
-    def replay(self, selection: ReplaySelection, limit: int) -> list[Row]:
-        where, params = replay_where(selection, SQLITE.mark)
-        rows = self._db.execute(
-            f"SELECT seq_id, topic, envelope FROM events WHERE {where} ORDER BY seq_id LIMIT ?",
-            [*params, limit],
-        )
-        return [Row(*r) for r in rows]
-
-    def replay_count(self, selection: ReplaySelection) -> int:
-        where, params = replay_where(selection, SQLITE.mark)
-        (n,) = self._db.execute(f"SELECT COUNT(*) FROM events WHERE {where}", params).fetchone()
-        return int(n)
-
-    def cursor(self, name: str) -> int:
-        row = self._db.execute("SELECT seq_id FROM cursors WHERE name = ?", (name,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def counters(self) -> dict[str, int]:
-        return dict(self._db.execute("SELECT name, value FROM counters ORDER BY name"))
-
-    def resume_point(self, archive: str) -> int:
-        row = self._db.execute(
-            "SELECT offset FROM replay_progress WHERE path = ?", (archive,)
-        ).fetchone()
-        return int(row[0]) if row else 0
+    def _period(self, period: str) -> tuple[str, list[Any]]:
+        return "strftime(?, event_time, 'unixepoch')", [_PERIOD_FORMATS[period]]
 
     def check(self, *, thorough: bool = False) -> list[str]:
         return sqlite_check(self._db, thorough=thorough)
