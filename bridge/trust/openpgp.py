@@ -61,17 +61,25 @@ class Gpgv:
     def __init__(self, keyrings: Sequence[str], program: str = "gpgv"):
         self.keyrings = [k for k in keyrings if k]
         self.program = program
-        self._home = tempfile.mkdtemp(prefix="bridge-gpgv-")  # gpgv must not touch ~/.gnupg
+        self._home: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def home(self) -> str:
+        """A private, empty home for gpgv (it must not touch ~/.gnupg), made on first use
+        and removed with this object."""
+        if self._home is None:
+            self._home = tempfile.TemporaryDirectory(prefix="bridge-gpgv-")
+        return self._home.name
 
     def check(self, signed: bytes | None) -> dict[str, Any]:
         if not self.keyrings:
             return verdict("unverified", "no keyring configured ([trust] keyrings)")
         if signed is None:
             return verdict("unsigned", "the mail holds no clearsigned .changes")
-        with tempfile.NamedTemporaryFile(dir=self._home, suffix=".changes") as fh:
+        with tempfile.NamedTemporaryFile(dir=self.home, suffix=".changes") as fh:
             fh.write(signed)
             fh.flush()
-            command = [self.program, "--homedir", self._home, "--status-fd", "1"]
+            command = [self.program, "--homedir", self.home, "--status-fd", "1"]
             for keyring in self.keyrings:
                 command += ["--keyring", os.path.abspath(keyring)]
             try:
