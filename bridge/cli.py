@@ -844,36 +844,50 @@ def _print_summary(summary: Any, err: bool) -> None:
 
 
 def criteria_options(command: Any) -> Any:
-    """Add the journal search options to *command* and hand it one ``criteria`` argument."""
+    """Add the journal search options to *command* and hand it one ``criteria`` argument.
+    Each option may be given several times: an event matching any of the values is kept."""
     from bridge.journal import Criteria
 
     @functools.wraps(command)
     def wrapper(
         *args: Any,
-        topic: str,
-        package: str | None,
-        bug: int | None,
-        person: str | None,
+        topic: tuple[str, ...],
+        package: tuple[str, ...],
+        bug: tuple[int, ...],
+        person: tuple[str, ...],
+        contains: tuple[str, ...],
+        not_topic: tuple[str, ...],
+        not_package: tuple[str, ...],
+        not_person: tuple[str, ...],
         since: str | None,
         until: str | None,
         **kwargs: Any,
     ) -> Any:
         criteria = Criteria(
-            topic=topic,
-            package=package,
-            bug=bug,
-            person=person,
+            topics=tuple(t for t in topic if t),
+            packages=package,
+            bugs=bug,
+            people=person,
+            contains=contains,
+            not_topics=not_topic,
+            not_packages=not_package,
+            not_people=not_person,
             since=epoch_of(since, "--since") if since else None,
             until=epoch_of(until, "--until") if until else None,
         )
         return command(*args, criteria=criteria, **kwargs)
 
+    person_help = "Name, e-mail or Debian login of a person in the event (any case)."
     for option in reversed(
         [
-            click.option("--topic", default="", help="Topic prefix, full or event-relative."),
-            click.option("--package", help="Source package name."),
-            click.option("--bug", type=int, help="Bug number."),
-            click.option("--person", help="Part of the acting person's name or e-mail."),
+            click.option("--topic", multiple=True, help="Topic prefix, full or event-relative."),
+            click.option("--package", multiple=True, help="Source package name."),
+            click.option("--bug", type=int, multiple=True, help="Bug number."),
+            click.option("--person", multiple=True, help=person_help),
+            click.option("--contains", multiple=True, help="Text anywhere in the envelope."),
+            click.option("--not-topic", multiple=True, help="Leave out this topic prefix."),
+            click.option("--not-package", multiple=True, help="Leave out this package."),
+            click.option("--not-person", multiple=True, help="Leave out this person."),
             click.option("--since", help="ISO time: events at or after it (by mail date)."),
             click.option("--until", help="ISO time: events before it."),
         ]

@@ -9,7 +9,7 @@ import pytest
 
 from bridge.events import Event, Naming
 from bridge.journal import Criteria, Journal, ReplaySelection, SqliteJournal
-from bridge.journal.postgres import PostgresJournal, migrate
+from bridge.journal.postgres import SCHEMA_VERSION, PostgresJournal, migrate
 from tests.helpers import postgres_schema
 
 NAMING = Naming("org.debian", "test", "svc")
@@ -74,13 +74,18 @@ def shape(envelopes) -> list[tuple]:
 
 CRITERIA = [
     Criteria(),
-    Criteria(topic="debbugs"),
-    Criteria(topic="org.debian.test.dak.upload.accepted"),
-    Criteria(package="xfsprogs"),
-    Criteria(bug=1003),
-    Criteria(person="person 2"),
+    Criteria(topics=("debbugs",)),
+    Criteria(topics=("org.debian.test.dak.upload.accepted",)),
+    Criteria(topics=("debbugs.bug.closed", "dak")),
+    Criteria(packages=("xfsprogs",)),
+    Criteria(packages=("xfsprogs", "gcc"), not_topics=("dak",)),
+    Criteria(bugs=(1003,)),
+    Criteria(people=("PERSON 2",)),
+    Criteria(people=("p1@example.org",), not_packages=("hello",)),
+    Criteria(not_people=("person 2", "person 3")),
+    Criteria(contains=("fact 1",), topics=("debbugs",)),
     Criteria(since=START + 10 * DAY, until=START + 20 * DAY),
-    Criteria(topic="debbugs.bug.closed", package="hello", since=START + 5 * DAY),
+    Criteria(topics=("debbugs.bug.closed",), packages=("hello",), since=START + 5 * DAY),
 ]
 
 
@@ -159,10 +164,65 @@ def test_a_better_vouched_event_supersedes_in_both(engines):
 def test_migrate_is_versioned_and_idempotent():
     url, drop = postgres_schema()
     try:
-        assert migrate(url) == (0, 1)
-        assert migrate(url) == (1, 1)
+        assert migrate(url) == (0, SCHEMA_VERSION)
+        assert migrate(url) == (SCHEMA_VERSION, SCHEMA_VERSION)
     finally:
         drop()
+
+
+def _first_version_row(mark: str, **engine_columns: object) -> tuple[str, tuple]:
+    """An events row as the first schema of either engine held it: people only in the agent
+    column."""
+    row = {
+        "seq_id": 1,
+        "msg_id": "m-1",
+        "topic": "org.debian.test.a.b",
+        "event_topic": "a.b",
+        "timestamp": 1,
+        "event_time": 1,
+        "dedup_key": "a.b|1",
+        "source": "smtp",
+        "agent": "jane doe\njdoe@debian.org",
+        "envelope": '{"msg":{},"msg_id":"m-1","seq_id":1,"timestamp":1,"topic":"a.b"}',
+        **engine_columns,
+    }
+    marks = ", ".join(mark for _ in row)
+    return f"INSERT INTO events ({', '.join(row)}) VALUES ({marks})", tuple(row.values())
+
+
+def test_a_postgresql_journal_of_the_first_schema_gets_its_people_lookup():
+    import psycopg
+
+    from bridge.journal.postgres import MIGRATIONS
+
+    url, drop = postgres_schema()
+    try:
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(MIGRATIONS[0])
+            db.execute("CREATE TABLE bridge_schema (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO bridge_schema VALUES (1)")
+            db.execute(*_first_version_row("%s", base_key="a.b|1"))
+        assert migrate(url) == (1, SCHEMA_VERSION)
+        with PostgresJournal(url, NAMING) as journal:
+            for who in ("JDOE", "jane doe", "jdoe@debian.org"):
+                assert [e.seq_id for e in journal.find(Criteria(people=(who,)))] == [1]
+    finally:
+        drop()
+
+
+def test_a_sqlite_journal_of_the_first_schema_gets_its_people_lookup(tmp_path):
+    import sqlite3
+
+    from bridge.journal.sqlite import SCHEMA
+
+    path = tmp_path / "journal.sqlite3"
+    first = SCHEMA[: SCHEMA.index("CREATE TABLE IF NOT EXISTS event_people")]
+    with sqlite3.connect(path) as db:  # the first schema had no people table
+        db.executescript(first.replace("(package, seq_id)", "(package)"))
+        db.execute(*_first_version_row("?"))
+    with SqliteJournal(path, NAMING) as journal:
+        for who in ("JDOE", "jane doe", "jdoe@debian.org"):
+            assert [e.seq_id for e in journal.find(Criteria(people=(who,)))] == [1]
 
 
 def test_the_postgresql_journal_reconnects_after_its_session_is_killed():

@@ -35,13 +35,23 @@ class AppendResult:
 
 @dataclass(frozen=True)
 class Criteria:
-    """A history search: every field given narrows it. Times are epoch seconds of when the
-    events happened; *topic* is a topic prefix, full or event-relative."""
+    """A history search. Each tuple given narrows it to events matching any of its values;
+    each ``not_`` tuple leaves out events matching any of its values.
 
-    topic: str = ""
-    package: str | None = None
-    bug: int | None = None
-    person: str | None = None
+    *topics* are topic prefixes, full or event-relative (``debbugs`` is every bug-tracker
+    event); *people* match a name, an e-mail address or a Debian login exactly, in any case;
+    *contains* is text anywhere in the envelope. Times are epoch seconds of when the events
+    happened, *since* included, *until* not.
+    """
+
+    topics: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+    bugs: tuple[int, ...] = ()
+    people: tuple[str, ...] = ()
+    contains: tuple[str, ...] = ()
+    not_topics: tuple[str, ...] = ()
+    not_packages: tuple[str, ...] = ()
+    not_people: tuple[str, ...] = ()
     since: float | None = None
     until: float | None = None
 

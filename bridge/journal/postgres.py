@@ -27,11 +27,13 @@ from bridge.errors import JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming
 from bridge.journal.model import AppendResult, Batch
 from bridge.journal.rows import (
+    LOOKUPS,
     POSTGRES,
     SUPERSEDING,
     SqlJournal,
     dedup_key_of,
     new_envelope,
+    person_keys,
     trust_rank,
 )
 
@@ -84,6 +86,28 @@ MIGRATIONS: list[str] = [
         "offset" BIGINT NOT NULL,
         mails    BIGINT NOT NULL
     );
+    """,
+    # 2: people get a lookup like packages and bugs; each lookup is ordered by seq_id, so a
+    # page of one package's events is read from the index in order
+    """
+    CREATE TABLE event_people (
+        seq_id BIGINT NOT NULL REFERENCES events (seq_id),
+        person TEXT NOT NULL
+    );
+    INSERT INTO event_people (seq_id, person)
+        SELECT DISTINCT seq_id, person FROM (
+            SELECT seq_id, p AS person
+                FROM events, regexp_split_to_table(agent, E'\\n') AS p WHERE p != ''
+            UNION ALL
+            SELECT seq_id, split_part(p, '@', 1)
+                FROM events, regexp_split_to_table(agent, E'\\n') AS p
+                WHERE p LIKE '%@debian.org'
+        ) AS found;
+    CREATE INDEX event_people_lookup ON event_people (person, seq_id);
+    DROP INDEX event_packages_package;
+    CREATE INDEX event_packages_lookup ON event_packages (package, seq_id);
+    DROP INDEX event_bugs_bug;
+    CREATE INDEX event_bugs_lookup ON event_bugs (bug, seq_id);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -351,6 +375,13 @@ class PostgresJournal(SqlJournal):
                 pause = min(pause * 2, 30.0)
 
 
+def insert_lookups(cur: Any, lookups: dict[str, list[tuple]]) -> None:
+    """Add ``{lookup: [(seq_id, value), …]}`` to the lookup tables."""
+    for name, pairs in lookups.items():
+        table, column = LOOKUPS[name]
+        cur.executemany(f"INSERT INTO {table} (seq_id, {column}) VALUES (%s, %s)", pairs)
+
+
 class PostgresBatch(Batch):
     """The writes of one transaction, under the journal's write lock."""
 
@@ -375,7 +406,8 @@ class PostgresBatch(Batch):
                 (keys,),
             )
         }
-        rows, packages, bugs = [], [], []
+        rows: list[tuple] = []
+        lookups: dict[str, list[tuple]] = {name: [] for name in LOOKUPS}
         for event, key in zip(events, keys, strict=True):
             rank = trust_rank(event.body)
             stored = strongest.get(key)
@@ -389,17 +421,15 @@ class PostgresBatch(Batch):
                 last, event, row_key, key, source, live, stored[1] if stored else None
             )
             rows.append(row)
-            packages += [(last, p) for p in sorted(set(event.packages))]
-            bugs += [(last, b) for b in sorted(set(event.bugs))]
+            lookups["packages"] += [(last, p) for p in sorted(set(event.packages))]
+            lookups["bugs"] += [(last, b) for b in sorted(set(event.bugs))]
+            lookups["people"] += [(last, p) for p in person_keys(event.people)]
             strongest[key] = (rank, msg_id)
             result.seq_ids.append(last)
         if rows:
             with self._db.cursor() as cur:
                 cur.executemany(INSERT_EVENT, rows)
-                cur.executemany(
-                    "INSERT INTO event_packages (seq_id, package) VALUES (%s, %s)", packages
-                )
-                cur.executemany("INSERT INTO event_bugs (seq_id, bug) VALUES (%s, %s)", bugs)
+                insert_lookups(cur, lookups)
             self.appended, self.last = True, last
         return result
 
@@ -471,13 +501,13 @@ def copy_from_sqlite(
             if not rows:
                 break
             first, last = rows[0][0], rows[-1][0]
-            packages = source.execute(
-                "SELECT seq_id, package FROM event_packages WHERE seq_id BETWEEN ? AND ?",
-                (first, last),
-            ).fetchall()
-            bugs = source.execute(
-                "SELECT seq_id, bug FROM event_bugs WHERE seq_id BETWEEN ? AND ?", (first, last)
-            ).fetchall()
+            lookups = {
+                name: source.execute(
+                    f"SELECT seq_id, {column} FROM {table} WHERE seq_id BETWEEN ? AND ?",
+                    (first, last),
+                ).fetchall()
+                for name, (table, column) in LOOKUPS.items()
+            }
             with target.transaction(), target.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (WRITE_LOCK,))
                 cur.executemany(
@@ -494,10 +524,7 @@ def copy_from_sqlite(
                         for row in rows
                     ],
                 )
-                cur.executemany(
-                    "INSERT INTO event_packages (seq_id, package) VALUES (%s, %s)", packages
-                )
-                cur.executemany("INSERT INTO event_bugs (seq_id, bug) VALUES (%s, %s)", bugs)
+                insert_lookups(cur, lookups)
             done, copied = last, copied + len(rows)
             if progress:
                 progress(done, total)

@@ -4,6 +4,7 @@ the replay query's shape."""
 from __future__ import annotations
 
 from abc import abstractmethod
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,40 +21,72 @@ class Dialect:
     """What differs between the engines' SQL in the queries they share."""
 
     mark: str  # the parameter placeholder
-    topic_starts: str  # topic begins with a prefix: parameters (length, prefix)
-    agent_contains: str  # the agent column contains a string
+    topic_range: str  # lower <= topic < upper, compared byte by byte (uses the topic index)
+    envelope_contains: str  # the stored envelope contains a string
     true: str
 
 
-SQLITE = Dialect("?", "substr(topic, 1, ?) = ?", "instr(agent, ?) > 0", "1")
-POSTGRES = Dialect("%s", "left(topic, %s) = %s", "strpos(agent, %s) > 0", "TRUE")
+SQLITE = Dialect("?", "topic >= ? AND topic < ?", "instr(envelope, ?) > 0", "1")
+POSTGRES = Dialect("%s", "topic ~>=~ %s AND topic ~<~ %s", "strpos(envelope, %s) > 0", "TRUE")
+
+# The lookup tables that index events by what they are about: (table, column).
+LOOKUPS = {
+    "packages": ("event_packages", "package"),
+    "bugs": ("event_bugs", "bug"),
+    "people": ("event_people", "person"),
+}
 
 
 def criteria_where(criteria: Criteria, naming: Naming, dialect: Dialect) -> tuple[str, list[Any]]:
     """A history search (``find``, ``stats``) as an SQL condition and its parameters."""
-    mark = dialect.mark
     clauses: list[str] = []
     params: list[Any] = []
-    prefix = naming.bus_prefix(criteria.topic) if criteria.topic else ""
-    if prefix:
-        clauses.append(dialect.topic_starts)
-        params += [len(prefix), prefix]
-    if criteria.package:
-        clauses.append(f"seq_id IN (SELECT seq_id FROM event_packages WHERE package = {mark})")
-        params.append(criteria.package)
-    if criteria.bug is not None:
-        clauses.append(f"seq_id IN (SELECT seq_id FROM event_bugs WHERE bug = {mark})")
-        params.append(criteria.bug)
-    if criteria.person:
-        clauses.append(dialect.agent_contains)
-        params.append(criteria.person.lower())
+
+    def add(sql: str, values: list[Any], negated: bool = False) -> None:
+        clauses.append(f"NOT ({sql})" if negated else sql)
+        params.extend(values)
+
+    for topics, negated in ((criteria.topics, False), (criteria.not_topics, True)):
+        if topics:
+            ranges = [topic_range(naming.bus_prefix(t)) for t in topics]
+            sql = " OR ".join(f"({dialect.topic_range})" for _ in ranges)
+            add(sql, [bound for pair in ranges for bound in pair], negated)
+    lookups = (
+        ("packages", criteria.packages, False),
+        ("bugs", criteria.bugs, False),
+        ("people", tuple(p.lower() for p in criteria.people), False),
+        ("packages", criteria.not_packages, True),
+        ("people", tuple(p.lower() for p in criteria.not_people), True),
+    )
+    for lookup, values, negated in lookups:
+        if values:
+            table, column = LOOKUPS[lookup]
+            marks = ", ".join(dialect.mark for _ in values)
+            sql = f"seq_id IN (SELECT seq_id FROM {table} WHERE {column} IN ({marks}))"
+            add(sql, list(values), negated)
+    if criteria.contains:
+        # the envelope is stored as ASCII JSON: look for the text as JSON writes it
+        needles = [json.dumps(text)[1:-1] for text in criteria.contains]
+        add(" OR ".join(f"({dialect.envelope_contains})" for _ in needles), needles)
     if criteria.since is not None:
-        clauses.append(f"event_time >= {mark}")
-        params.append(int(criteria.since))
+        add(f"event_time >= {dialect.mark}", [int(criteria.since)])
     if criteria.until is not None:
-        clauses.append(f"event_time < {mark}")
-        params.append(int(criteria.until))
-    return " AND ".join(clauses) or dialect.true, params
+        add(f"event_time < {dialect.mark}", [int(criteria.until)])
+    return " AND ".join(f"({c})" for c in clauses) or dialect.true, params
+
+
+def topic_range(prefix: str) -> tuple[str, str]:
+    """The topics starting with *prefix* are those in [lower, upper): a range an index
+    answers, where a ``substr`` or ``LIKE`` test would read every row."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def person_keys(people: Sequence[str]) -> list[str]:
+    """What a person search matches for an event's *people*: each name and address in lower
+    case, and the Debian login of each ``@debian.org`` address."""
+    keys = {p.strip().lower() for p in people if p.strip()}
+    keys |= {k.split("@", 1)[0] for k in keys if k.endswith("@debian.org")}
+    return sorted(keys)
 
 
 def new_envelope(

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bridge.journal.rows import person_keys
 from bridge.journal.sqlite import (
     _COLUMNS,
     INSERT_EVENT,
@@ -129,7 +130,13 @@ def _readable(
 
 
 def _copy_index(source: sqlite3.Connection, target: sqlite3.Connection, copied: set[int]) -> None:
-    """The package and bug index of the copied events: read back, or rebuilt from envelopes."""
+    """The lookups of the copied events: packages and bugs read back, or rebuilt from the
+    envelopes; people rebuilt from the events' agent column."""
+    agents = target.execute("SELECT seq_id, agent FROM events WHERE agent != ''")
+    people = [(seq_id, p) for seq_id, agent in agents for p in person_keys(agent.split("\n"))]
+    target.execute("BEGIN IMMEDIATE")
+    target.executemany("INSERT INTO event_people (seq_id, person) VALUES (?, ?)", people)
+    target.execute("COMMIT")
     for table, key in (("event_packages", "packages"), ("event_bugs", "bugs")):
         try:
             rows = [r for r in source.execute(f"SELECT * FROM {table}") if r[0] in copied]

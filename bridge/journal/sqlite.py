@@ -24,11 +24,13 @@ from bridge.journal.model import (
     Batch,
 )
 from bridge.journal.rows import (
+    LOOKUPS,
     SQLITE,
     SUPERSEDING,
     SqlJournal,
     dedup_key_of,
     new_envelope,
+    person_keys,
     trust_rank,
 )
 from bridge.spool import private_dir
@@ -63,12 +65,17 @@ CREATE TABLE IF NOT EXISTS event_packages (
     seq_id  INTEGER NOT NULL REFERENCES events (seq_id),
     package TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS event_packages_package ON event_packages (package);
+CREATE INDEX IF NOT EXISTS event_packages_lookup ON event_packages (package, seq_id);
 CREATE TABLE IF NOT EXISTS event_bugs (
     seq_id INTEGER NOT NULL REFERENCES events (seq_id),
     bug    INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS event_bugs_bug ON event_bugs (bug);
+CREATE INDEX IF NOT EXISTS event_bugs_lookup ON event_bugs (bug, seq_id);
+CREATE TABLE IF NOT EXISTS event_people (
+    seq_id INTEGER NOT NULL REFERENCES events (seq_id),
+    person TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_people_lookup ON event_people (person, seq_id);
 CREATE TABLE IF NOT EXISTS cursors (
     name   TEXT PRIMARY KEY,
     seq_id INTEGER NOT NULL
@@ -83,6 +90,35 @@ CREATE TABLE IF NOT EXISTS replay_progress (
     mails  INTEGER NOT NULL
 );
 """
+
+
+SCHEMA_VERSION = 1  # PRAGMA user_version
+# indexes earlier versions made that the schema's lookup indexes replace
+_RETIRED = ("DROP INDEX IF EXISTS event_packages_package", "DROP INDEX IF EXISTS event_bugs_bug")
+
+
+def upgrade(db: sqlite3.Connection) -> None:
+    """Create the schema, or bring a journal an older bridge wrote up to it."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version >= SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        # one statement at a time: executescript would commit this transaction first
+        for statement in (*_RETIRED, *SCHEMA.split(";")):
+            if statement.strip():
+                db.execute(statement)
+        if version == 0:  # before the people lookup: the people were in the agent column
+            rows = db.execute("SELECT seq_id, agent FROM events WHERE agent != ''")
+            db.executemany(
+                "INSERT INTO event_people (seq_id, person) VALUES (?, ?)",
+                [(seq_id, p) for seq_id, agent in rows for p in person_keys(agent.split("\n"))],
+            )
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 class SqliteJournal(SqlJournal):
@@ -113,7 +149,7 @@ class SqliteJournal(SqlJournal):
             # on power failure: that means re-sending, which at-least-once allows.
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-            self._db.executescript(SCHEMA)
+            upgrade(self._db)
         except sqlite3.Error as e:
             raise classify(e, f"cannot open journal {self.path}") from e
         except OSError as e:
@@ -184,16 +220,12 @@ class SqliteJournal(SqlJournal):
                 envelope.to_json(),
             ),
         )
-        self._index(seq_id, sorted(set(event.packages)), sorted(set(event.bugs)))
-
-    def _index(self, seq_id: int, packages: list[str], bugs: list[int]) -> None:
-        self._db.executemany(
-            "INSERT INTO event_packages (seq_id, package) VALUES (?, ?)",
-            [(seq_id, p) for p in packages],
-        )
-        self._db.executemany(
-            "INSERT INTO event_bugs (seq_id, bug) VALUES (?, ?)", [(seq_id, b) for b in bugs]
-        )
+        lookups = (sorted(set(event.packages)), sorted(set(event.bugs)), person_keys(event.people))
+        for (table, column), values in zip(LOOKUPS.values(), lookups, strict=True):
+            self._db.executemany(
+                f"INSERT INTO {table} (seq_id, {column}) VALUES (?, ?)",
+                [(seq_id, value) for value in values],
+            )
 
     def forget_resume_point(self, archive: str) -> None:
         with self.batch():
