@@ -3,8 +3,8 @@ the replay query's shape."""
 
 from __future__ import annotations
 
-from abc import abstractmethod
 import json
+from abc import abstractmethod
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
