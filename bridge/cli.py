@@ -144,6 +144,86 @@ def serve(
     Service(config).run_until_signalled()
 
 
+@main.group(invoke_without_command=True)
+@click.option("--listen", metavar="HOST:PORT", help="Address to serve HTTP on ([web] listen).")
+@click.pass_context
+def web(ctx: click.Context, listen: str | None) -> None:
+    """Serve the history API, the live page, HTTP push and /metrics.
+
+    It reads the journal the config names (the state directory's, or the shared PostgreSQL
+    one) and may run beside serve or on another host.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from bridge.config import parse_hostport
+    from bridge.web.app import serve as serve_web
+
+    state: AppState = ctx.obj
+    config = state.config
+    if listen:
+        parse_hostport(listen)
+        config = config.with_section("web", listen=listen)
+    logging.getLogger().setLevel(min(logging.getLogger().level, _level(config.log_level)))
+    serve_web(config)
+
+
+@web.group()
+def token() -> None:
+    """Bearer tokens for POST /v1/publish, kept hashed in the config file."""
+
+
+@token.command("add")
+@click.argument("name")
+@click.option(
+    "--topics",
+    "topics",
+    multiple=True,
+    required=True,
+    metavar="PREFIX",
+    help="Event topic prefix the token may publish under, e.g. mentors. (repeatable).",
+)
+@pass_state
+def token_add(state: AppState, name: str, topics: tuple[str, ...]) -> None:
+    """Make a token NAME, store its hash in the config file and print it (only now)."""
+    from bridge.web.tokens import add_token
+
+    path = _config_file(state)
+    secret = add_token(path, name, list(topics), state.config.web.tokens)
+    load_config(path)  # the file still reads, with the new table
+    click.echo(secret)
+    click.echo(
+        f"token {name!r} may publish under {', '.join(topics)}; its hash is in {path}."
+        " Restart bridge web to use it; this is the only time the token is shown.",
+        err=True,
+    )
+
+
+@token.command("list")
+@pass_state
+def token_list(state: AppState) -> None:
+    """The configured tokens and the topic prefixes each may publish under."""
+    for name, item in sorted(state.config.web.tokens.items()):
+        click.echo(f"{name}: {' '.join(item.topics)}")
+
+
+@token.command("remove")
+@click.argument("name")
+@pass_state
+def token_remove(state: AppState, name: str) -> None:
+    """Delete token NAME from the config file (restart bridge web to apply)."""
+    from bridge.web.tokens import remove_token
+
+    path = _config_file(state)
+    remove_token(path, name)
+    load_config(path)
+
+
+def _config_file(state: AppState) -> Path:
+    if not state.config_path:
+        raise UsageError("tokens live in the config file: give --config FILE or $BRIDGE_CONFIG")
+    return Path(state.config_path)
+
+
 def _level(name: str) -> int:
     level = logging.getLevelName(name.upper())
     if not isinstance(level, int):
@@ -397,38 +477,10 @@ def parsers(state: AppState) -> None:
 @pass_state
 def status(state: AppState, as_json: bool) -> None:
     """Counters, spool depths, journal and cursor positions (works while serve runs)."""
-    from bridge.spool import spool_id, spool_of, unpack
-    from bridge.worker import spool_cursor
+    from bridge.status import status_report
 
-    config = state.config
-    spool = spool_of(config)
     with state.journal() as journal:
-        position = spool.checked_position(journal.cursor(spool_cursor(config)))  # as the worker
-        report = {
-            "state_dir": str(config.state_path),
-            "journal": journal.location,
-            "journal_bytes": journal.storage_bytes(),
-            "last_seq_id": journal.last_seq_id(),
-            "publisher_cursor": journal.cursor("publisher"),
-            "spool_position": spool_id(*unpack(position)),
-            "spool_pending": spool.depth(position),
-            "spool_failed": len(list(spool.failed_dir.glob("*.eml"))),
-            "spool_ignored": len(list(spool.ignored_dir.glob("*.eml"))),
-            "spool_damaged": len(list(spool.damaged_dir.glob("*.bin"))),
-            "inbox_waiting": sum(
-                1 for p in spool.inbox_dir.glob("*.eml") if not p.with_suffix(".forwarded").exists()
-            ),
-            "held": len(list(spool.held_dir.glob("*.eml"))),
-            "counters": journal.counters(),
-        }
-        leaders = journal.leaders()
-        if leaders:
-            report["sinks"] = leaders
-        if config.amqp.url:
-            sent = journal.cursor("amqp")
-            report["amqp_cursor"] = sent
-            report["amqp_lag"] = max(0, report["last_seq_id"] - sent)
-    spool.close()
+        report = status_report(state.config, journal)
     if as_json:
         click.echo(json.dumps(report, sort_keys=True))
         return

@@ -111,6 +111,25 @@ class MboxConfig:
     max_message_size: int = 32 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class WebToken:
+    # "sha256:<hex>" of the token (bridge web token add makes both); never the token itself
+    hash: str = ""
+    # the event topic prefixes the token may publish under, e.g. ["mentors."]
+    topics: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    listen: str = "127.0.0.1:8080"
+    max_body_bytes: int = 64 * 1024  # POST /v1/publish: a larger body is refused (413)
+    rate_limit: float = 60.0  # publishes per minute per token, on average
+    rate_burst: int = 20  # publishes a token may make at once before the average applies
+    page_events: int = 50  # events the page shows before any arrive live
+    # [web.tokens.NAME] tables, written by 'bridge web token add NAME --topics PREFIX'
+    tokens: dict[str, WebToken] = field(default_factory=dict, metadata={"table_of": WebToken})
+
+
 DEBIAN_KEYRINGS = (
     "/usr/share/keyrings/debian-keyring.gpg",
     "/usr/share/keyrings/debian-maintainers.gpg",
@@ -167,6 +186,7 @@ class Config:
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     mbox: MboxConfig = field(default_factory=MboxConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     @property
     def state_path(self) -> Path:
@@ -225,6 +245,15 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
                 f"config key 'trust.policy.{family}' must be one of {', '.join(POLICIES)},"
                 f" not {policy!r}"
             )
+    parse_hostport(config.web.listen)
+    for name, token in config.web.tokens.items():
+        if not token.hash.startswith("sha256:") or len(token.hash) != 71:
+            raise ConfigError(
+                f"config key 'web.tokens.{name}.hash' must be sha256:<64 hex digits>"
+                " (bridge web token add writes it)"
+            )
+        if not token.topics:
+            raise ConfigError(f"config key 'web.tokens.{name}.topics' must name a topic prefix")
     return config
 
 
@@ -252,13 +281,25 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     for name, value in data.items():
         default = getattr(defaults, name)
         key = _qualified(where, name)
-        if dataclasses.is_dataclass(default):
+        item_type = fields[name].metadata.get("table_of")
+        if dataclasses.is_dataclass(default) or item_type:
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {key!r} must be a table")
-            values[name] = _build(type(default), value, where=key)
+            if item_type:  # a table of named tables, each of one type
+                values[name] = {
+                    n: _table_item(item_type, v, f"{key}.{n}") for n, v in value.items()
+                }
+            else:
+                values[name] = _build(type(default), value, where=key)
         else:
             values[name] = _coerce(key, value, default)
     return cls(**values)
+
+
+def _table_item(cls: type, value: Any, key: str) -> Any:
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key {key!r} must be a table")
+    return _build(cls, value, where=key)
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from bridge.events import Envelope, Event, Naming
 
-PERIODS = ("day", "week", "month")
+PERIODS = ("hour", "day", "week", "month")
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class Criteria:
     not_people: tuple[str, ...] = ()
     since: float | None = None
     until: float | None = None
+    after: int | None = None  # only events journaled after this seq_id (a live stream's)
 
 
 @dataclass(frozen=True)
@@ -139,18 +140,34 @@ class Journal(ABC):
     def last_seq_id(self) -> int: ...
 
     @abstractmethod
-    def count(self) -> int:
-        """How many events the journal holds."""
+    def count(self, criteria: Criteria | None = None) -> int:
+        """How many events the journal holds (that match *criteria*)."""
 
     @abstractmethod
     def rows_after(self, seq_id: int, limit: int = 500, *, live_only: bool = False) -> list[Row]:
         """Rows after *seq_id*, in order (the publisher's read)."""
 
     @abstractmethod
+    def find_rows(
+        self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
+    ) -> list[Row]:
+        """One page of the events matching *criteria*, history rows included, in ``seq_id``
+        order (newest first unless told)."""
+
     def find(
         self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
     ) -> list[Envelope]:
-        """One page of the events matching *criteria*, history rows included."""
+        """:meth:`find_rows`, each as an :class:`Envelope`."""
+        rows = self.find_rows(criteria, newest_first=newest_first, limit=limit, offset=offset)
+        return list(self.envelopes(rows))
+
+    @abstractmethod
+    def topic_counts(self) -> dict[str, int]:
+        """How many events each event topic has, over all time."""
+
+    @abstractmethod
+    def by_msg_id(self, msg_id: str) -> Envelope | None:
+        """The event with this ``msg_id``, history rows included."""
 
     @abstractmethod
     def stats(self, criteria: Criteria, period: str) -> dict[str, dict[str, int]]:

@@ -112,6 +112,7 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _PERIODS = {
+    "hour": "to_char(to_timestamp(event_time) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')",
     "day": "to_char(to_timestamp(event_time) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
     # SQLite's %W: the week of the year, weeks starting on Monday, the days before the
     # year's first Monday in week 00

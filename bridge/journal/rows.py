@@ -68,6 +68,8 @@ def criteria_where(criteria: Criteria, naming: Naming, dialect: Dialect) -> tupl
         # the envelope is stored as ASCII JSON: look for the text as JSON writes it
         needles = [json.dumps(text)[1:-1] for text in criteria.contains]
         add(" OR ".join(f"({dialect.envelope_contains})" for _ in needles), needles)
+    if criteria.after is not None:
+        add(f"seq_id > {dialect.mark}", [criteria.after])
     if criteria.since is not None:
         add(f"event_time >= {dialect.mark}", [int(criteria.since)])
     if criteria.until is not None:
@@ -177,8 +179,11 @@ class SqlJournal(Journal):
     def last_seq_id(self) -> int:
         return int(self._rows("SELECT COALESCE(MAX(seq_id), 0) FROM events")[0][0])
 
-    def count(self) -> int:
-        return int(self._rows("SELECT COUNT(*) FROM events")[0][0])
+    def count(self, criteria: Criteria | None = None) -> int:
+        if criteria is None or criteria == Criteria():
+            return self.last_seq_id()  # seq_id has no gap
+        where, params = criteria_where(criteria, self.naming, self.dialect)
+        return int(self._rows(f"SELECT COUNT(*) FROM events WHERE {where}", params)[0][0])
 
     def rows_after(self, seq_id: int, limit: int = 500, *, live_only: bool = False) -> list[Row]:
         m = self.dialect.mark
@@ -190,9 +195,9 @@ class SqlJournal(Journal):
         )
         return [Row(*r) for r in rows]
 
-    def find(
+    def find_rows(
         self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
-    ) -> list[Envelope]:
+    ) -> list[Row]:
         m = self.dialect.mark
         where, params = criteria_where(criteria, self.naming, self.dialect)
         order = "DESC" if newest_first else "ASC"
@@ -201,7 +206,18 @@ class SqlJournal(Journal):
             f" ORDER BY seq_id {order} LIMIT {m} OFFSET {m}",
             [*params, limit, offset],
         )
-        return list(self.envelopes(Row(*r) for r in rows))
+        return [Row(*r) for r in rows]
+
+    def topic_counts(self) -> dict[str, int]:
+        rows = self._rows("SELECT event_topic, COUNT(*) FROM events GROUP BY event_topic")
+        return {topic: int(count) for topic, count in rows}
+
+    def by_msg_id(self, msg_id: str) -> Envelope | None:
+        rows = self._rows(
+            f"SELECT seq_id, topic, envelope FROM events WHERE msg_id = {self.dialect.mark}",
+            (msg_id,),
+        )
+        return next(self.envelopes(Row(*r) for r in rows), None)
 
     def stats(self, criteria: Criteria, period: str) -> dict[str, dict[str, int]]:
         where, params = criteria_where(criteria, self.naming, self.dialect)

@@ -36,7 +36,7 @@ from bridge.journal.rows import (
 from bridge.spool import private_dir
 
 JOURNAL_FILE = "journal.sqlite3"
-_PERIOD_FORMATS = {"day": "%Y-%m-%d", "week": "%Y-W%W", "month": "%Y-%m"}
+_PERIOD_FORMATS = {"hour": "%Y-%m-%dT%H", "day": "%Y-%m-%d", "week": "%Y-W%W", "month": "%Y-%m"}
 _COLUMNS = (
     "seq_id, msg_id, topic, event_topic, timestamp, event_time, dedup_key, source, agent,"
     " live, envelope"

@@ -1,0 +1,282 @@
+"""``bridge web``: the journal over HTTP, as one ASGI application.
+
+- ``/raw``, ``/id``: datagrepper's history API (:mod:`bridge.web.history`);
+- ``/v1/stats``: counts by topic and period, ``/v1/stream``: Server-Sent Events;
+- ``/``: the live page; ``/static/…`` its assets, all served from here;
+- ``POST /v1/publish``: events pushed by services holding a token (:mod:`bridge.web.push`);
+- ``/metrics`` for Prometheus, ``/healthz`` for load balancers and supervisors.
+
+Journal reads are blocking calls: they run in Starlette's thread pool, each thread with
+its own journal connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from bridge.config import Config
+from bridge.journal import PERIODS, Journal, open_journal
+from bridge.systemd import notify
+from bridge.web import page
+from bridge.web.history import BadRequest, Query, raw_message, read_query
+from bridge.web.metrics import metrics_response
+from bridge.web.push import Publisher
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).with_name("static")
+STREAM_BATCH = 100
+T = TypeVar("T")
+
+
+class Journals:
+    """One journal connection per thread of the pool, all closed with the application."""
+
+    def __init__(self, config: Config):
+        self._config = config
+        self._local = threading.local()
+        self._opened: list[Journal] = []
+        self._lock = threading.Lock()
+
+    def here(self) -> Journal:
+        journal = getattr(self._local, "journal", None)
+        if journal is None:
+            journal = open_journal(self._config)
+            self._local.journal = journal
+            with self._lock:
+                self._opened.append(journal)
+        return journal
+
+    async def run(self, read: Callable[[Journal], T]) -> T:
+        return await run_in_threadpool(lambda: read(self.here()))
+
+    def close(self) -> None:
+        with self._lock:
+            for journal in self._opened:
+                journal.close()
+            self._opened.clear()
+
+
+def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    """Every error the API returns: ``{"error": …, "status": …}``."""
+    return JSONResponse({"error": message, "status": status, **extra}, status_code=status)
+
+
+def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
+    """The application for *config*; *poll_interval* is how often a live stream looks for
+    new rows."""
+    journals = Journals(config)
+    publisher = Publisher(config, journals.run)
+
+    def reply(data: Any, query: Query | None = None, status: int = 200) -> Response:
+        if query is not None and query.callback:  # JSONP, as datagrepper offers it
+            body = f"{query.callback}({json.dumps(data)});"
+            return Response(body, status, media_type="application/javascript")
+        return JSONResponse(data, status)
+
+    async def raw(request: Request) -> Response:
+        try:
+            query = read_query(request.query_params)
+        except BadRequest as e:
+            return error(400, str(e))
+        criteria = query.criteria()
+        offset = (query.page - 1) * query.rows_per_page
+
+        def read(journal: Journal) -> tuple[int, list[dict[str, Any]]]:
+            total = journal.count(criteria)
+            found = journal.find_rows(
+                criteria,
+                newest_first=query.order == "desc",
+                limit=query.rows_per_page,
+                offset=offset,
+            )
+            return total, [raw_message(row.envelope, query.meta) for row in found]
+
+        total, messages = await journals.run(read)
+        data = {
+            "arguments": query.arguments(),
+            "count": len(messages),
+            "pages": -(-total // query.rows_per_page),
+            "raw_messages": messages,
+            "total": total,
+        }
+        return reply(data, query)
+
+    async def by_id(request: Request) -> Response:
+        msg_id = request.query_params.get("id")
+        if not msg_id:
+            return error(400, "give the message: /id?id=MSG_ID")
+        envelope = await journals.run(lambda j: j.by_msg_id(msg_id))
+        if envelope is None:
+            return error(404, f"no message {msg_id!r}")
+        meta = request.query_params.getlist("meta")
+        return JSONResponse(raw_message(envelope.to_json(), meta))
+
+    async def stats(request: Request) -> Response:
+        try:
+            query = read_query(request.query_params)
+        except BadRequest as e:
+            return error(400, str(e))
+        period = request.query_params.get("by", "day")
+        if period not in PERIODS:
+            return error(400, f"by must be one of {', '.join(PERIODS)}, not {period!r}")
+        criteria = query.criteria()
+        table = await journals.run(lambda j: j.stats(criteria, period))
+        totals: dict[str, int] = {}
+        for counts in table.values():
+            for topic, count in counts.items():
+                totals[topic] = totals.get(topic, 0) + count
+        arguments = {k: v for k, v in query.arguments().items() if k not in ("page", "order")}
+        data = {
+            "arguments": {**arguments, "by": period},
+            "periods": table,
+            "topics": dict(sorted(totals.items())),
+            "total": sum(totals.values()),
+        }
+        return reply(data, query)
+
+    async def stream(request: Request) -> Response:
+        try:
+            query = read_query(request.query_params)
+            start = _stream_start(request)
+        except BadRequest as e:
+            return error(400, str(e))
+        if start is None:
+            start = await journals.run(lambda j: j.last_seq_id())
+        events = _events(request, journals, query, start, poll_interval)
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+    async def home(request: Request) -> Response:
+        try:
+            query = read_query(request.query_params)
+        except BadRequest as e:
+            return HTMLResponse(page.error_page(str(e)), 400)
+        criteria = query.criteria()
+        limit = config.web.page_events
+
+        def read(journal: Journal) -> page.View:
+            rows = journal.find_rows(criteria, newest_first=True, limit=limit)
+            return page.View(
+                rows=rows, last_seq_id=journal.last_seq_id(), total=journal.count(criteria)
+            )
+
+        view = await journals.run(read)
+        return HTMLResponse(page.render(view, request.query_params, config.naming))
+
+    async def metrics(request: Request) -> Response:
+        body, media_type = await journals.run(lambda j: metrics_response(config, j))
+        return Response(body, media_type=media_type)
+
+    async def healthz(request: Request) -> Response:
+        try:
+            last = await journals.run(lambda j: j.last_seq_id())
+        except Exception as e:  # whatever the engine raises, the answer is "not ready"
+            return error(503, f"journal unavailable: {e}")
+        return JSONResponse({"status": "ok", "journal": "ok", "last_seq_id": last})
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    routes = [
+        Route("/", home),
+        Route("/raw", raw),
+        Route("/raw/", raw),
+        Route("/v2/search", raw),
+        Route("/id", by_id),
+        Route("/id/", by_id),
+        Route("/v2/id", by_id),
+        Route("/v1/stats", stats),
+        Route("/v1/stream", stream),
+        Route("/v1/publish", publisher.endpoint, methods=["POST"]),
+        Route("/metrics", metrics),
+        Route("/healthz", healthz),
+        Route("/healthz/ready", healthz),
+        Route("/healthz/live", live),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        notify("READY=1")  # under systemd (Type=notify): serving
+        try:
+            yield
+        finally:
+            notify("STOPPING=1")
+            journals.close()
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _stream_start(request: Request) -> int | None:
+    """Where a stream starts: after the ``Last-Event-ID`` a reconnecting browser sends,
+    else after ``?after=``, else (None) after the newest row."""
+    for value in (request.headers.get("last-event-id"), request.query_params.get("after")):
+        if value:
+            if not value.isdigit():
+                raise BadRequest(f"an event id is a seq_id, not {value!r}")
+            return int(value)
+    return None
+
+
+async def _events(
+    request: Request, journals: Journals, query: Query, after: int, poll: float
+) -> AsyncIterator[str]:
+    """The stream: each matching event as it is journaled, ``id`` its seq_id; a comment now
+    and then so proxies keep the connection open."""
+    yield "retry: 2000\n\n"
+    idle = 0.0
+    while True:
+        criteria = query.criteria(after=after)
+        rows = await journals.run(
+            lambda j, c=criteria: j.find_rows(c, newest_first=False, limit=STREAM_BATCH)
+        )
+        for row in rows:
+            yield f"id: {row.seq_id}\nevent: message\ndata: {row.envelope}\n\n"
+            after = row.seq_id
+        if len(rows) == STREAM_BATCH:
+            continue
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(poll)
+        idle = 0.0 if rows else idle + poll
+        if idle >= 15.0:
+            idle = 0.0
+            yield ": keep-alive\n\n"
+
+
+def serve(config: Config) -> None:
+    """Run ``bridge web`` until SIGINT or SIGTERM."""
+    import uvicorn
+
+    from bridge.config import parse_hostport
+
+    host, port = parse_hostport(config.web.listen)
+    app = create_app(config)
+    log.info(
+        "web: listening on http://%s:%d/ (journal %s)",
+        host,
+        port,
+        config.journal.url or config.state_path,
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+        proxy_headers=True,
+    )
