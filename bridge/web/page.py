@@ -5,6 +5,7 @@ add events as they arrive. Every value from an event is escaped."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,14 +36,18 @@ def render(view: View, params: Any, naming: Naming) -> str:
     """The whole page for the filters in *params* (the request's query arguments)."""
     filters = {name: params.get(name, "") for name, _, _ in FILTER_FIELDS}
     query = urlencode({k: v for k, v in filters.items() if v})
-    events = "\n".join(event_item(json.loads(row.envelope), naming) for row in view.rows)
     empty = "" if view.rows else '<li class="empty">No events match.</li>'
     inputs = "\n".join(
         f'<label>{label} <input name="{name}" value="{escape(filters[name])}"'
         f' placeholder="{hint}" size="16"></label>'
         for name, label, hint in FILTER_FIELDS
     )
-    stats_url = f"/v1/stats?by=day&delta={CHART_DAYS * 86400}" + (f"&{query}" if query else "")
+    # the charts end with the newest event shown: a journal of history has no recent days
+    messages = [json.loads(row.envelope) for row in view.rows]
+    end = max((_epoch(m) for m in messages), default=time.time())
+    window = urlencode({"by": "day", "end": int(end), "delta": CHART_DAYS * 86400})
+    stats_url = f"/v1/stats?{window}" + (f"&{query}" if query else "")
+    events = "\n".join(event_item(message, naming) for message in messages)
     stream_url = "/v1/stream" + (f"?{query}" if query else "")
     shown = f"{len(view.rows)} newest of {view.total}" if view.total > len(view.rows) else ""
     return f"""<!doctype html>
@@ -56,7 +61,7 @@ def render(view: View, params: Any, naming: Naming) -> str:
 <script src="/static/app.js" defer></script>
 </head>
 <body data-after="{view.last_seq_id}" data-stream="{escape(stream_url)}"
-      data-stats="{escape(stats_url)}">
+      data-stats="{escape(stats_url)}" data-chart-end="{int(end)}">
 <header>
 <h1>Debian bus</h1>
 <p class="status"><span id="count">{view.total}</span> events
@@ -67,7 +72,7 @@ def render(view: View, params: Any, naming: Naming) -> str:
 <button type="submit">Filter</button> <a href="/">Clear</a>
 </form>
 <section id="activity">
-<h2>Activity, last {CHART_DAYS} days, by topic</h2>
+<h2>Activity by topic, the {CHART_DAYS} days to {_day(end)}</h2>
 <div id="charts"><noscript>Charts need JavaScript; the counts are at
 <a href="{escape(stats_url)}">{escape(stats_url)}</a>.</noscript></div>
 </section>
@@ -109,6 +114,18 @@ def event_item(message: Mapping[str, Any], naming: Naming) -> str:
         f' <span class="trust {escape(verdict)}" title="{escape(reason)}">{escape(badge)}</span>'
         "</li>"
     )
+
+
+def _epoch(message: Mapping[str, Any]) -> float:
+    when = _when(message.get("msg") or {}, message.get("timestamp"))
+    try:
+        return datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float(message.get("timestamp") or 0)
+
+
+def _day(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d")
 
 
 def _when(body: Mapping[str, Any], timestamp: Any) -> str:

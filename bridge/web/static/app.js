@@ -44,13 +44,13 @@ function drawCharts(stats) {
   const box = document.getElementById("charts");
   box.replaceChildren();
   const days = [];
-  const end = new Date();
+  const end = new Date(Number(document.body.dataset.chartEnd) * 1000);
   for (let n = 29; n >= 0; n--) {
     days.push(new Date(end.getTime() - n * 86400000).toISOString().slice(0, 10));
   }
   const topics = Object.keys(stats.topics);
   if (!topics.length) {
-    box.append(element("p", { class: "none" }, "No events in the last 30 days."));
+    box.append(element("p", { class: "none" }, "No events in these 30 days."));
     return;
   }
   for (const topic of topics) {
