@@ -6,7 +6,10 @@ from __future__ import annotations
 import signal
 import socket
 
+import pytest
+
 from tests.helpers import Server, child_env
+from tests.web import WebServer
 
 
 def test_ready_after_smtp_listens_and_stopping_on_sigterm(tmp_path, monkeypatch):
@@ -32,6 +35,23 @@ def test_ready_after_smtp_listens_and_stopping_on_sigterm(tmp_path, monkeypatch)
         listener.close()
 
 
+def test_bridge_web_is_ready_when_it_answers_and_says_when_it_stops(tmp_path, monkeypatch):
+    path = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(path)
+    listener.settimeout(60)
+    monkeypatch.setattr("tests.web.child_env", lambda **extra: child_env(NOTIFY_SOCKET=path))
+    web = WebServer(tmp_path / "state").start()
+    try:
+        assert listener.recv(4096).decode() == "READY=1"
+        web.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        assert listener.recv(4096).decode() == "STOPPING=1"
+        assert web.proc.wait(30) == 0  # type: ignore[union-attr]
+    finally:
+        web.stop()
+        listener.close()
+
+
 def test_without_systemd_nothing_is_sent(monkeypatch):
     from bridge.systemd import notify, watchdog_interval
 
@@ -44,7 +64,8 @@ def test_without_systemd_nothing_is_sent(monkeypatch):
     assert watchdog_interval() == 2.0
 
 
-def test_the_unit_passes_systemd_analyze_verify(tmp_path):
+@pytest.mark.parametrize("name", ["debian-bus-bridge", "debian-bus-bridge-web"])
+def test_the_units_pass_systemd_analyze_verify(tmp_path, name):
     import shutil
     import subprocess
     import sys
@@ -54,11 +75,11 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path):
 
     analyze = shutil.which("systemd-analyze")
     require(analyze is not None, "systemd-analyze is not installed (package systemd)")
-    unit = (ROOT / "contrib" / "systemd" / "debian-bus-bridge.service").read_text()
+    unit = (ROOT / "contrib" / "systemd" / f"{name}.service").read_text()
     assert "Type=notify" in unit and "DynamicUser=yes" in unit and "ProtectSystem=strict" in unit
     # verify checks that ExecStart's program exists: point it at this checkout's
     program = Path(sys.executable).with_name("bridge")
-    local = tmp_path / "debian-bus-bridge.service"
+    local = tmp_path / f"{name}.service"
     local.write_text(unit.replace("/usr/bin/bridge", str(program)))
     result = subprocess.run([analyze, "verify", str(local)], capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr.decode()

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -272,6 +273,10 @@ def serve(config: Config) -> None:
         port,
         config.journal.url or config.state_path,
     )
+    # uvicorn stops on SIGINT and SIGTERM, then raises the signal again for the handler it
+    # found: a no-op one makes a stop asked for an ordinary exit (status 0), as serve's is
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
     uvicorn.run(
         app,
         host=host,
