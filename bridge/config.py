@@ -245,7 +245,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
                 f"config key 'trust.policy.{family}' must be one of {', '.join(POLICIES)},"
                 f" not {policy!r}"
             )
-    parse_hostport(config.web.listen)
+    try:
+        parse_hostport(config.web.listen)
+    except ConfigError as e:
+        raise ConfigError(f"config key 'web.listen': {e}") from None
     for name, token in config.web.tokens.items():
         if not token.hash.startswith("sha256:") or len(token.hash) != 71:
             raise ConfigError(

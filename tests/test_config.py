@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,21 @@ def test_cli_reports_a_missing_config_file_in_one_line(tmp_path):
     assert result.returncode != 0
     assert "config file not found" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_web_tokens_are_tables_of_a_hash_and_topic_prefixes(tmp_path):
+    good = "sha256:" + "0" * 64
+    path = tmp_path / "bridge.toml"
+    path.write_text(f'[web.tokens.ci]\nhash = "{good}"\ntopics = ["ci."]\n')
+    assert load_config(path).web.tokens["ci"].topics == ["ci."]
+    for table, says in (
+        (f'hash = "{good}"\ntopics = ["ci."]\nscope = "all"', "valid keys: web.tokens.ci.hash"),
+        ('hash = "letmein"\ntopics = ["ci."]', "sha256:<64 hex digits>"),
+        (f'hash = "{good}"', "must name a topic prefix"),
+    ):
+        path.write_text(f"[web.tokens.ci]\n{table}\n")
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            load_config(path)
+    path.write_text('[web]\nlisten = "nowhere"\n')
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        load_config(path)
