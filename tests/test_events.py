@@ -26,10 +26,19 @@ def test_wire_json_is_sorted_compact_and_ascii():
     assert text == '{"a":[1,2],"b":"\\u00e9"}'
 
 
-def test_msg_id_is_year_dash_uuid4():
-    assert re.fullmatch(
-        r"\d{4}-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", new_msg_id()
-    )
+def test_msg_id_is_year_dash_a_time_ordered_uuid():
+    from datetime import UTC, datetime, timedelta
+
+    first = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+    ids = [new_msg_id(first + timedelta(milliseconds=n)) for n in range(0, 5000, 7)]
+    for msg_id in ids:
+        assert re.fullmatch(
+            r"2024-[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", msg_id
+        )
+    assert ids == sorted(ids)  # later ids sort after earlier ones
+    assert len(set(ids)) == len(ids)
+    millis = int(ids[0][5:].replace("-", "")[:12], 16)
+    assert millis == int(first.timestamp() * 1000)
 
 
 def test_envelope_round_trips_through_two_frames():

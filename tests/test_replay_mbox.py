@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bridge.journal import JOURNAL_FILE, SqliteJournal
+from bridge.journal.sqlite import unpack
 from bridge.mail import strip_from_line
 from tests.helpers import FIXTURES, OFFLINE_TRUST, bridge, child_env, sql, wait_until
 from tests.mails import bug_report
@@ -52,7 +53,7 @@ def replay(state: Path, *args: str) -> dict:
 
 def journal_rows(state: Path) -> list[tuple[str, dict]]:
     rows = sql(state / JOURNAL_FILE, "SELECT dedup_key, envelope FROM events ORDER BY seq_id")
-    return [(key, json.loads(envelope)["msg"]) for key, envelope in rows]
+    return [(key, json.loads(unpack(envelope))["msg"]) for key, envelope in rows]
 
 
 def test_counts_per_topic_equal_bridge_parse_and_a_second_replay_adds_nothing(tmp_path):

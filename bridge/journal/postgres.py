@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -27,8 +28,10 @@ from bridge.errors import JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming
 from bridge.journal.model import AppendResult, Batch
 from bridge.journal.rows import (
+    DAY,
     LOOKUPS,
     POSTGRES,
+    SQL_DAY,
     SUPERSEDING,
     SqlJournal,
     dedup_key_of,
@@ -109,20 +112,32 @@ MIGRATIONS: list[str] = [
     DROP INDEX event_bugs_bug;
     CREATE INDEX event_bugs_lookup ON event_bugs (bug, seq_id);
     """,
+    # 3: the daily counts per topic that statistics read
+    f"""
+    CREATE TABLE topic_days (
+        topic  TEXT NOT NULL,
+        day    BIGINT NOT NULL,
+        events BIGINT NOT NULL,
+        PRIMARY KEY (topic, day)
+    );
+    INSERT INTO topic_days (topic, day, events)
+        SELECT topic, {SQL_DAY}, COUNT(*) FROM events GROUP BY 1, 2;
+    CREATE INDEX events_topic_seq ON events (topic, seq_id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _PERIODS = {
-    "hour": "to_char(to_timestamp(event_time) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')",
-    "day": "to_char(to_timestamp(event_time) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    "hour": "to_char(to_timestamp({seconds}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')",
+    "day": "to_char(to_timestamp({seconds}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
     # SQLite's %W: the week of the year, weeks starting on Monday, the days before the
     # year's first Monday in week 00
     "week": (
-        "to_char(to_timestamp(event_time) AT TIME ZONE 'UTC', 'YYYY') || '-W' || lpad(("
-        "(extract(doy FROM to_timestamp(event_time) AT TIME ZONE 'UTC')::int - 1 + 7"
-        " - (extract(isodow FROM to_timestamp(event_time) AT TIME ZONE 'UTC')::int - 1)) / 7"
+        "to_char(to_timestamp({seconds}) AT TIME ZONE 'UTC', 'YYYY') || '-W' || lpad(("
+        "(extract(doy FROM to_timestamp({seconds}) AT TIME ZONE 'UTC')::int - 1 + 7"
+        " - (extract(isodow FROM to_timestamp({seconds}) AT TIME ZONE 'UTC')::int - 1)) / 7"
         ")::text, 2, '0')"
     ),
-    "month": "to_char(to_timestamp(event_time) AT TIME ZONE 'UTC', 'YYYY-MM')",
+    "month": "to_char(to_timestamp({seconds}) AT TIME ZONE 'UTC', 'YYYY-MM')",
 }
 
 
@@ -187,6 +202,7 @@ class PostgresJournal(SqlJournal):
         self.url = url
         self.naming = naming or Naming()
         self._counter = itertools.count(1)
+        self._not_before = 0  # the newest row's timestamp, while a batch appends
         self._lock = threading.RLock()  # one connection, used from one thread at a time
         if auto_migrate:
             migrate(url)
@@ -251,8 +267,9 @@ class PostgresJournal(SqlJournal):
     ) -> tuple[tuple, str]:
         """The events row for *event*, and its msg_id."""
         envelope, event_time = new_envelope(
-            self.naming, next(self._counter), seq_id, event, supersedes
+            self.naming, next(self._counter), seq_id, event, supersedes, self._not_before
         )
+        self._not_before = envelope.timestamp
         row = (
             seq_id,
             envelope.msg_id,
@@ -293,8 +310,8 @@ class PostgresJournal(SqlJournal):
             except psycopg.OperationalError as e:
                 raise JournalUnavailable(f"journal read failed: {e}") from e
 
-    def _period(self, period: str) -> tuple[str, list[Any]]:
-        return _PERIODS[period], []
+    def _period(self, period: str, seconds: str = "event_time") -> tuple[str, list[Any]]:
+        return _PERIODS[period].format(seconds=seconds), []
 
     def check(self, *, thorough: bool = False) -> list[str]:
         """What is wrong with the shared journal: a gap or a repeat in ``seq_id``, a row
@@ -383,6 +400,15 @@ def insert_lookups(cur: Any, lookups: dict[str, list[tuple]]) -> None:
         cur.executemany(f"INSERT INTO {table} (seq_id, {column}) VALUES (%s, %s)", pairs)
 
 
+def add_days(cur: Any, days: Counter[tuple[str, int]]) -> None:
+    """Add to the daily counts per topic."""
+    cur.executemany(
+        "INSERT INTO topic_days (topic, day, events) VALUES (%s, %s, %s)"
+        " ON CONFLICT (topic, day) DO UPDATE SET events = topic_days.events + excluded.events",
+        [(topic, day, count) for (topic, day), count in days.items()],
+    )
+
+
 class PostgresBatch(Batch):
     """The writes of one transaction, under the journal's write lock."""
 
@@ -396,7 +422,10 @@ class PostgresBatch(Batch):
         result = AppendResult()
         if not events:
             return result
-        (last,) = self._db.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
+        latest = self._db.execute(
+            "SELECT seq_id, timestamp FROM events ORDER BY seq_id DESC LIMIT 1"
+        ).fetchone()
+        last, self._journal._not_before = latest or (0, 0)
         keys = [dedup_key_of(event) for event in events]
         # the best-vouched stored event of each key, in one query for the whole batch
         strongest: dict[str, tuple[int, str]] = {
@@ -409,6 +438,7 @@ class PostgresBatch(Batch):
         }
         rows: list[tuple] = []
         lookups: dict[str, list[tuple]] = {name: [] for name in LOOKUPS}
+        days: Counter[tuple[str, int]] = Counter()
         for event, key in zip(events, keys, strict=True):
             rank = trust_rank(event.body)
             stored = strongest.get(key)
@@ -422,6 +452,7 @@ class PostgresBatch(Batch):
                 last, event, row_key, key, source, live, stored[1] if stored else None
             )
             rows.append(row)
+            days[row[2], row[5] // DAY] += 1  # topic, event_time
             lookups["packages"] += [(last, p) for p in sorted(set(event.packages))]
             lookups["bugs"] += [(last, b) for b in sorted(set(event.bugs))]
             lookups["people"] += [(last, p) for p in person_keys(event.people)]
@@ -431,6 +462,7 @@ class PostgresBatch(Batch):
             with self._db.cursor() as cur:
                 cur.executemany(INSERT_EVENT, rows)
                 insert_lookups(cur, lookups)
+                add_days(cur, days)
             self.appended, self.last = True, last
         return result
 
@@ -475,6 +507,8 @@ def copy_from_sqlite(
     """
     import sqlite3
 
+    from bridge.journal.sqlite import unpack
+
     migrate(url)
     source = sqlite3.connect(f"file:{os.fspath(sqlite_path)}?mode=ro", uri=True)
     target = connect(url)
@@ -493,12 +527,15 @@ def copy_from_sqlite(
                 )
         copied = 0
         while done < total:
-            rows = source.execute(
-                "SELECT seq_id, msg_id, topic, event_topic, timestamp, event_time, dedup_key,"
-                " source, agent, live, envelope FROM events WHERE seq_id > ?"
-                " ORDER BY seq_id LIMIT ?",
-                (done, chunk),
-            ).fetchall()
+            rows = [
+                (*row[:10], unpack(row[10]))
+                for row in source.execute(
+                    "SELECT seq_id, msg_id, topic, event_topic, timestamp, event_time,"
+                    " dedup_key, source, agent, live, envelope FROM events WHERE seq_id > ?"
+                    " ORDER BY seq_id LIMIT ?",
+                    (done, chunk),
+                )
+            ]
             if not rows:
                 break
             first, last = rows[0][0], rows[-1][0]
@@ -526,6 +563,7 @@ def copy_from_sqlite(
                     ],
                 )
                 insert_lookups(cur, lookups)
+                add_days(cur, Counter((row[2], row[5] // DAY) for row in rows))
             done, copied = last, copied + len(rows)
             if progress:
                 progress(done, total)

@@ -4,10 +4,11 @@ the replay query's shape."""
 from __future__ import annotations
 
 import json
+import math
 from abc import abstractmethod
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,13 +22,35 @@ class Dialect:
     """What differs between the engines' SQL in the queries they share."""
 
     mark: str  # the parameter placeholder
-    topic_range: str  # lower <= topic < upper, compared byte by byte (uses the topic index)
-    envelope_contains: str  # the stored envelope contains a string
+    topic_range: str  # lower <= {topic column} < upper, byte by byte (uses the topic index)
+    envelope: str  # the envelope's JSON text, from {the stored column}
+    contains: str  # {the first argument} contains the second
     true: str
+    by_topic: str  # the events table, read through its topic index
+    by_event_time: str  # the events table, read through its event_time index
+    join: str  # a join whose left table is walked first (SQLite keeps CROSS JOIN's order)
 
 
-SQLITE = Dialect("?", "topic >= ? AND topic < ?", "instr(envelope, ?) > 0", "1")
-POSTGRES = Dialect("%s", "topic ~>=~ %s AND topic ~<~ %s", "strpos(envelope, %s) > 0", "TRUE")
+SQLITE = Dialect(
+    mark="?",
+    topic_range="{0} >= ? AND {0} < ?",
+    envelope="unpack({})",
+    contains="instr({}, ?) > 0",
+    true="1",
+    by_topic="events INDEXED BY events_topic",
+    by_event_time="events INDEXED BY events_event_time",
+    join="CROSS JOIN",
+)
+POSTGRES = Dialect(
+    mark="%s",
+    topic_range="{0} ~>=~ %s AND {0} ~<~ %s",
+    envelope="{}",
+    contains="strpos({}, %s) > 0",
+    true="TRUE",
+    by_topic="events",
+    by_event_time="events",
+    join="JOIN",
+)
 
 # The lookup tables that index events by what they are about: (table, column).
 LOOKUPS = {
@@ -37,8 +60,14 @@ LOOKUPS = {
 }
 
 
-def criteria_where(criteria: Criteria, naming: Naming, dialect: Dialect) -> tuple[str, list[Any]]:
-    """A history search (``find``, ``stats``) as an SQL condition and its parameters."""
+def criteria_where(
+    criteria: Criteria, naming: Naming, dialect: Dialect, table: str = "events"
+) -> tuple[str, list[Any]]:
+    """A history search (``find``, ``stats``) as an SQL condition on the events *table*
+    (its name or alias; ``""`` for the daily counts, which have only topics) and its
+    parameters. Each lookup is a probe of its index for this row, never a list of every
+    row the lookup matches."""
+    col = f"{table}." if table else ""
     clauses: list[str] = []
     params: list[Any] = []
 
@@ -49,32 +78,40 @@ def criteria_where(criteria: Criteria, naming: Naming, dialect: Dialect) -> tupl
     for topics, negated in ((criteria.topics, False), (criteria.not_topics, True)):
         if topics:
             ranges = [topic_range(naming.bus_prefix(t)) for t in topics]
-            sql = " OR ".join(f"({dialect.topic_range})" for _ in ranges)
-            add(sql, [bound for pair in ranges for bound in pair], negated)
-    lookups = (
+            test = dialect.topic_range.format(f"{col}topic")
+            add(" OR ".join(f"({test})" for _ in ranges), [b for r in ranges for b in r], negated)
+    for lookup, values, negated in lookups_of(criteria):
+        lookup_table, column = LOOKUPS[lookup]
+        marks = ", ".join(dialect.mark for _ in values)
+        sql = (
+            f"EXISTS (SELECT 1 FROM {lookup_table} AS x WHERE x.{column} IN ({marks})"
+            f" AND x.seq_id = {col}seq_id)"
+        )
+        add(sql, list(values), negated)
+    if criteria.contains:
+        # the envelope is stored as ASCII JSON: look for the text as JSON writes it
+        needles = [json.dumps(text)[1:-1] for text in criteria.contains]
+        test = dialect.contains.format(dialect.envelope.format(f"{col}envelope"))
+        add(" OR ".join(f"({test})" for _ in needles), needles)
+    if criteria.after is not None:
+        add(f"{col}seq_id > {dialect.mark}", [criteria.after])
+    if criteria.since is not None:
+        add(f"{col}event_time >= {dialect.mark}", [math.ceil(criteria.since)])
+    if criteria.until is not None:
+        add(f"{col}event_time < {dialect.mark}", [math.ceil(criteria.until)])
+    return " AND ".join(f"({c})" for c in clauses) or dialect.true, params
+
+
+def lookups_of(criteria: Criteria) -> list[tuple[str, tuple[Any, ...], bool]]:
+    """The lookups a search uses: (lookup, values, negated), those with values."""
+    found = (
         ("packages", criteria.packages, False),
         ("bugs", criteria.bugs, False),
         ("people", tuple(p.lower() for p in criteria.people), False),
         ("packages", criteria.not_packages, True),
         ("people", tuple(p.lower() for p in criteria.not_people), True),
     )
-    for lookup, values, negated in lookups:
-        if values:
-            table, column = LOOKUPS[lookup]
-            marks = ", ".join(dialect.mark for _ in values)
-            sql = f"seq_id IN (SELECT seq_id FROM {table} WHERE {column} IN ({marks}))"
-            add(sql, list(values), negated)
-    if criteria.contains:
-        # the envelope is stored as ASCII JSON: look for the text as JSON writes it
-        needles = [json.dumps(text)[1:-1] for text in criteria.contains]
-        add(" OR ".join(f"({dialect.envelope_contains})" for _ in needles), needles)
-    if criteria.after is not None:
-        add(f"seq_id > {dialect.mark}", [criteria.after])
-    if criteria.since is not None:
-        add(f"event_time >= {dialect.mark}", [int(criteria.since)])
-    if criteria.until is not None:
-        add(f"event_time < {dialect.mark}", [int(criteria.until)])
-    return " AND ".join(f"({c})" for c in clauses) or dialect.true, params
+    return [(lookup, values, negated) for lookup, values, negated in found if values]
 
 
 def topic_range(prefix: str) -> tuple[str, str]:
@@ -92,15 +129,24 @@ def person_keys(people: Sequence[str]) -> list[str]:
 
 
 def new_envelope(
-    naming: Naming, i: int, seq_id: int, event: Event, supersedes: str | None
+    naming: Naming,
+    i: int,
+    seq_id: int,
+    event: Event,
+    supersedes: str | None,
+    not_before: int = 0,
 ) -> tuple[Envelope, int]:
     """The envelope an event is journaled in (its ``msg_id`` assigned here, once), and the
-    epoch second the fact happened."""
+    epoch second the fact happened.
+
+    Its ``timestamp`` is never before *not_before*, the previous row's: journal time does
+    not go back as ``seq_id`` grows (even when the clock does), so a time range is a range
+    of ``seq_id``."""
     now = datetime.now(UTC)
     envelope = Envelope(
         topic=naming.topic(event.topic),
         msg=event.body,
-        timestamp=int(now.timestamp()),
+        timestamp=max(int(now.timestamp()), not_before),
         msg_id=new_msg_id(now),
         i=i,
         username=naming.username,
@@ -162,9 +208,30 @@ def event_epoch(occurred_at: str | None, journaled: int) -> int:
     return journaled
 
 
+DAY = 86400
+# Estimates of how many events a field matches stop counting here: enough to choose.
+CAP = 20_000
+
+
+def rolled_up(criteria: Criteria) -> bool:
+    """Whether the daily counts per topic answer *criteria* (only topics and times)."""
+    return criteria == Criteria(
+        topics=criteria.topics,
+        not_topics=criteria.not_topics,
+        since=criteria.since,
+        until=criteria.until,
+    )
+
+
 class SqlJournal(Journal):
     """The reads every SQL engine answers with the same queries; an engine gives its
-    dialect, how it runs a query, and how it names a period of time."""
+    dialect, how it runs a query, and how it names a period of time.
+
+    Every read is served by an index or by the daily counts per topic (``topic_days``,
+    kept at each append): pages of events are walked in ``seq_id`` order from the primary
+    key or a lookup and stop at the page; statistics and totals by topic and time add up
+    days, reading events only for the partial days at the edges of a time window.
+    """
 
     dialect: Dialect
 
@@ -173,76 +240,279 @@ class SqlJournal(Journal):
         """Run a read query; every row."""
 
     @abstractmethod
-    def _period(self, period: str) -> tuple[str, list[Any]]:
-        """An SQL expression naming an event's day, week or month, and its parameters."""
+    def _period(self, period: str, seconds: str = "event_time") -> tuple[str, list[Any]]:
+        """An SQL expression naming the day, week or month of the epoch second *seconds*
+        (an SQL expression), and its parameters."""
 
-    def last_seq_id(self) -> int:
-        return int(self._rows("SELECT COALESCE(MAX(seq_id), 0) FROM events")[0][0])
+    def _columns(self, table: str = "events") -> str:
+        envelope = self.dialect.envelope.format(f"{table}.envelope")
+        return f"{table}.seq_id, {table}.topic, {envelope}"
+
+    @property
+    def _select(self) -> str:
+        return f"SELECT {self._columns()} FROM events"
+
+    def find_rows(
+        self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
+    ) -> list[Row]:
+        """The page's seq_ids first, from the cheapest ordered streams of candidates (see
+        :meth:`_streams`), each stopping once it has a page; then only those rows."""
+        m = self.dialect.mark
+        order = "DESC" if newest_first else "ASC"
+        streams = self._streams(criteria)
+        if len(streams) == 1:
+            source, params, key = streams[0]
+            ids = self._rows(
+                f"SELECT {key} {source} ORDER BY {key} {order} LIMIT {m} OFFSET {m}",
+                [*params, limit, offset],
+            )
+            page = [int(r[0]) for r in ids]
+        else:
+            found: set[int] = set()
+            for source, params, key in streams:
+                ids = self._rows(
+                    f"SELECT {key} {source} ORDER BY {key} {order} LIMIT {m}",
+                    [*params, offset + limit],
+                )
+                found.update(int(r[0]) for r in ids)
+            page = sorted(found, reverse=newest_first)[offset : offset + limit]
+        return self._fetch(page)
+
+    def _fetch(self, seq_ids: list[int]) -> list[Row]:
+        """The rows of *seq_ids*, in that order."""
+        if not seq_ids:
+            return []
+        marks = ", ".join(self.dialect.mark for _ in seq_ids)
+        rows = {
+            r[0]: Row(*r) for r in self._rows(f"{self._select} WHERE seq_id IN ({marks})", seq_ids)
+        }
+        return [rows[seq_id] for seq_id in seq_ids]
+
+    def _streams(self, criteria: Criteria) -> list[tuple[str, list[Any], str]]:
+        """``FROM … WHERE …`` clauses, their parameters and the seq_id column each walks in
+        order: together, the events matching *criteria*. One per value of the most selective
+        field (a lookup value, a topic), else the time window's index, else the primary
+        key; every other condition is checked on each row as it is walked."""
+        m = self.dialect.mark
+        driver = self._driver(criteria)
+        if driver is None:  # the primary key, walked from one end
+            where, params = criteria_where(criteria, self.naming, self.dialect)
+            return [(f"FROM events WHERE events.seq_id >= 1 AND {where}", params, "events.seq_id")]
+        kind, values = driver
+        if kind == "window":
+            where, params = criteria_where(criteria, self.naming, self.dialect)
+            return [(f"FROM {self.dialect.by_event_time} WHERE {where}", params, "events.seq_id")]
+        if kind == "topics":
+            rest = replace(criteria, topics=())
+            where, params = criteria_where(rest, self.naming, self.dialect)
+            source = f"FROM {self.dialect.by_topic} WHERE events.topic = {m} AND {where}"
+            return [(source, [topic, *params], "events.seq_id") for topic in values]
+        rest = replace(criteria, **{kind: ()})
+        where, params = criteria_where(rest, self.naming, self.dialect)
+        table, column = LOOKUPS[kind]
+        if rest == Criteria():  # the lookup alone answers: its index, not the events
+            return [(f"FROM {table} AS d WHERE d.{column} = {m}", [v], "d.seq_id") for v in values]
+        source = (
+            f"FROM {table} AS d {self.dialect.join} events ON events.seq_id = d.seq_id"
+            f" WHERE d.{column} = {m} AND {where}"
+        )
+        return [(source, [value, *params], "d.seq_id") for value in values]
+
+    def _driver(self, criteria: Criteria) -> tuple[str, tuple[Any, ...]] | None:
+        """The field whose matches are fewest (estimates capped at CAP rows each): a lookup
+        with its values, ``topics`` with the journal's topics under the prefixes, the time
+        ``window``; None when nothing narrows the search below CAP."""
+        m = self.dialect.mark
+        estimates: list[tuple[int, str, tuple[Any, ...]]] = []
+        for lookup, values, negated in lookups_of(criteria):
+            if negated:
+                continue
+            table, column = LOOKUPS[lookup]
+            matches = sum(
+                int(
+                    self._rows(
+                        f"SELECT COUNT(*) FROM (SELECT 1 FROM {table}"
+                        f" WHERE {column} = {m} LIMIT {CAP}) AS capped",
+                        [value],
+                    )[0][0]
+                )
+                for value in values
+            )
+            estimates.append((matches, lookup, values))
+        if criteria.topics:
+            window = replace(Criteria(), topics=criteria.topics)
+            where, params = criteria_where(window, self.naming, self.dialect, table="")
+            rows = self._rows(
+                f"SELECT topic, SUM(events) FROM topic_days WHERE {where} GROUP BY topic", params
+            )
+            topics = tuple(topic for topic, _ in rows)
+            estimates.append((sum(int(n) for _, n in rows), "topics", topics))
+        if criteria.since is not None or criteria.until is not None:
+            estimates.append((self._days_total(criteria.since, criteria.until), "window", ()))
+        if not estimates:
+            return None
+        matches, kind, values = min(estimates, key=lambda e: e[0])
+        if kind == "window" and matches >= CAP:
+            return None  # a wide window: walking the primary key meets its rows soon enough
+        return kind, values
+
+    def _days_total(self, since: float | None, until: float | None) -> int:
+        """About how many events happened in the window: those of every day it touches."""
+        m = self.dialect.mark
+        bounds = [("day >= " + m, None if since is None else int(since) // DAY)]
+        bounds.append(("day <= " + m, None if until is None else int(until) // DAY))
+        where = " AND ".join(sql for sql, value in bounds if value is not None)
+        values = [value for _, value in bounds if value is not None]
+        rows = self._rows(f"SELECT COALESCE(SUM(events), 0) FROM topic_days WHERE {where}", values)
+        return int(rows[0][0])
 
     def count(self, criteria: Criteria | None = None) -> int:
         if criteria is None or criteria == Criteria():
             return self.last_seq_id()  # seq_id has no gap
-        where, params = criteria_where(criteria, self.naming, self.dialect)
-        return int(self._rows(f"SELECT COUNT(*) FROM events WHERE {where}", params)[0][0])
+        if rolled_up(criteria):
+            return sum(sum(counts.values()) for counts in self.stats(criteria, "month").values())
+        negated = next(
+            (f for f in ("not_topics", "not_packages", "not_people") if getattr(criteria, f)),
+            None,
+        )
+        if negated is not None:
+            # what is left out is counted from its own index: all of them, less those
+            without = replace(criteria, **{negated: ()})
+            left_out = replace(without, **{negated[4:]: getattr(criteria, negated)})
+            if not getattr(without, negated[4:]):
+                return self.count(without) - self.count(left_out)
+        sql, params = self._matching(criteria)
+        return int(self._rows(f"SELECT COUNT(*) FROM ({sql}) AS matched", params)[0][0])
+
+    def _matching(self, criteria: Criteria) -> tuple[str, list[Any]]:
+        """A query of the seq_ids matching *criteria*, each once."""
+        streams = self._streams(criteria)
+        parts = [f"SELECT {key} AS seq_id {source}" for source, _, key in streams]
+        return " UNION ".join(parts), [p for _, params, _ in streams for p in params]
+
+    def last_seq_id(self) -> int:
+        return int(self._rows("SELECT COALESCE(MAX(seq_id), 0) FROM events")[0][0])
 
     def rows_after(self, seq_id: int, limit: int = 500, *, live_only: bool = False) -> list[Row]:
         m = self.dialect.mark
         live = " AND live" if live_only else ""
         rows = self._rows(
-            f"SELECT seq_id, topic, envelope FROM events WHERE seq_id > {m}{live}"
-            f" ORDER BY seq_id LIMIT {m}",
+            f"{self._select} WHERE seq_id > {m}{live} ORDER BY seq_id LIMIT {m}",
             (seq_id, limit),
         )
         return [Row(*r) for r in rows]
 
-    def find_rows(
-        self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
-    ) -> list[Row]:
-        m = self.dialect.mark
-        where, params = criteria_where(criteria, self.naming, self.dialect)
-        order = "DESC" if newest_first else "ASC"
-        rows = self._rows(
-            f"SELECT seq_id, topic, envelope FROM events WHERE {where}"
-            f" ORDER BY seq_id {order} LIMIT {m} OFFSET {m}",
-            [*params, limit, offset],
-        )
-        return [Row(*r) for r in rows]
-
     def topic_counts(self) -> dict[str, int]:
-        rows = self._rows("SELECT event_topic, COUNT(*) FROM events GROUP BY event_topic")
-        return {topic: int(count) for topic, count in rows}
+        rows = self._rows("SELECT topic, SUM(events) FROM topic_days GROUP BY topic")
+        counts: dict[str, int] = defaultdict(int)
+        for topic, count in rows:
+            counts[self.naming.event_topic(topic)] += int(count)
+        return dict(counts)
 
     def by_msg_id(self, msg_id: str) -> Envelope | None:
-        rows = self._rows(
-            f"SELECT seq_id, topic, envelope FROM events WHERE msg_id = {self.dialect.mark}",
-            (msg_id,),
-        )
+        rows = self._rows(f"{self._select} WHERE msg_id = {self.dialect.mark}", (msg_id,))
         return next(self.envelopes(Row(*r) for r in rows), None)
 
     def stats(self, criteria: Criteria, period: str) -> dict[str, dict[str, int]]:
-        where, params = criteria_where(criteria, self.naming, self.dialect)
+        table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        if period == "hour" or not rolled_up(criteria):
+            self._add_counted(table, criteria, period)
+        else:
+            first, last = _whole_days(criteria)
+            self._add_rolled_up(table, criteria, period, first, last)
+            # the partial days at the edges of the window, from the events themselves
+            if criteria.since is not None and first is not None and criteria.since < first * DAY:
+                until = first * DAY if criteria.until is None else min(first * DAY, criteria.until)
+                self._add_counted(table, replace(criteria, until=until), period)
+            if criteria.until is not None and last is not None and criteria.until > last * DAY:
+                since = last * DAY if criteria.since is None else max(last * DAY, criteria.since)
+                self._add_counted(table, replace(criteria, since=since), period)
+        return {when: dict(sorted(table[when].items())) for when in sorted(table)}
+
+    def _add_counted(self, table: dict, criteria: Criteria, period: str) -> None:
+        matching, params = self._matching(criteria)
         when_sql, when_params = self._period(period)
         sql = (
             f"SELECT {when_sql} AS period, event_topic, COUNT(*) FROM events"
-            f" WHERE {where} GROUP BY period, event_topic ORDER BY period, event_topic"
+            f" WHERE seq_id IN ({matching}) GROUP BY period, event_topic"
         )
-        table: dict[str, dict[str, int]] = defaultdict(dict)
         for when, topic, count in self._rows(sql, [*when_params, *params]):
-            table[when][topic] = int(count)
-        return dict(table)
+            table[when][topic] += int(count)
+
+    def _add_rolled_up(
+        self, table: dict, criteria: Criteria, period: str, first: int | None, last: int | None
+    ) -> None:
+        m = self.dialect.mark
+        topics = Criteria(topics=criteria.topics, not_topics=criteria.not_topics)
+        where, params = criteria_where(topics, self.naming, self.dialect, table="")
+        when_sql, when_params = self._period(period, f"day * {DAY}")
+        bounds = [(f"day >= {m}", first), (f"day < {m}", last)]
+        days = "".join(f" AND {sql}" for sql, value in bounds if value is not None)
+        sql = (
+            f"SELECT {when_sql} AS period, topic, SUM(events) FROM topic_days"
+            f" WHERE {where}{days} GROUP BY period, topic"
+        )
+        values = [value for _, value in bounds if value is not None]
+        for when, topic, count in self._rows(sql, [*when_params, *params, *values]):
+            if int(count):
+                table[when][self.naming.event_topic(topic)] += int(count)
 
     def replay(self, selection: ReplaySelection, limit: int) -> list[Row]:
-        where, params = replay_where(selection, self.dialect.mark)
-        rows = self._rows(
-            "SELECT seq_id, topic, envelope FROM events"
-            f" WHERE {where} ORDER BY seq_id LIMIT {self.dialect.mark}",
-            [*params, limit],
-        )
-        return [Row(*r) for r in rows]
+        """Each part of the selection walks the primary key (times become ranges of seq_id
+        first), at most *limit* rows each; the first *limit* of all, in order."""
+        found: dict[int, Row] = {}
+        for where, params in self._replay_parts(selection):
+            rows = self._rows(
+                f"{self._select} WHERE live AND {where} ORDER BY seq_id LIMIT {self.dialect.mark}",
+                [*params, limit],
+            )
+            found.update((r[0], Row(*r)) for r in rows)
+        return [found[seq_id] for seq_id in sorted(found)[:limit]]
 
-    def replay_count(self, selection: ReplaySelection) -> int:
-        where, params = replay_where(selection, self.dialect.mark)
-        return int(self._rows(f"SELECT COUNT(*) FROM events WHERE {where}", params)[0][0])
+    def replay_count(self, selection: ReplaySelection, at_most: int | None = None) -> int:
+        parts = self._replay_parts(selection)
+        where = " OR ".join(f"({w})" for w, _ in parts) or "1 = 0"
+        params = [p for _, part in parts for p in part]
+        inner = f"SELECT 1 FROM events WHERE live AND ({where})"
+        if at_most is not None:
+            inner += f" LIMIT {int(at_most)}"
+        return int(self._rows(f"SELECT COUNT(*) FROM ({inner}) AS counted", params)[0][0])
+
+    def _replay_parts(self, selection: ReplaySelection) -> list[tuple[str, list[Any]]]:
+        m = self.dialect.mark
+        parts: list[tuple[str, list[Any]]] = []
+        for column, values in (("seq_id", selection.seq_ids), ("msg_id", selection.msg_ids)):
+            if values:
+                parts.append((f"{column} IN ({', '.join(m for _ in values)})", list(values)))
+        ranges = list(selection.seq_id_ranges)
+        ranges += [self._seq_ids_between(low, high) for low, high in selection.times]
+        parts += [(f"seq_id BETWEEN {m} AND {m}", [low, high]) for low, high in ranges]
+        if selection.seq_id_after is not None:
+            parts.append((f"seq_id > {m}", [selection.seq_id_after]))
+        if selection.after_time is not None:
+            first, _ = self._seq_ids_between(selection.after_time, None)
+            parts.append((f"seq_id >= {m}", [first]))
+        return parts
+
+    def _seq_ids_between(self, low: float, high: float | None) -> tuple[int, int]:
+        """The seq_ids journaled from *low* to *high* (epoch seconds, inclusive): journal
+        time never goes back as seq_id grows, so they are one range, found in the
+        timestamp index."""
+        m = self.dialect.mark
+        first = self._rows(
+            f"SELECT seq_id FROM events WHERE timestamp >= {m} ORDER BY timestamp, seq_id LIMIT 1",
+            [low],
+        )
+        if high is None:
+            return (int(first[0][0]) if first else self.last_seq_id() + 1), 0
+        last = self._rows(
+            f"SELECT seq_id FROM events WHERE timestamp <= {m}"
+            " ORDER BY timestamp DESC, seq_id DESC LIMIT 1",
+            [high],
+        )
+        if not first or not last:
+            return 1, 0  # an empty range
+        return int(first[0][0]), int(last[0][0])
 
     def cursor(self, name: str) -> int:
         m = self.dialect.mark
@@ -256,3 +526,17 @@ class SqlJournal(Journal):
         m = self.dialect.mark
         rows = self._rows(f'SELECT "offset" FROM replay_progress WHERE path = {m}', (archive,))
         return int(rows[0][0]) if rows else 0
+
+
+def _whole_days(criteria: Criteria) -> tuple[int | None, int | None]:
+    """The whole days inside the time window: [first, last) as day numbers (None: open)."""
+    first = None if criteria.since is None else -(-math.ceil(criteria.since) // DAY)
+    last = None if criteria.until is None else math.ceil(criteria.until) // DAY
+    if first is not None and last is not None and last < first:
+        last = first  # a window within one day: no whole day, the edges count it all
+    return first, last
+
+
+# The day number of an epoch second in SQL, rounded down as Python's // does (the engines'
+# integer division rounds towards zero, which differs before 1970).
+SQL_DAY = "((event_time - (((event_time % 86400) + 86400) % 86400)) / 86400)"

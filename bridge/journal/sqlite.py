@@ -12,6 +12,8 @@ import itertools
 import os
 import sqlite3
 import time
+import zlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +27,7 @@ from bridge.journal.model import (
 )
 from bridge.journal.rows import (
     LOOKUPS,
+    SQL_DAY,
     SQLITE,
     SUPERSEDING,
     SqlJournal,
@@ -36,6 +39,8 @@ from bridge.journal.rows import (
 from bridge.spool import private_dir
 
 JOURNAL_FILE = "journal.sqlite3"
+CACHE_KIB = 64 * 1024
+DAY = 86400
 _PERIOD_FORMATS = {"hour": "%Y-%m-%dT%H", "day": "%Y-%m-%d", "week": "%Y-W%W", "month": "%Y-%m"}
 _COLUMNS = (
     "seq_id, msg_id, topic, event_topic, timestamp, event_time, dedup_key, source, agent,"
@@ -45,7 +50,7 @@ _MARKS = ", ".join("?" for _ in _COLUMNS.split(","))
 INSERT_EVENT = f"INSERT INTO events ({_COLUMNS}) VALUES ({_MARKS})"
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE events (
     seq_id      INTEGER PRIMARY KEY,
     msg_id      TEXT NOT NULL UNIQUE,
     topic       TEXT NOT NULL,
@@ -54,61 +59,88 @@ CREATE TABLE IF NOT EXISTS events (
     event_time  INTEGER NOT NULL,
     dedup_key   TEXT NOT NULL UNIQUE,
     source      TEXT NOT NULL,
-    agent       TEXT NOT NULL DEFAULT '',
+    agent       TEXT NOT NULL DEFAULT '',  -- unused since the people lookup
     live        INTEGER NOT NULL DEFAULT 1,
-    envelope    TEXT NOT NULL
+    envelope    BLOB NOT NULL  -- the published JSON, zlib-compressed (see pack)
 );
-CREATE INDEX IF NOT EXISTS events_timestamp ON events (timestamp);
-CREATE INDEX IF NOT EXISTS events_event_time ON events (event_time);
-CREATE INDEX IF NOT EXISTS events_topic ON events (topic);
-CREATE TABLE IF NOT EXISTS event_packages (
-    seq_id  INTEGER NOT NULL REFERENCES events (seq_id),
-    package TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS event_packages_lookup ON event_packages (package, seq_id);
-CREATE TABLE IF NOT EXISTS event_bugs (
-    seq_id INTEGER NOT NULL REFERENCES events (seq_id),
-    bug    INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS event_bugs_lookup ON event_bugs (bug, seq_id);
-CREATE TABLE IF NOT EXISTS event_people (
-    seq_id INTEGER NOT NULL REFERENCES events (seq_id),
-    person TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS event_people_lookup ON event_people (person, seq_id);
-CREATE TABLE IF NOT EXISTS cursors (
+CREATE INDEX events_timestamp ON events (timestamp);
+CREATE INDEX events_event_time ON events (event_time);
+CREATE INDEX events_topic ON events (topic);
+CREATE TABLE event_packages (
+    package TEXT NOT NULL,
+    seq_id  INTEGER NOT NULL,
+    PRIMARY KEY (package, seq_id)
+) WITHOUT ROWID;
+CREATE TABLE event_bugs (
+    bug    INTEGER NOT NULL,
+    seq_id INTEGER NOT NULL,
+    PRIMARY KEY (bug, seq_id)
+) WITHOUT ROWID;
+CREATE TABLE event_people (
+    person TEXT NOT NULL,
+    seq_id INTEGER NOT NULL,
+    PRIMARY KEY (person, seq_id)
+) WITHOUT ROWID;
+CREATE TABLE topic_days (
+    topic  TEXT NOT NULL,
+    day    INTEGER NOT NULL,  -- event_time // 86400
+    events INTEGER NOT NULL,
+    PRIMARY KEY (topic, day)
+) WITHOUT ROWID;
+CREATE TABLE cursors (
     name   TEXT PRIMARY KEY,
     seq_id INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS counters (
+CREATE TABLE counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS replay_progress (
+CREATE TABLE replay_progress (
     path   TEXT PRIMARY KEY,
     offset INTEGER NOT NULL,
     mails  INTEGER NOT NULL
 );
 """
+SCHEMA_VERSION = 2  # PRAGMA user_version
 
-
-SCHEMA_VERSION = 1  # PRAGMA user_version
-# indexes earlier versions made that the schema's lookup indexes replace
-_RETIRED = ("DROP INDEX IF EXISTS event_packages_package", "DROP INDEX IF EXISTS event_bugs_bug")
+# What brings a journal an older bridge wrote from each version to the next.
+UPGRADES: dict[int, list[str]] = {
+    # 0 -> 1: people get a lookup (filled from the agent column, below); lookups by seq_id
+    0: [
+        "DROP INDEX IF EXISTS event_packages_package",
+        "DROP INDEX IF EXISTS event_bugs_bug",
+        "CREATE INDEX IF NOT EXISTS event_packages_lookup ON event_packages (package, seq_id)",
+        "CREATE INDEX IF NOT EXISTS event_bugs_lookup ON event_bugs (bug, seq_id)",
+        "CREATE TABLE event_people (seq_id INTEGER NOT NULL, person TEXT NOT NULL)",
+        "CREATE INDEX event_people_lookup ON event_people (person, seq_id)",
+    ],
+    # 1 -> 2: the daily counts per topic that statistics read
+    1: [
+        "CREATE TABLE topic_days (topic TEXT NOT NULL, day INTEGER NOT NULL,"
+        " events INTEGER NOT NULL, PRIMARY KEY (topic, day)) WITHOUT ROWID",
+        "INSERT INTO topic_days (topic, day, events)"
+        f" SELECT topic, {SQL_DAY}, COUNT(*) FROM events GROUP BY 1, 2",
+    ],
+}
 
 
 def upgrade(db: sqlite3.Connection) -> None:
-    """Create the schema, or bring a journal an older bridge wrote up to it."""
+    """Create the schema in a new journal, or bring one an older bridge wrote up to it."""
     (version,) = db.execute("PRAGMA user_version").fetchone()
     if version >= SCHEMA_VERSION:
         return
     db.execute("BEGIN IMMEDIATE")
     try:
         # one statement at a time: executescript would commit this transaction first
-        for statement in (*_RETIRED, *SCHEMA.split(";")):
+        new = not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone()
+        if new:
+            statements = SCHEMA.split(";")
+        else:
+            statements = [s for v in range(version, SCHEMA_VERSION) for s in UPGRADES[v]]
+        for statement in statements:
             if statement.strip():
                 db.execute(statement)
-        if version == 0:  # before the people lookup: the people were in the agent column
+        if version == 0 and not new:  # people were in the agent column
             rows = db.execute("SELECT seq_id, agent FROM events WHERE agent != ''")
             db.executemany(
                 "INSERT INTO event_people (seq_id, person) VALUES (?, ?)",
@@ -119,6 +151,17 @@ def upgrade(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def pack(envelope_json: str) -> bytes:
+    """An envelope as stored: its JSON compressed (about a third of the size); the bytes
+    published are those :func:`unpack` gives back."""
+    return zlib.compress(envelope_json.encode("ascii"), 6)
+
+
+def unpack(stored: bytes | str) -> str:
+    """The envelope JSON of a stored one (rows written before compression are text)."""
+    return stored if isinstance(stored, str) else zlib.decompress(stored).decode("ascii")
 
 
 class SqliteJournal(SqlJournal):
@@ -137,6 +180,7 @@ class SqliteJournal(SqlJournal):
         self.path = Path(path)
         self.naming = naming or Naming()
         self._counter = itertools.count(1)
+        self._not_before = 0  # the newest row's timestamp, while a batch appends
         try:
             private_dir(self.path.parent)
             # SQLite gives its -wal and -shm files the database file's mode: create it private.
@@ -149,6 +193,10 @@ class SqliteJournal(SqlJournal):
             # on power failure: that means re-sending, which at-least-once allows.
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            # the upper levels of the indexes stay in memory: inserts at random places in
+            # them (dedup keys, packages, people) need no read from disk
+            self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            self._db.create_function("unpack", 1, unpack, deterministic=True)
             upgrade(self._db)
         except sqlite3.Error as e:
             raise classify(e, f"cannot open journal {self.path}") from e
@@ -200,10 +248,12 @@ class SqliteJournal(SqlJournal):
         source: str,
         live: bool,
         supersedes: str | None = None,
-    ) -> None:
+    ) -> tuple[str, int]:
+        """Write one event; its topic and day, for the daily counts."""
         envelope, event_time = new_envelope(
-            self.naming, next(self._counter), seq_id, event, supersedes
+            self.naming, next(self._counter), seq_id, event, supersedes, self._not_before
         )
+        self._not_before = envelope.timestamp
         self._db.execute(
             INSERT_EVENT,
             (
@@ -215,9 +265,9 @@ class SqliteJournal(SqlJournal):
                 event_time,
                 key,
                 source,
-                "\n".join(p.lower() for p in event.people),
+                "",  # the agent column: people are in their lookup
                 int(live),
-                envelope.to_json(),
+                pack(envelope.to_json()),
             ),
         )
         lookups = (sorted(set(event.packages)), sorted(set(event.bugs)), person_keys(event.people))
@@ -226,6 +276,7 @@ class SqliteJournal(SqlJournal):
                 f"INSERT INTO {table} (seq_id, {column}) VALUES (?, ?)",
                 [(seq_id, value) for value in values],
             )
+        return envelope.topic, event_time // DAY
 
     def forget_resume_point(self, archive: str) -> None:
         with self.batch():
@@ -236,8 +287,8 @@ class SqliteJournal(SqlJournal):
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._db.execute(sql, params).fetchall()
 
-    def _period(self, period: str) -> tuple[str, list[Any]]:
-        return "strftime(?, event_time, 'unixepoch')", [_PERIOD_FORMATS[period]]
+    def _period(self, period: str, seconds: str = "event_time") -> tuple[str, list[Any]]:
+        return f"strftime(?, {seconds}, 'unixepoch')", [_PERIOD_FORMATS[period]]
 
     def check(self, *, thorough: bool = False) -> list[str]:
         return sqlite_check(self._db, thorough=thorough)
@@ -254,30 +305,41 @@ class SqliteBatch(Batch):
         result = AppendResult()
         if not events:
             return result
-        (last,) = self._db.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
+        latest = self._db.execute(
+            "SELECT seq_id, timestamp FROM events ORDER BY seq_id DESC LIMIT 1"
+        ).fetchone()
+        last, self._journal._not_before = latest or (0, 0)
+        days: Counter[tuple[str, int]] = Counter()
         for event in events:
             key = dedup_key_of(event)
             stored = self._strongest(key)
             if stored is None:
                 last += 1
-                self._journal._insert(last, event, key, source, live)
+                days[self._journal._insert(last, event, key, source, live)] += 1
             elif trust_rank(event.body) > stored[0]:
                 # The same fact, better vouched for: both stay on record, and the new row says
                 # which one it corrects. Its key gets a suffix to stay unique.
                 last += 1
-                self._journal._insert(
-                    last, event, f"{key}{SUPERSEDING}{last}", source, live, supersedes=stored[1]
-                )
+                days[
+                    self._journal._insert(
+                        last, event, f"{key}{SUPERSEDING}{last}", source, live, stored[1]
+                    )
+                ] += 1
             else:
                 result.duplicates += 1
                 continue
             result.seq_ids.append(last)
+        self._db.executemany(
+            "INSERT INTO topic_days (topic, day, events) VALUES (?, ?, ?)"
+            " ON CONFLICT (topic, day) DO UPDATE SET events = events + excluded.events",
+            [(topic, day, count) for (topic, day), count in days.items()],
+        )
         return result
 
     def _strongest(self, key: str) -> tuple[int, str] | None:
         """The trust rank and msg_id of the best-vouched event stored under *key*."""
         rows = self._db.execute(
-            "SELECT msg_id, envelope FROM events WHERE dedup_key = ?"
+            "SELECT msg_id, unpack(envelope) FROM events WHERE dedup_key = ?"
             " OR (dedup_key > ? AND dedup_key < ?) ORDER BY seq_id",
             (key, key + SUPERSEDING, key + chr(ord(SUPERSEDING) + 1)),
         ).fetchall()

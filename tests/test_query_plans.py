@@ -1,0 +1,154 @@
+"""Every history query the bridge offers is answered from an index or from the daily counts:
+SQLite's EXPLAIN QUERY PLAN of each statement the journal runs never reads the events table
+(or one of its indexes) from end to end."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+import pytest
+
+from bridge.events import Event, Naming
+from bridge.journal import Criteria, ReplaySelection, SqliteJournal
+
+NAMING = Naming("org.debian", "test", "svc")
+DAY = 86400
+START = 1_700_000_000
+FULL_READ = re.compile(r"^SCAN (events|event_packages|event_bugs|event_people)\b")
+
+
+@pytest.fixture
+def journal(tmp_path):
+    journal = SqliteJournal(tmp_path / "journal.sqlite3", NAMING)
+    topics = ("debbugs.bug.report", "debbugs.bug.closed", "dak.upload.accepted")
+    journal.append(
+        [
+            Event(
+                topics[n % 3],
+                {"n": n, "summary": f"fact {n}"},
+                dedup_key=f"fact-{n}",
+                packages=(f"pkg{n % 7}",),
+                bugs=(1000 + n,),
+                people=(f"Person {n % 5}", f"p{n % 5}@debian.org"),
+                occurred_at=f"2023-11-{1 + n % 28:02d}T10:00:00Z",
+            )
+            for n in range(200)
+        ],
+        "smtp",
+    )
+    yield journal
+    journal.close()
+
+
+def plans_of(journal: SqliteJournal, call) -> list[tuple[str, list[str]]]:
+    """Each statement *call* makes the journal run, with its query plan."""
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    try:
+        call()
+    finally:
+        journal._db.set_trace_callback(None)
+    probe = sqlite3.connect(journal.path)
+    probe.create_function("unpack", 1, lambda value: value, deterministic=True)
+    try:
+        return [
+            (sql, [row[3] for row in probe.execute(f"EXPLAIN QUERY PLAN {sql}")])
+            for sql in statements
+            if sql.lstrip().upper().startswith("SELECT")
+        ]
+    finally:
+        probe.close()
+
+
+SEARCHES = [
+    Criteria(),
+    Criteria(topics=("debbugs",)),
+    Criteria(topics=("org.debian.test.dak.upload.accepted",)),
+    Criteria(topics=("debbugs.bug.closed", "dak")),
+    Criteria(packages=("pkg3",)),
+    Criteria(packages=("pkg3", "pkg4"), topics=("debbugs",)),
+    Criteria(bugs=(1042,)),
+    Criteria(people=("p2",)),
+    Criteria(people=("Person 1",), not_packages=("pkg1",)),
+    Criteria(not_topics=("dak",)),
+    Criteria(not_packages=("pkg0",), not_people=("p1",)),
+    Criteria(contains=("fact 1",), topics=("debbugs",)),
+    Criteria(since=START, until=START + 3 * DAY),
+    Criteria(topics=("dak",), since=START + 7, until=START + DAY + 9),
+    Criteria(packages=("pkg2",), since=START),
+    Criteria(after=150),
+    Criteria(after=150, packages=("pkg5",)),
+]
+
+
+@pytest.mark.parametrize("criteria", SEARCHES, ids=lambda c: repr(c)[8:70])
+def test_searches_counts_and_stats_read_indexes_only(journal, criteria):
+    calls = [
+        lambda: journal.find(criteria),
+        lambda: journal.find(criteria, newest_first=False, limit=20, offset=40),
+        lambda: journal.count(criteria),
+        lambda: journal.stats(criteria, "day"),
+        lambda: journal.stats(criteria, "month"),
+    ]
+    for call in calls:
+        plans = plans_of(journal, call)
+        assert plans, "the journal ran its queries where the trace sees them"
+        for sql, plan in plans:
+            assert not [line for line in plan if FULL_READ.match(line)], (sql, plan)
+
+
+def test_the_check_sees_a_query_that_reads_every_event(journal):
+    """What the tests above would catch: a topic test no index answers."""
+    (sql, plan), *_ = plans_of(
+        journal, lambda: journal._rows("SELECT COUNT(*) FROM events WHERE instr(topic, 'dak')")
+    )
+    assert [line for line in plan if FULL_READ.match(line)]
+
+
+def test_the_answers_are_those_of_a_plain_reading(journal):
+    """The planned queries answer what reading every event and testing it answers."""
+    everything = journal.find(Criteria(), newest_first=False, limit=1000)
+    facts = {e.seq_id: e for e in everything}
+    tests = {
+        Criteria(packages=("pkg3", "pkg4"), topics=("debbugs",)): lambda e: (
+            e.packages[0] in ("pkg3", "pkg4") and ".debbugs." in e.topic
+        ),
+        Criteria(people=("Person 1",), not_packages=("pkg1",)): lambda e: (
+            e.msg["n"] % 5 == 1 and e.packages != ["pkg1"]
+        ),
+        Criteria(not_packages=("pkg0",), not_people=("p1",)): lambda e: (
+            e.packages != ["pkg0"] and e.msg["n"] % 5 != 1
+        ),
+        Criteria(after=150, packages=("pkg5",)): lambda e: (
+            e.seq_id > 150 and e.packages == ["pkg5"]
+        ),
+    }
+    for criteria, keep in tests.items():
+        expected = [s for s in sorted(facts, reverse=True) if keep(facts[s])]
+        assert [e.seq_id for e in journal.find(criteria, limit=1000)] == expected
+        assert [e.seq_id for e in journal.find(criteria, limit=7, offset=5)] == expected[5:12]
+        assert journal.count(criteria) == len(expected)
+
+
+def test_replay_topic_counts_and_single_events_read_indexes_only(journal):
+    msg_id = journal.find(Criteria(), limit=1)[0].msg_id
+    now = journal.find(Criteria(), limit=1)[0].timestamp
+    calls = [
+        lambda: journal.replay(ReplaySelection(seq_ids=(3, 70)), 100),
+        lambda: journal.replay(ReplaySelection(seq_id_ranges=((10, 60),)), 100),
+        lambda: journal.replay(ReplaySelection(msg_ids=(msg_id,)), 100),
+        lambda: journal.replay(ReplaySelection(times=((now - 60, now + 60),)), 100),
+        lambda: journal.replay(ReplaySelection(seq_id_after=120), 100),
+        lambda: journal.replay(ReplaySelection(after_time=now - 60), 100),
+        lambda: journal.replay_count(ReplaySelection(seq_id_ranges=((10, 60),)), at_most=1000),
+        lambda: journal.rows_after(100, 50, live_only=True),
+        lambda: journal.by_msg_id(msg_id),
+        lambda: journal.topic_counts(),
+        lambda: journal.stats(Criteria(since=START, until=START + DAY), "hour"),
+    ]
+    for call in calls:
+        plans = plans_of(journal, call)
+        assert plans
+        for sql, plan in plans:
+            assert not [line for line in plan if FULL_READ.match(line)], (sql, plan)
