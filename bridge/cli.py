@@ -444,17 +444,14 @@ def _since(value: str | None) -> tuple[float | None, bool]:
 
 def epoch_of(value: str, option: str) -> float:
     """An ISO 8601 time as epoch seconds (UTC unless it says otherwise)."""
-    from datetime import UTC, datetime
+    from bridge.events import iso_epoch
 
     try:
-        moment = datetime.fromisoformat(value)
+        return iso_epoch(value)
     except ValueError as e:
         raise UsageError(
             f"{option} takes an ISO time such as 2026-11-01T00:00, not {value!r}"
         ) from e
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 @main.command()

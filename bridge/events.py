@@ -83,6 +83,15 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+def iso_epoch(value: str) -> float:
+    """An ISO 8601 time as epoch seconds, UTC unless it says otherwise (ValueError if it is
+    not one)."""
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
 def new_msg_id(now: datetime | None = None) -> str:
     """A fedmsg message id: ``<year>-<uuid>``, the UUID time-ordered (RFC 9562's version 7:
     milliseconds, then random bits), so ids of successive events sort together and the

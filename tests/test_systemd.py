@@ -12,44 +12,46 @@ from tests.helpers import Server, child_env
 from tests.web import WebServer
 
 
-def test_ready_after_smtp_listens_and_stopping_on_sigterm(tmp_path, monkeypatch):
+@pytest.fixture
+def notifications(tmp_path, monkeypatch):
+    """A notification socket as systemd's, named in the environment of every child the
+    tests start; what arrives on it."""
     path = str(tmp_path / "notify.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(path)
     listener.settimeout(60)
-    monkeypatch.setattr("tests.helpers.child_env", lambda **extra: child_env(NOTIFY_SOCKET=path))
+    for module in ("tests.helpers", "tests.web"):
+        monkeypatch.setattr(f"{module}.child_env", lambda **_: child_env(NOTIFY_SOCKET=path))
+    yield listener
+    listener.close()
+
+
+def test_ready_after_smtp_listens_and_stopping_on_sigterm(tmp_path, notifications):
     server = Server(tmp_path / "state").start()
     try:
-        ready = listener.recv(4096).decode()
+        ready = notifications.recv(4096).decode()
         # at the moment systemd hears READY, a client can connect
         with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=2) as client:
             assert client.recv(100).startswith(b"220")
         assert ready.startswith("READY=1\nSTATUS=SMTP on")
         server.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        stopping = listener.recv(4096).decode()
+        stopping = notifications.recv(4096).decode()
         assert stopping == "STOPPING=1"
         assert server.proc.wait(30) == 0  # type: ignore[union-attr]
     finally:
         if server.proc.poll() is None:  # type: ignore[union-attr]
             server.stop()
-        listener.close()
 
 
-def test_bridge_web_is_ready_when_it_answers_and_says_when_it_stops(tmp_path, monkeypatch):
-    path = str(tmp_path / "notify.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(path)
-    listener.settimeout(60)
-    monkeypatch.setattr("tests.web.child_env", lambda **extra: child_env(NOTIFY_SOCKET=path))
+def test_bridge_web_is_ready_when_it_answers_and_says_when_it_stops(tmp_path, notifications):
     web = WebServer(tmp_path / "state").start()
     try:
-        assert listener.recv(4096).decode() == "READY=1"
+        assert notifications.recv(4096).decode() == "READY=1"
         web.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        assert listener.recv(4096).decode() == "STOPPING=1"
+        assert notifications.recv(4096).decode() == "STOPPING=1"
         assert web.proc.wait(30) == 0  # type: ignore[union-attr]
     finally:
         web.stop()
-        listener.close()
 
 
 def test_without_systemd_nothing_is_sent(monkeypatch):

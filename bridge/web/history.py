@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.events import iso_epoch
 from bridge.journal import Criteria
 
 MAX_ROWS_PER_PAGE = 100
@@ -158,14 +159,11 @@ def epoch(value: str, name: str) -> float:
     except ValueError:
         pass
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return iso_epoch(value)
     except ValueError:
         raise BadRequest(
             f"{name} must be UNIX seconds or an ISO 8601 time, not {value!r}"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _number(value: str, name: str) -> float:
