@@ -201,21 +201,54 @@ def timed(run: Callable[[], object]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def measure(path: Path, runs: int) -> list[tuple[str, float, float, float]]:
-    """(query, cold ms, warm median ms, warm p95 ms) for each query."""
-    files = [path, path.with_name(path.name + "-wal")]
+def measure(
+    open_journal: Callable[[], Journal], files: list[Path], runs: int
+) -> list[tuple[str, float | None, float, float]]:
+    """(query, cold ms, warm median ms, warm p95 ms) for each query; cold where the
+    journal's *files* can be evicted from the page cache (None for a database server)."""
     results = []
-    with SqliteJournal(path, NAMING) as journal:
+    with open_journal() as journal:
         names = list(queries(journal))
     for name in names:
         drop_cache(files)
-        with SqliteJournal(path, NAMING) as journal:  # a new connection: SQLite's cache empty
+        with open_journal() as journal:  # a new connection: its own cache empty
             run = queries(journal)[name]
-            cold = timed(run)
+            cold = timed(run) if files else None
             warm = sorted(timed(run) for _ in range(runs))
         p95 = warm[min(len(warm) - 1, int(len(warm) * 0.95))]
         results.append((name, cold, statistics.median(warm), p95))
     return results
+
+
+def postgres_journal(base: str, events: int) -> tuple[Callable[[], Journal], Callable[[], None]]:
+    """A fresh schema at *base* filled with *events*; how to open it, how to drop it."""
+    import uuid
+
+    import psycopg
+
+    from bridge.journal.postgres import PostgresJournal
+
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA {schema}")
+    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    with PostgresJournal(url, NAMING) as journal:
+        build(journal, events)
+    with psycopg.connect(base, autocommit=True) as db:
+        db.execute(f"ANALYZE {schema}.events")
+
+    def drop() -> None:
+        with psycopg.connect(base, autocommit=True) as db:
+            db.execute(f"DROP SCHEMA {schema} CASCADE")
+
+    return lambda: PostgresJournal(url, NAMING), drop
+
+
+def report(results: list[tuple[str, float | None, float, float]]) -> None:
+    print(f"\n{'query':48} {'cold ms':>9} {'warm p50':>9} {'warm p95':>9}")
+    for name, cold, median, p95 in results:
+        first = f"{cold:9.1f}" if cold is not None else f"{'-':>9}"
+        print(f"{name:48} {first} {median:9.2f} {p95:9.2f}")
 
 
 def main() -> None:
@@ -225,7 +258,19 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the journal for --reuse")
     parser.add_argument("--reuse", type=Path, help="time the queries on this journal")
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--postgres", metavar="URL", help="build into a PostgreSQL database")
     args = parser.parse_args()
+    if args.postgres:
+        print(f"building {args.events:,} events into PostgreSQL")
+        opened, drop = postgres_journal(args.postgres, args.events)
+        try:
+            with opened() as journal:
+                size = journal.storage_bytes() or 0
+                print(f"{size / journal.count():,.0f} bytes per event (tables and indexes)")
+            report(measure(opened, [], args.runs))
+        finally:
+            drop()
+        return
     workdir = None
     if args.reuse:
         path = args.reuse
@@ -240,9 +285,8 @@ def main() -> None:
         count = journal.count()
         size = journal.storage_bytes() or 0
     print(f"{count:,} events, {size / 1e9:.2f} GB: {size / max(count, 1):,.0f} bytes per event")
-    print(f"\n{'query':48} {'cold ms':>9} {'warm p50':>9} {'warm p95':>9}")
-    for name, cold, median, p95 in measure(path, args.runs):
-        print(f"{name:48} {cold:9.1f} {median:9.2f} {p95:9.2f}")
+    files = [path, path.with_name(path.name + "-wal")]
+    report(measure(lambda: SqliteJournal(path, NAMING), files, args.runs))
     if workdir and not args.keep:
         for leftover in workdir.iterdir():
             leftover.unlink()

@@ -254,6 +254,7 @@ def test_id_returns_the_envelope_or_404(history):
         "summary": envelopes[0]["msg"]["summary"],
         "url": envelopes[0]["msg"]["url"],
     }
+    assert server.get(f"/id?id={envelopes[0]['msg_id']}&meta=colour").status == 400
     assert server.get("/id?id=no-such-message").status == 404
     assert server.get("/id").status == 400
 
