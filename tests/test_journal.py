@@ -64,3 +64,33 @@ def test_cursor_survives_reopening(journal_location: str):
     with open_journal_at(path) as journal:
         assert journal.cursor("publisher") == 17
         assert journal.cursor("other") == 0
+
+
+def _open_and_append(path: str, number: int, start) -> str:
+    from bridge.events import Event
+    from bridge.journal import SqliteJournal
+
+    start.wait(30)
+    try:
+        with SqliteJournal(path) as journal:
+            journal.append([Event("a.b", {"n": number}, dedup_key=str(number))], "test")
+    except Exception as e:  # the parent reports it
+        return f"{type(e).__name__}: {e}"
+    return ""
+
+
+def test_processes_opening_a_new_journal_at_once_all_get_the_schema(tmp_path):
+    """serve and a CLI command started together both create the journal: one does, the
+    other finds it done."""
+    import multiprocessing
+
+    from bridge.journal import SqliteJournal
+
+    path = str(tmp_path / "journal.sqlite3")
+    context = multiprocessing.get_context("spawn")
+    start = context.Manager().Barrier(6)
+    with context.Pool(6) as pool:
+        errors = pool.starmap(_open_and_append, [(path, n, start) for n in range(6)])
+    assert errors == [""] * 6
+    with SqliteJournal(path) as journal:
+        assert journal.count() == 6

@@ -131,6 +131,11 @@ def upgrade(db: sqlite3.Connection) -> None:
         return
     db.execute("BEGIN IMMEDIATE")
     try:
+        # another process may have created or upgraded it while this one waited for the lock
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version >= SCHEMA_VERSION:
+            db.execute("COMMIT")
+            return
         # one statement at a time: executescript would commit this transaction first
         new = not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone()
         if new:
@@ -151,6 +156,21 @@ def upgrade(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def wal_mode(db: sqlite3.Connection, timeout: float) -> None:
+    """Put the database in WAL mode. Switching needs the file to itself and SQLite does not
+    wait for that (the busy timeout does not apply): when processes open a new journal at
+    once, the others retry until the first has switched it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def pack(envelope_json: str) -> bytes:
@@ -188,7 +208,7 @@ class SqliteJournal(SqlJournal):
             self._db = sqlite3.connect(
                 str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
+            wal_mode(self._db, timeout)
             # A connection that only moves a cursor (the publisher) may lose its last commit
             # on power failure: that means re-sending, which at-least-once allows.
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
