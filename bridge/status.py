@@ -21,6 +21,7 @@ def status_report(config: Config, journal: Journal) -> dict[str, Any]:
         "journal_bytes": journal.storage_bytes(),
         "last_seq_id": journal.last_seq_id(),
         "publisher_cursor": journal.cursor("publisher"),
+        "publisher_lag": journal.unsent("publisher"),
     }
     if (config.state_path / SPOOL_DIR).is_dir():
         spool = spool_of(config)
@@ -48,7 +49,7 @@ def status_report(config: Config, journal: Journal) -> dict[str, Any]:
     if config.amqp.url:
         sent = journal.cursor("amqp")
         report["amqp_cursor"] = sent
-        report["amqp_lag"] = max(0, report["last_seq_id"] - sent)
+        report["amqp_lag"] = journal.unsent("amqp")
     return report
 
 

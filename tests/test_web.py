@@ -314,5 +314,7 @@ def test_metrics_and_health(history):
     assert f'bridge_events_total{{topic="debbugs.bug.closed"}} {float(closed)}' in lines
     assert f"bridge_journal_last_seq_id {float(len(envelopes))}" in lines
     assert "bridge_spool_pending 0.0" in lines
+    # replay-mbox journals for publishing and no bridge serve has run: all of it waits
+    assert f'bridge_sink_lag{{sink="zeromq"}} {float(len(envelopes))}' in lines
     health = server.get("/healthz").json()
     assert health == {"status": "ok", "journal": "ok", "last_seq_id": len(envelopes)}

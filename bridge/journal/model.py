@@ -162,6 +162,11 @@ class Journal(ABC):
         return list(self.envelopes(rows))
 
     @abstractmethod
+    def unsent(self, cursor: str, at_most: int = 1_000_000) -> int:
+        """How many published rows lie after reader *cursor*'s position (counted up to
+        *at_most*): a sink's lag. History rows are never published and do not count."""
+
+    @abstractmethod
     def topic_counts(self) -> dict[str, int]:
         """How many events each event topic has, over all time."""
 

@@ -402,6 +402,15 @@ class SqlJournal(Journal):
         )
         return [Row(*r) for r in rows]
 
+    def unsent(self, cursor: str, at_most: int = 1_000_000) -> int:
+        m = self.dialect.mark
+        rows = self._rows(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE seq_id > {m} AND live"
+            f" LIMIT {m}) AS unsent",
+            [self.cursor(cursor), at_most],
+        )
+        return int(rows[0][0])
+
     def topic_counts(self) -> dict[str, int]:
         rows = self._rows("SELECT topic, SUM(events) FROM topic_days GROUP BY topic")
         counts: dict[str, int] = defaultdict(int)

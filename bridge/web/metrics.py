@@ -61,7 +61,7 @@ class JournalCollector:
         lag = GaugeMetricFamily(
             "bridge_sink_lag", "Events journaled that a sink has not sent yet.", labels=["sink"]
         )
-        lag.add_metric(["zeromq"], max(0, report["last_seq_id"] - report["publisher_cursor"]))
+        lag.add_metric(["zeromq"], report["publisher_lag"])
         if "amqp_lag" in report:
             lag.add_metric(["amqp"], report["amqp_lag"])
         yield lag
