@@ -88,6 +88,7 @@ CRITERIA = [
     Criteria(topics=("debbugs",), since=START + 10 * DAY + 7, until=START + 10 * DAY + 9000),
     Criteria(not_topics=("dak",), since=START + 3 * DAY),
     Criteria(until=START + 40 * DAY + 100),
+    Criteria(topics=("no.such.topic",), packages=("hello",)),
     Criteria(topics=("debbugs.bug.closed",), packages=("hello",), since=START + 5 * DAY),
 ]
 

@@ -79,6 +79,7 @@ SEARCHES = [
     Criteria(packages=("pkg2",), since=START),
     Criteria(after=150),
     Criteria(after=150, packages=("pkg5",)),
+    Criteria(topics=("no.such.topic",), packages=("pkg1",)),
 ]
 
 

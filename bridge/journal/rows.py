@@ -387,6 +387,8 @@ class SqlJournal(Journal):
     def _matching(self, criteria: Criteria) -> tuple[str, list[Any]]:
         """A query of the seq_ids matching *criteria*, each once."""
         streams = self._streams(criteria)
+        if not streams:  # topics under which nothing was ever journaled
+            return "SELECT CAST(NULL AS BIGINT) AS seq_id WHERE 1 = 0", []
         parts = [f"SELECT {key} AS seq_id {source}" for source, _, key in streams]
         return " UNION ".join(parts), [p for _, params, _ in streams for p in params]
 
