@@ -3,9 +3,10 @@
     python bench/replay.py [--mails 20000]
     python bench/replay.py --memory 100 400     # peak RSS of --jobs 1 and 2 by archive size
 
-Builds a mixed mbox from the project's fixtures (bug reports of realistic size, multipart
-follow-ups with patches, closures with attached messages, control transcripts, accepted
-uploads), each copy with its own bug number or version so none is a duplicate, then prints
+Builds a mixed mbox of real mail: the corpus's (../shared/corpus, 611 bug-tracker and archive
+mails) cycled, each copy made a fact of its own; without the corpus, the project's fixtures
+(reports, follow-ups with patches, closures, control transcripts, uploads), each copy with
+its own bug number or version. Then prints
 mails/s for: bare `mailbox.mbox` + `email.message_from_bytes` (the floor), `replay-mbox
 --dry-run`, and `replay-mbox` into a fresh journal with --jobs 1 and --jobs 2, with each
 run's peak RSS.
@@ -20,6 +21,7 @@ import json
 import mailbox
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -49,7 +51,42 @@ PARAGRAPH = (
 PATCH = b"".join(b"+    line %d of a patch that changes the build\n" % n for n in range(120))
 
 
+CORPUS = ROOT.parent / "shared" / "corpus"
+_HANDLER = re.compile(rb"(handler\.[^@\s>]*?)(\d{10,})")
+_MESSAGE_ID = re.compile(rb"^(Message-ID:\s*<)", re.I | re.M)
+_VERSIONS = (  # where an upload's version shows: its .changes, its file names
+    re.compile(rb"^Version: (\S+)", re.M),
+    re.compile(rb"[a-z0-9][a-z0-9.+-]+_([0-9][A-Za-z0-9.+:~-]*)_[a-z0-9-]+\.changes"),
+)
+
+
 def build_mbox(path: Path, count: int) -> None:
+    """The corpus's real mail when it is there (each copy its own fact), else the fixtures."""
+    if CORPUS.is_dir():
+        corpus_mbox(path, count)
+    else:
+        fixture_mbox(path, count)
+
+
+def corpus_mbox(path: Path, count: int) -> None:
+    """*count* mails cycling through the corpus in a shuffled order, copy n of each made a
+    new fact: its debbugs handler id, Message-ID and (uploads) version carry n."""
+    mails = [strip_from_line(p.read_bytes()) for p in sorted(CORPUS.glob("mails/*/*.eml"))]
+    random.Random(7).shuffle(mails)
+    with open(path, "wb") as out:
+        for n in range(count):
+            raw, copy = mails[n % len(mails)], n // len(mails)
+            if copy:
+                raw = _HANDLER.sub(lambda m, c=copy: m[1] + str(int(m[2]) + c).encode(), raw)
+                raw = _MESSAGE_ID.sub(b"\\1copy%d." % copy, raw)
+                versions = {v for pattern in _VERSIONS for v in pattern.findall(raw)}
+                for version in versions:  # an upload's key is its source and version
+                    raw = raw.replace(version, version + b"+copy%d" % copy)
+            body = raw.replace(b"\nFrom ", b"\n>From ")
+            out.write(FROM_LINE + body.rstrip(b"\n") + b"\n\n")
+
+
+def fixture_mbox(path: Path, count: int) -> None:
     rng = random.Random(7)
     templates = [strip_from_line((FIXTURES / name).read_bytes()) for name in TEMPLATES]
     keys = list(TEMPLATES.values())
