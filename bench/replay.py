@@ -86,6 +86,14 @@ def corpus_mbox(path: Path, count: int) -> None:
             out.write(FROM_LINE + body.rstrip(b"\n") + b"\n\n")
 
 
+def average_mail_bytes() -> float:
+    """About how large a mail of build_mbox's is (to build an mbox of a given size)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sample = Path(tmp) / "sample.mbox"
+        build_mbox(sample, 1000)
+        return sample.stat().st_size / 1000
+
+
 def fixture_mbox(path: Path, count: int) -> None:
     rng = random.Random(7)
     templates = [strip_from_line((FIXTURES / name).read_bytes()) for name in TEMPLATES]
@@ -177,7 +185,7 @@ def memory_table(sizes_mb: list[int]) -> None:
         tmp = Path(tempfile.mkdtemp(prefix="bridge-replay-mem-"))
         try:
             mbox = tmp / "mixed.mbox"
-            build_mbox(mbox, int(size_mb * 1e6 / 3300))
+            build_mbox(mbox, int(size_mb * 1e6 / average_mail_bytes()))
             real_mb = mbox.stat().st_size / 1e6
             for jobs in ("1", "2"):
                 summary, rss = run_replay(tmp / f"jobs{jobs}", mbox, "--no-publish", "--jobs", jobs)
