@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import multiprocessing
 import os
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 STATS_EVERY = 60.0
 _PR_SET_PDEATHSIG = 1
+BIND_PATIENCE = 5.0  # seconds a new pipeline waits for the bus ports of a stopping one
 EXIT_CANNOT_START = 2  # the pipeline process met a configuration error: restarting won't help
 RESTART_PAUSES = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 HEALTHY_AFTER = 60.0  # a child that ran this long starts the pause sequence over
@@ -252,24 +254,29 @@ class PipelineProcess:
         self._context = zmq.Context()
         registry = discover(only=parser_names)
         signer = signer_of(config.bus.signing.key, config.bus.signing.certificate)
-        self.publisher = Publisher(
-            open_journal(config, durable=False),
-            config.bus.publish,
-            context=self._context,
-            poll_interval=config.bus.poll_interval,
-            startup_delay=config.bus.startup_delay,
-            send_hwm=config.bus.send_hwm,
-            signer=signer,
-        )
+        try:
+            self.publisher = Publisher(
+                open_journal(config, durable=False),
+                config.bus.publish,
+                context=self._context,
+                poll_interval=config.bus.poll_interval,
+                startup_delay=config.bus.startup_delay,
+                send_hwm=config.bus.send_hwm,
+                signer=signer,
+            )
+            self.replay = ReplayServer(
+                open_journal(config, durable=False),
+                config.bus.replay,
+                context=self._context,
+                limit=config.bus.replay_max_messages,
+                max_request_bytes=config.bus.replay_max_request_bytes,
+                signer=signer,
+            )
+        except zmq.ZMQError:
+            # leave nothing bound: the caller may try again once the ports are free
+            self._context.destroy(linger=0)
+            raise
         self.spool = spool_of(config)
-        self.replay = ReplayServer(
-            open_journal(config, durable=False),
-            config.bus.replay,
-            context=self._context,
-            limit=config.bus.replay_max_messages,
-            max_request_bytes=config.bus.replay_max_request_bytes,
-            signer=signer,
-        )
         self.amqp = amqp_sink(config)
         self.worker = Worker(
             self.spool,
@@ -348,18 +355,32 @@ def pipeline_main(
 ) -> None:
     """Entry point of the pipeline process."""
     _die_with_parent()
+    if os.getppid() != parent:
+        # the intake died before the line above asked to be told: nothing to serve (and a
+        # restarted bridge needs the bus ports this process would take)
+        return
     # Under overload the intake comes first: a mail must be acknowledged promptly, while
     # parsing may lag a little and catch up from the spool.
     with contextlib.suppress(OSError):
         os.nice(5)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        process = PipelineProcess(config, parser_names)
-    except zmq.ZMQError as e:
-        log.error(
-            "cannot bind the bus endpoints (%s, %s): %s", config.bus.publish, config.bus.replay, e
-        )
-        raise SystemExit(EXIT_CANNOT_START) from e
+    deadline = time.monotonic() + BIND_PATIENCE
+    while True:
+        try:
+            process = PipelineProcess(config, parser_names)
+            break
+        except zmq.ZMQError as e:
+            # the pipeline of a bridge that was just stopped may still hold the ports
+            if e.errno == errno.EADDRINUSE and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            log.error(
+                "cannot bind the bus endpoints (%s, %s): %s",
+                config.bus.publish,
+                config.bus.replay,
+                e,
+            )
+            raise SystemExit(EXIT_CANNOT_START) from e
     signal.signal(signal.SIGTERM, lambda *_: process.stop_event.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the intake decides when to stop
     if ready is not None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 import smtplib
+import socket
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 from bridge.journal import JOURNAL_FILE, SqliteJournal
-from tests.helpers import Server, sql, wait_until
+from tests.helpers import Server, send, sql, wait_until
 from tests.mails import bug_report
 
 MAILS = 300
@@ -81,3 +82,41 @@ def test_random_sigkills_lose_nothing_and_duplicate_nothing(state_dir: Path):
 def _journaled(state_dir: Path) -> int:
     with SqliteJournal(state_dir / JOURNAL_FILE) as journal:
         return journal.last_seq_id()
+
+
+def _occupy(endpoint: str) -> socket.socket:
+    """Hold the TCP port of *endpoint* as another program would."""
+    port = int(endpoint.rsplit(":", 1)[1])
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    return holder
+
+
+def test_a_bus_port_freed_within_seconds_is_waited_for(state_dir: Path):
+    """A restart while the old pipeline still holds the bus ports: the new one waits."""
+    server = Server(state_dir)
+    holder = _occupy(server.publish)
+    server.start()
+    try:
+        time.sleep(1.5)
+        holder.close()
+        server.wait_for_smtp()
+        assert send(server, bug_report(730500)) == {}
+        wait_until(lambda: _journaled(state_dir) >= 1, 20, "the mail's event")
+    finally:
+        holder.close()
+        server.stop()
+
+
+def test_a_bus_port_another_program_keeps_stops_the_bridge_saying_why(state_dir: Path):
+    server = Server(state_dir)
+    holder = _occupy(server.replay)
+    try:
+        server.start()
+        assert server.proc.wait(60) != 0  # type: ignore[union-attr]
+    finally:
+        holder.close()
+        server.stop()
+    assert "cannot bind the bus endpoints" in server.log_text()
