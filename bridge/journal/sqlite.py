@@ -9,6 +9,7 @@ of the same fact a counted no-op.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import sqlite3
 import time
@@ -38,6 +39,7 @@ from bridge.journal.rows import (
 )
 from bridge.spool import private_dir
 
+log = logging.getLogger(__name__)
 JOURNAL_FILE = "journal.sqlite3"
 CACHE_KIB = 64 * 1024
 DAY = 86400
@@ -124,7 +126,7 @@ UPGRADES: dict[int, list[str]] = {
 }
 
 
-def upgrade(db: sqlite3.Connection) -> None:
+def upgrade(db: sqlite3.Connection, path: Path | str = "") -> None:
     """Create the schema in a new journal, or bring one an older bridge wrote up to it."""
     (version,) = db.execute("PRAGMA user_version").fetchone()
     if version >= SCHEMA_VERSION:
@@ -145,11 +147,13 @@ def upgrade(db: sqlite3.Connection) -> None:
         for statement in statements:
             if statement.strip():
                 db.execute(statement)
+        if not new:
+            log.warning("journal %s: upgrading its schema from version %d", path, version)
         if version == 0 and not new:  # people were in the agent column
-            rows = db.execute("SELECT seq_id, agent FROM events WHERE agent != ''")
-            db.executemany(
+            rows = db.cursor().execute("SELECT seq_id, agent FROM events WHERE agent != ''")
+            db.executemany(  # a generator: memory stays flat however long the journal
                 "INSERT INTO event_people (seq_id, person) VALUES (?, ?)",
-                [(seq_id, p) for seq_id, agent in rows for p in person_keys(agent.split("\n"))],
+                ((seq_id, p) for seq_id, agent in rows for p in person_keys(agent.split("\n"))),
             )
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
@@ -217,7 +221,7 @@ class SqliteJournal(SqlJournal):
             # them (dedup keys, packages, people) need no read from disk
             self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._db.create_function("unpack", 1, unpack, deterministic=True)
-            upgrade(self._db)
+            upgrade(self._db, self.path)
         except sqlite3.Error as e:
             raise classify(e, f"cannot open journal {self.path}") from e
         except OSError as e:
