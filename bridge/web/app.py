@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -40,6 +41,7 @@ from bridge.web.push import Publisher
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 STREAM_BATCH = 100
+READER_THREADS = 8
 T = TypeVar("T")
 
 
@@ -215,6 +217,8 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # each pool thread keeps a journal connection (and its page cache): a few suffice
+        anyio.to_thread.current_default_thread_limiter().total_tokens = READER_THREADS
         notify("READY=1")  # under systemd (Type=notify): serving
         try:
             yield
