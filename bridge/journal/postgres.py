@@ -26,18 +26,19 @@ from typing import Any
 
 from bridge.errors import JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming
-from bridge.journal.model import AppendResult, Batch
+from bridge.journal.model import AppendResult
 from bridge.journal.rows import (
     DAY,
     LOOKUPS,
     POSTGRES,
     SQL_DAY,
     SUPERSEDING,
+    SqlBatch,
     SqlJournal,
     dedup_key_of,
     new_envelope,
-    person_keys,
     trust_rank,
+    write_index,
 )
 
 log = logging.getLogger(__name__)
@@ -393,39 +394,28 @@ class PostgresJournal(SqlJournal):
                 pause = min(pause * 2, 30.0)
 
 
-def insert_lookups(cur: Any, lookups: dict[str, list[tuple]]) -> None:
-    """Add ``{lookup: [(seq_id, value), …]}`` to the lookup tables."""
-    for name, pairs in lookups.items():
-        table, column = LOOKUPS[name]
-        cur.executemany(f"INSERT INTO {table} (seq_id, {column}) VALUES (%s, %s)", pairs)
-
-
-def add_days(cur: Any, days: Counter[tuple[str, int]]) -> None:
-    """Add to the daily counts per topic."""
-    cur.executemany(
-        "INSERT INTO topic_days (topic, day, events) VALUES (%s, %s, %s)"
-        " ON CONFLICT (topic, day) DO UPDATE SET events = topic_days.events + excluded.events",
-        [(topic, day, count) for (topic, day), count in days.items()],
-    )
-
-
-class PostgresBatch(Batch):
+class PostgresBatch(SqlBatch):
     """The writes of one transaction, under the journal's write lock."""
 
     def __init__(self, journal: PostgresJournal):
+        super().__init__(journal.dialect)
         self._journal = journal
         self._db = journal._db
         self.appended = False
         self.last = 0
 
+    def _write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self._db.cursor() as cur:
+            cur.executemany(sql, rows)
+
+    def _read(self, sql: str) -> tuple | None:
+        return self._db.execute(sql).fetchone()
+
     def append(self, events: Sequence[Event], source: str, *, live: bool = True) -> AppendResult:
         result = AppendResult()
         if not events:
             return result
-        latest = self._db.execute(
-            "SELECT seq_id, timestamp FROM events ORDER BY seq_id DESC LIMIT 1"
-        ).fetchone()
-        last, self._journal._not_before = latest or (0, 0)
+        last, self._journal._not_before = self._latest()
         keys = [dedup_key_of(event) for event in events]
         # the best-vouched stored event of each key, in one query for the whole batch
         strongest: dict[str, tuple[int, str]] = {
@@ -437,8 +427,6 @@ class PostgresBatch(Batch):
             )
         }
         rows: list[tuple] = []
-        lookups: dict[str, list[tuple]] = {name: [] for name in LOOKUPS}
-        days: Counter[tuple[str, int]] = Counter()
         for event, key in zip(events, keys, strict=True):
             rank = trust_rank(event.body)
             stored = strongest.get(key)
@@ -452,42 +440,14 @@ class PostgresBatch(Batch):
                 last, event, row_key, key, source, live, stored[1] if stored else None
             )
             rows.append(row)
-            days[row[2], row[5] // DAY] += 1  # topic, event_time
-            lookups["packages"] += [(last, p) for p in sorted(set(event.packages))]
-            lookups["bugs"] += [(last, b) for b in sorted(set(event.bugs))]
-            lookups["people"] += [(last, p) for p in person_keys(event.people)]
+            self._index(last, event, row[2], row[5])  # its topic and event_time
             strongest[key] = (rank, msg_id)
             result.seq_ids.append(last)
         if rows:
-            with self._db.cursor() as cur:
-                cur.executemany(INSERT_EVENT, rows)
-                insert_lookups(cur, lookups)
-                add_days(cur, days)
+            self._write(INSERT_EVENT, rows)
+            self._write_index()
             self.appended, self.last = True, last
         return result
-
-    def set_cursor(self, name: str, position: int) -> None:
-        self._db.execute(
-            "INSERT INTO cursors (name, seq_id) VALUES (%s, %s)"
-            " ON CONFLICT (name) DO UPDATE SET seq_id = excluded.seq_id",
-            (name, position),
-        )
-
-    def add_counters(self, deltas: dict[str, int]) -> None:
-        with self._db.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO counters (name, value) VALUES (%s, %s)"
-                " ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
-                [(k, v) for k, v in deltas.items() if v],
-            )
-
-    def set_resume_point(self, archive: str, offset: int, mails: int) -> None:
-        self._db.execute(
-            'INSERT INTO replay_progress (path, "offset", mails) VALUES (%s, %s, %s)'
-            ' ON CONFLICT (path) DO UPDATE SET "offset" = excluded."offset",'
-            " mails = replay_progress.mails + excluded.mails",
-            (archive, offset, mails),
-        )
 
 
 def copy_from_sqlite(
@@ -562,8 +522,8 @@ def copy_from_sqlite(
                         for row in rows
                     ],
                 )
-                insert_lookups(cur, lookups)
-                add_days(cur, Counter((row[2], row[5] // DAY) for row in rows))
+                days = Counter((row[2], row[5] // DAY) for row in rows)  # topic, event_time
+                write_index(cur.executemany, "%s", lookups, days)
             done, copied = last, copied + len(rows)
             if progress:
                 progress(done, total)

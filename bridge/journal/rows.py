@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import math
 from abc import abstractmethod
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge.errors import JournalError
 from bridge.events import Envelope, Event, Naming, new_msg_id
-from bridge.journal.model import Criteria, Journal, ReplaySelection, Row
+from bridge.journal.model import Batch, Criteria, Journal, ReplaySelection, Row
 
 
 @dataclass(frozen=True)
@@ -221,6 +221,91 @@ def rolled_up(criteria: Criteria) -> bool:
         since=criteria.since,
         until=criteria.until,
     )
+
+
+def write_index(
+    write: Callable[[str, Sequence[Sequence[Any]]], None],
+    mark: str,
+    lookups: dict[str, list[tuple[int, Any]]],
+    days: Counter[tuple[str, int]],
+) -> None:
+    """Add ``{lookup: [(seq_id, value), …]}`` to the lookup tables and ``{(topic, day):
+    events}`` to the daily counts, through *write* (a statement, its rows of parameters)."""
+    for name, pairs in lookups.items():
+        table, column = LOOKUPS[name]
+        if pairs:
+            write(f"INSERT INTO {table} (seq_id, {column}) VALUES ({mark}, {mark})", pairs)
+    if days:
+        write(
+            f"INSERT INTO topic_days (topic, day, events) VALUES ({mark}, {mark}, {mark})"
+            " ON CONFLICT (topic, day) DO UPDATE SET events = topic_days.events + excluded.events",
+            [(topic, day, count) for (topic, day), count in days.items()],
+        )
+
+
+class SqlBatch(Batch):
+    """What both engines' batches write with the same SQL: the lookups and daily counts of
+    the rows they append, cursors, counters and resume points. An engine says how a
+    statement runs."""
+
+    def __init__(self, dialect: Dialect):
+        self._mark = dialect.mark
+        self._lookups: dict[str, list[tuple[int, Any]]] = {name: [] for name in LOOKUPS}
+        self._days: Counter[tuple[str, int]] = Counter()
+
+    @abstractmethod
+    def _write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run *sql* once for each row of parameters."""
+
+    @abstractmethod
+    def _read(self, sql: str) -> tuple | None:
+        """The first row of a query without parameters."""
+
+    def _latest(self) -> tuple[int, int]:
+        """The newest row's seq_id and timestamp, (0, 0) in an empty journal."""
+        found = self._read("SELECT seq_id, timestamp FROM events ORDER BY seq_id DESC LIMIT 1")
+        return (int(found[0]), int(found[1])) if found else (0, 0)
+
+    def _index(self, seq_id: int, event: Event, topic: str, event_time: int) -> None:
+        """Note what an appended row is about, for :meth:`_write_index`."""
+        self._lookups["packages"] += [(seq_id, p) for p in sorted(set(event.packages))]
+        self._lookups["bugs"] += [(seq_id, b) for b in sorted(set(event.bugs))]
+        self._lookups["people"] += [(seq_id, p) for p in person_keys(event.people)]
+        self._days[topic, event_time // DAY] += 1
+
+    def _write_index(self) -> None:
+        """Add the noted rows to the lookup tables and the daily counts per topic."""
+        write_index(self._write, self._mark, self._lookups, self._days)
+        for pairs in self._lookups.values():
+            pairs.clear()
+        self._days.clear()
+
+    def set_cursor(self, name: str, position: int) -> None:
+        m = self._mark
+        self._write(
+            f"INSERT INTO cursors (name, seq_id) VALUES ({m}, {m})"
+            " ON CONFLICT (name) DO UPDATE SET seq_id = excluded.seq_id",
+            [(name, position)],
+        )
+
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        m = self._mark
+        changed = [(k, v) for k, v in deltas.items() if v]
+        if changed:
+            self._write(
+                f"INSERT INTO counters (name, value) VALUES ({m}, {m})"
+                " ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+                changed,
+            )
+
+    def set_resume_point(self, archive: str, offset: int, mails: int) -> None:
+        m = self._mark
+        self._write(
+            f'INSERT INTO replay_progress (path, "offset", mails) VALUES ({m}, {m}, {m})'
+            ' ON CONFLICT (path) DO UPDATE SET "offset" = excluded."offset",'
+            " mails = replay_progress.mails + excluded.mails",
+            [(archive, offset, mails)],
+        )
 
 
 class SqlJournal(Journal):

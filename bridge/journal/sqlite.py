@@ -14,7 +14,6 @@ import os
 import sqlite3
 import time
 import zlib
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,13 +23,12 @@ from bridge.errors import JournalDamaged, JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming
 from bridge.journal.model import (
     AppendResult,
-    Batch,
 )
 from bridge.journal.rows import (
-    LOOKUPS,
     SQL_DAY,
     SQLITE,
     SUPERSEDING,
+    SqlBatch,
     SqlJournal,
     dedup_key_of,
     new_envelope,
@@ -42,7 +40,6 @@ from bridge.spool import private_dir
 log = logging.getLogger(__name__)
 JOURNAL_FILE = "journal.sqlite3"
 CACHE_KIB = 64 * 1024
-DAY = 86400
 _PERIOD_FORMATS = {"hour": "%Y-%m-%dT%H", "day": "%Y-%m-%d", "week": "%Y-W%W", "month": "%Y-%m"}
 _COLUMNS = (
     "seq_id, msg_id, topic, event_topic, timestamp, event_time, dedup_key, source, agent,"
@@ -273,7 +270,7 @@ class SqliteJournal(SqlJournal):
         live: bool,
         supersedes: str | None = None,
     ) -> tuple[str, int]:
-        """Write one event; its topic and day, for the daily counts."""
+        """Write one event's row; its topic and when it happened (for its batch's index)."""
         envelope, event_time = new_envelope(
             self.naming, next(self._counter), seq_id, event, supersedes, self._not_before
         )
@@ -294,13 +291,7 @@ class SqliteJournal(SqlJournal):
                 pack(envelope.to_json()),
             ),
         )
-        lookups = (sorted(set(event.packages)), sorted(set(event.bugs)), person_keys(event.people))
-        for (table, column), values in zip(LOOKUPS.values(), lookups, strict=True):
-            self._db.executemany(
-                f"INSERT INTO {table} (seq_id, {column}) VALUES (?, ?)",
-                [(seq_id, value) for value in values],
-            )
-        return envelope.topic, event_time // DAY
+        return envelope.topic, event_time
 
     def forget_resume_point(self, archive: str) -> None:
         with self.batch():
@@ -318,46 +309,43 @@ class SqliteJournal(SqlJournal):
         return sqlite_check(self._db, thorough=thorough)
 
 
-class SqliteBatch(Batch):
+class SqliteBatch(SqlBatch):
     """The writes of one ``BEGIN IMMEDIATE`` transaction."""
 
     def __init__(self, journal: SqliteJournal):
+        super().__init__(journal.dialect)
         self._journal = journal
         self._db = journal._db
+
+    def _write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._db.executemany(sql, rows)
+
+    def _read(self, sql: str) -> tuple | None:
+        return self._db.execute(sql).fetchone()
 
     def append(self, events: Sequence[Event], source: str, *, live: bool = True) -> AppendResult:
         result = AppendResult()
         if not events:
             return result
-        latest = self._db.execute(
-            "SELECT seq_id, timestamp FROM events ORDER BY seq_id DESC LIMIT 1"
-        ).fetchone()
-        last, self._journal._not_before = latest or (0, 0)
-        days: Counter[tuple[str, int]] = Counter()
+        last, self._journal._not_before = self._latest()
         for event in events:
             key = dedup_key_of(event)
             stored = self._strongest(key)
             if stored is None:
                 last += 1
-                days[self._journal._insert(last, event, key, source, live)] += 1
+                written = self._journal._insert(last, event, key, source, live)
             elif trust_rank(event.body) > stored[0]:
                 # The same fact, better vouched for: both stay on record, and the new row says
                 # which one it corrects. Its key gets a suffix to stay unique.
                 last += 1
-                days[
-                    self._journal._insert(
-                        last, event, f"{key}{SUPERSEDING}{last}", source, live, stored[1]
-                    )
-                ] += 1
+                row_key = f"{key}{SUPERSEDING}{last}"
+                written = self._journal._insert(last, event, row_key, source, live, stored[1])
             else:
                 result.duplicates += 1
                 continue
+            self._index(last, event, *written)
             result.seq_ids.append(last)
-        self._db.executemany(
-            "INSERT INTO topic_days (topic, day, events) VALUES (?, ?, ?)"
-            " ON CONFLICT (topic, day) DO UPDATE SET events = events + excluded.events",
-            [(topic, day, count) for (topic, day), count in days.items()],
-        )
+        self._write_index()
         return result
 
     def _strongest(self, key: str) -> tuple[int, str] | None:
@@ -373,28 +361,6 @@ class SqliteBatch(Batch):
             if best is None or rank >= best[0]:
                 best = (rank, msg_id)
         return best
-
-    def set_cursor(self, name: str, position: int) -> None:
-        self._db.execute(
-            "INSERT INTO cursors (name, seq_id) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET seq_id = excluded.seq_id",
-            (name, position),
-        )
-
-    def add_counters(self, deltas: dict[str, int]) -> None:
-        self._db.executemany(
-            "INSERT INTO counters (name, value) VALUES (?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-            [(k, v) for k, v in deltas.items() if v],
-        )
-
-    def set_resume_point(self, archive: str, offset: int, mails: int) -> None:
-        self._db.execute(
-            "INSERT INTO replay_progress (path, offset, mails) VALUES (?, ?, ?)"
-            " ON CONFLICT (path) DO UPDATE SET offset = excluded.offset,"
-            " mails = replay_progress.mails + excluded.mails",
-            (archive, offset, mails),
-        )
 
 
 def journal_files(path: Path) -> list[Path]:
