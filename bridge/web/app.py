@@ -34,7 +34,7 @@ from bridge.config import Config
 from bridge.journal import PERIODS, Journal, open_journal
 from bridge.systemd import notify
 from bridge.web import page
-from bridge.web.history import META, META_LEGACY, BadRequest, Query, raw_message, read_query
+from bridge.web.history import BadRequest, Query, raw_message, read_meta, read_query
 from bridge.web.metrics import metrics_response
 from bridge.web.push import Publisher
 
@@ -122,13 +122,13 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
         msg_id = request.query_params.get("id")
         if not msg_id:
             return error(400, "give the message: /id?id=MSG_ID")
+        try:
+            meta = read_meta(request.query_params)
+        except BadRequest as e:
+            return error(400, str(e))
         envelope = await journals.run(lambda j: j.by_msg_id(msg_id))
         if envelope is None:
             return error(404, f"no message {msg_id!r}")
-        meta = request.query_params.getlist("meta")
-        unknown = [m for m in meta if m not in META and m not in META_LEGACY]
-        if unknown:
-            return error(400, f"meta must be in {','.join(META + tuple(META_LEGACY))}")
         return JSONResponse(raw_message(envelope.to_json(), meta))
 
     async def stats(request: Request) -> Response:

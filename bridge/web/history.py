@@ -118,14 +118,20 @@ def read_query(args: Any, *, now: Callable[[], float] = time.time) -> Query:
     order = args.get("order", "desc")
     if order not in ("desc", "asc"):
         raise BadRequest("order must be either 'desc' or 'asc'")
-    meta = args.getlist("meta")
-    unknown = [m for m in meta if m not in META and m not in META_LEGACY]
-    if unknown:
-        raise BadRequest(f"meta must be in {','.join(META + tuple(META_LEGACY))}. Got {meta}")
+    meta = read_meta(args)
     callback = args.get("callback") or None
     if callback is not None and not _CALLBACK.fullmatch(callback):
         raise BadRequest("callback must be a JavaScript function name")
     return Query(start, end, delta, filters, page, rows, order, meta, callback)
+
+
+def read_meta(args: Any) -> list[str]:
+    """The ``meta`` fields asked for (``/raw``, ``/id``), each one datagrepper knows."""
+    meta = args.getlist("meta")
+    unknown = [m for m in meta if m not in META and m not in META_LEGACY]
+    if unknown:
+        raise BadRequest(f"meta must be in {','.join(META + tuple(META_LEGACY))}. Got {meta}")
+    return meta
 
 
 def time_range(
