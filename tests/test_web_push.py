@@ -186,3 +186,17 @@ def test_the_stream_resumes_after_the_last_event_id_and_filters(pushing):
     assert [seq for seq, _ in resumed] == [3, 4]
     only_bugs = _sse(web, "/v1/stream?after=0&category=debbugs", {}, 1, 20)
     assert [e["msg"]["bug"] for _, e in only_bugs] == [4242]
+
+
+def test_a_topic_a_parser_declares_keeps_its_schema_whoever_pushes(tmp_path, state_dir):
+    config = tmp_path / "bridge.toml"
+    config.write_text(OFFLINE_TRUST)
+    made = bridge("--config", str(config), "web", "token", "add", "bts", "--topics", "debbugs.")
+    web = WebServer(state_dir, config).start()
+    try:
+        closed = {"topic": "debbugs.bug.closed", "msg": {"summary": "Bug#1 closed"}}
+        refused = push(web, made.stdout.decode().strip(), closed)
+        assert refused.status == 422
+        assert "not a debbugs.bug.closed body" in refused.json()["error"]
+    finally:
+        web.stop()

@@ -121,8 +121,8 @@ class Publisher:
             )
         if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise Refused(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-        self._check_schema(event_topic, msg)
         msg = {**msg, "origin": pushed_origin(grant, msg.get("origin"))}
+        self._check_schema(event_topic, msg)
         try:
             return normalised(
                 Event(
@@ -144,15 +144,15 @@ class Publisher:
             return
         import jsonschema
 
-        candidate = {**msg, "origin": pushed_origin(Grant("check", ()), msg.get("origin"))}
         try:
-            jsonschema.validate(candidate, json.loads(schema.read_text(encoding="utf-8")))
+            jsonschema.validate(msg, schema)
         except jsonschema.ValidationError as e:
             where = "/".join(str(p) for p in e.absolute_path) or "msg"
             raise Refused(422, f"not a {event_topic} body ({where}): {e.message}") from None
 
     @cached_property
-    def _schemas(self) -> dict[str, Path]:
+    def _schemas(self) -> dict[str, Any]:
+        """The JSON Schema of each topic an installed parser declares, read once."""
         from bridge.plugins import discover
 
         found = {}
@@ -160,7 +160,7 @@ class Publisher:
             for topic in parser.topics:
                 path = Path(parser.schemas) / f"{topic}.json"
                 if path.is_file():
-                    found[topic] = path
+                    found[topic] = json.loads(path.read_text(encoding="utf-8"))
         return found
 
 
