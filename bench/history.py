@@ -2,6 +2,7 @@
 
     python bench/history.py --events 1000000 [--dir /var/tmp/bench] [--keep] [--runs 20]
     python bench/history.py --reuse /var/tmp/bench/journal-1000000.sqlite3
+    python bench/history.py --postgres postgresql://127.0.0.1/test [--keep | --reuse SCHEMA]
 
 The events are real bodies: the corpus's (../shared/corpus, else the project's fixtures)
 parsed by the bridge's own parsers, each copy with its own bug number, a package and people
@@ -220,22 +221,28 @@ def measure(
     return results
 
 
-def postgres_journal(base: str, events: int) -> tuple[Callable[[], Journal], Callable[[], None]]:
-    """A fresh schema at *base* filled with *events*; how to open it, how to drop it."""
+def postgres_journal(
+    base: str, events: int, reuse: str | None = None
+) -> tuple[Callable[[], Journal], Callable[[], None]]:
+    """A fresh schema at *base* filled with *events* (or the kept schema *reuse*); how to
+    open it, how to drop it."""
     import uuid
 
     import psycopg
 
     from bridge.journal.postgres import PostgresJournal
 
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base, autocommit=True) as db:
-        db.execute(f"CREATE SCHEMA {schema}")
+    schema = reuse or f"bench_{uuid.uuid4().hex[:12]}"
     url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    with PostgresJournal(url, NAMING) as journal:
-        build(journal, events)
-    with psycopg.connect(base, autocommit=True) as db:
-        db.execute(f"ANALYZE {schema}.events")
+    if not reuse:
+        print(f"building {events:,} events into PostgreSQL schema {schema}")
+        with psycopg.connect(base, autocommit=True) as db:
+            db.execute(f"CREATE SCHEMA {schema}")
+        with PostgresJournal(url, NAMING) as journal:
+            rates = build(journal, events)
+        print(f"insert rate: first tenth {rates[0]:,.0f}/s, last tenth {rates[-1]:,.0f}/s")
+        with psycopg.connect(base, autocommit=True) as db:
+            db.execute(f"ANALYZE {schema}.events")
 
     def drop() -> None:
         with psycopg.connect(base, autocommit=True) as db:
@@ -256,20 +263,23 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path, default=None, help="where to build (default: /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the journal for --reuse")
-    parser.add_argument("--reuse", type=Path, help="time the queries on this journal")
+    parser.add_argument(
+        "--reuse", type=Path, help="time the queries on this journal (with --postgres: schema)"
+    )
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--postgres", metavar="URL", help="build into a PostgreSQL database")
     args = parser.parse_args()
     if args.postgres:
-        print(f"building {args.events:,} events into PostgreSQL")
-        opened, drop = postgres_journal(args.postgres, args.events)
+        reuse = str(args.reuse) if args.reuse else None
+        opened, drop = postgres_journal(args.postgres, args.events, reuse)
         try:
             with opened() as journal:
                 size = journal.storage_bytes() or 0
                 print(f"{size / journal.count():,.0f} bytes per event (tables and indexes)")
             report(measure(opened, [], args.runs))
         finally:
-            drop()
+            if not (args.keep or reuse):
+                drop()
         return
     workdir = None
     if args.reuse:

@@ -1,20 +1,27 @@
 """``signed_by``: the OpenPGP signature of an upload's ``.changes``, checked with gpgv against
 keyrings the tests make with gpg (a good key, one expired since it signed, a revoked one,
-and one the keyring does not hold), and the real corpus against Debian's keyrings."""
+and one the keyring does not hold), and the real corpus against Debian's keyrings. The
+keyring index that hands gpgv only the issuer's key blocks must give the verdicts gpgv
+gives on the whole keyrings."""
 
 from __future__ import annotations
 
+import base64
 import collections
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.config import DEBIAN_KEYRINGS, TrustConfig
 from bridge.pipeline import Pipeline
 from bridge.trust import Trust
+from bridge.trust.keyring import KeyringIndex, Unreadable, signature_issuer
 from bridge.trust.openpgp import Gpgv
 from parsers.dak import DakParser
 from tests.helpers import require
@@ -100,6 +107,9 @@ class Keys:
         cert = (self.home / "openpgp-revocs.d" / f"{fingerprint}.rev").read_text()
         self.gpg("--import", data=cert.replace(":-----BEGIN", "-----BEGIN").encode())
 
+    def add_signing_subkey(self, fingerprint: str) -> None:
+        self.gpg("--quick-add-key", fingerprint, "ed25519", "sign")
+
     def keyring(self, path: Path, *fingerprints: str) -> Path:
         path.write_bytes(self.gpg("--export", *fingerprints))
         return path
@@ -127,7 +137,18 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     texts["unsigned"] = CHANGES.format(uid="Nobody <nobody@example.org>")
     keys.revoke(gone)
     ring = keys.keyring(tmp_path_factory.mktemp("ring") / "uploaders.gpg", good, old, gone)
-    return {"texts": texts, "keyring": ring, "good": good, "old": old}
+    return {
+        "texts": texts,
+        "keyring": ring,
+        "good": good,
+        "old": old,
+        "stranger": stranger,
+        "keys": keys,
+    }
+
+
+def without_reason(verdict: dict) -> dict:
+    return {k: v for k, v in verdict.items() if k != "reason"}
 
 
 def signed_by(keyring: Path, raw: bytes) -> tuple[dict, dict]:
@@ -156,6 +177,83 @@ def test_signed_by_reads_gpgvs_status_lines(signed, status):
         assert verdict["signed_at"].startswith("2020-01-01T12:00")
 
 
+@pytest.mark.parametrize(
+    "status", ["good", "expired-key", "revoked-key", "unknown-key", "bad", "unsigned"]
+)
+def test_the_keyring_index_gives_gpgvs_verdict_on_the_whole_keyring(signed, status):
+    text = signed["texts"][status].encode()
+    start = text.find(b"-----BEGIN PGP SIGNED MESSAGE-----")
+    block = text[start:] if start >= 0 else None
+    indexed = Gpgv([str(signed["keyring"])]).check(block)
+    whole = Gpgv([str(signed["keyring"])], indexed=False).check(block)
+    assert without_reason(indexed) == without_reason(whole)
+    assert indexed["status"] == status
+    if status == "unknown-key":  # decided by the index: it still names the key and the time
+        assert indexed["fingerprint"] == signed["stranger"]
+        assert indexed["signed_at"].endswith("Z")
+        assert signed["stranger"] in indexed["reason"]
+
+
+def test_a_signature_by_a_subkey_is_checked_against_its_primary_keys_block(tmp_path):
+    keys = Keys(tmp_path / "home")
+    primary = keys.new("Sub Signer <sub@example.org>")
+    keys.add_signing_subkey(primary)
+    listing = keys.gpg("--with-colons", "--list-keys", primary).decode()
+    subkey = [line.split(":")[4] for line in listing.splitlines() if line.startswith("sub")][-1]
+    text = keys.clearsign(subkey + "!", CHANGES.format(uid="Sub Signer <sub@example.org>"))
+    issuer = signature_issuer(text.encode())
+    assert issuer.key_id.hex().upper() == subkey != primary[-16:]
+    ring = keys.keyring(tmp_path / "ring.gpg", primary)
+    assert KeyringIndex.read([str(ring)]).holds(issuer.key_id)
+    verdict = Gpgv([str(ring)]).check(text.encode())
+    assert verdict["status"] == "good", verdict
+
+
+def test_a_replaced_keyring_is_indexed_again(signed, tmp_path):
+    ring = tmp_path / "ring.gpg"
+    ring.write_bytes(signed["keyring"].read_bytes())
+    gpgv = Gpgv([str(ring)])
+    stranger = signed["texts"]["unknown-key"].encode()
+    assert gpgv.check(stranger)["status"] == "unknown-key"
+    keys = signed["keys"]
+    replacement = tmp_path / "new.gpg"
+    keys.keyring(replacement, signed["good"], signed["stranger"])
+    os.replace(replacement, ring)  # as a package upgrade does
+    assert gpgv.check(stranger)["status"] == "good"
+
+
+def test_a_keyring_the_index_cannot_read_is_left_to_gpgv(signed, tmp_path):
+    keybox = signed["keys"].home / "pubring.kbx"  # gpg's own format: gpgv reads it, we do not
+    require(keybox.exists(), "this gpg keeps no pubring.kbx")
+    with pytest.raises(Unreadable):
+        KeyringIndex.read([str(keybox)])
+    verdict = Gpgv([str(keybox)]).check(signed["texts"]["good"].encode())
+    assert verdict["status"] == "good", verdict
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda t: t.replace("-----END PGP SIGNATURE-----", ""),
+        lambda t: (
+            t[: t.index("-----BEGIN PGP SIGNATURE-----") + 40] + "\n-----END PGP SIGNATURE-----"
+        ),
+        lambda t: t.replace(
+            "-----BEGIN PGP SIGNATURE-----\n\n", "-----BEGIN PGP SIGNATURE-----\n\n!!\n"
+        ),
+        lambda t: t + t[t.index("-----BEGIN PGP SIGNATURE-----") :],
+    ],
+    ids=["no-end", "cut-short", "not-base64", "two-signatures"],
+)
+def test_a_signature_the_index_cannot_read_gets_gpgvs_own_verdict(signed, damage):
+    text = damage(signed["texts"]["good"]).encode()
+    with pytest.raises(Unreadable):
+        signature_issuer(text)
+    indexed = Gpgv([str(signed["keyring"])]).check(text)
+    whole = Gpgv([str(signed["keyring"])], indexed=False).check(text)
+    assert indexed == whole
+
+
 def test_without_a_keyring_signed_by_is_unverified(signed):
     pipe = Pipeline([DakParser()], Trust(TrustConfig(dns=False, keyrings=[])))
     (event,) = pipe.process(accepted_mail(signed["texts"]["good"])).events
@@ -177,13 +275,16 @@ def gpgv_by_hand(path: Path, keyrings: list[str]) -> str:
 def test_the_corpus_changes_files_against_debians_keyrings(corpus: Path, capsys):
     keyrings = [k for k in DEBIAN_KEYRINGS if os.path.exists(k)]
     require(bool(keyrings), "Debian's keyrings are not installed (package debian-keyring)")
-    gpgv = Gpgv(keyrings)
+    gpgv, whole = Gpgv(keyrings), Gpgv(keyrings, indexed=False)
     ours: collections.Counter[str] = collections.Counter()
     pairs: collections.Counter[tuple[str, str]] = collections.Counter()
     for path in sorted(corpus.glob("changes/*.changes")):
         data = path.read_bytes()
         start = data.find(b"-----BEGIN PGP SIGNED MESSAGE-----")
-        status = gpgv.check(data[start:] if start >= 0 else None)["status"]
+        block = data[start:] if start >= 0 else None
+        verdict = gpgv.check(block)
+        assert without_reason(verdict) == without_reason(whole.check(block)), path
+        status = verdict["status"]
         ours[status] += 1
         pairs[(status, gpgv_by_hand(path, keyrings))] += 1
     with capsys.disabled():
@@ -198,3 +299,28 @@ def test_the_corpus_changes_files_against_debians_keyrings(corpus: Path, capsys)
     }
     assert all(expected[ours_] == theirs for ours_, theirs in pairs), pairs
     assert sum(ours.values()) == 98
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_bytes_under_the_armour_give_an_issuer_or_unreadable(packet):
+    armour = base64.b64encode(packet).decode()
+    text = f"-----BEGIN PGP SIGNATURE-----\n\n{armour}\n-----END PGP SIGNATURE-----\n"
+    try:
+        issuer = signature_issuer(text.encode())
+    except Unreadable:
+        return
+    assert len(issuer.key_id) == 8
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600))
+def test_any_bytes_as_a_keyring_give_an_index_or_unreadable(data):
+    with tempfile.NamedTemporaryFile() as ring:
+        ring.write(data)
+        ring.flush()
+        try:
+            index = KeyringIndex.read([ring.name])
+        except Unreadable:
+            return
+    assert all(len(key_id) == 8 for key_id in index.blocks)

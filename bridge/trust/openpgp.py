@@ -3,19 +3,26 @@
 The verdict comes from gpgv's machine-readable ``--status-fd`` lines, never from its exit
 code alone: a valid signature by a key that has expired since (``EXPKEYSIG``) is normal for
 history and is told apart from a bad one (``BADSIG``) and from a key the keyrings do not
-hold (``ERRSIG``/``NO_PUBKEY``).
+hold (``ERRSIG``/``NO_PUBKEY``). gpgv is handed only the key blocks that hold the
+signature's issuer, found through an index of the keyrings (:mod:`bridge.trust.keyring`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.message import Message
 from typing import Any
 
+from bridge.trust.keyring import KeyringIndex, Unreadable, signature_issuer
+
+log = logging.getLogger(__name__)
 SIGNED_START = b"-----BEGIN PGP SIGNED MESSAGE-----"
 SIGNATURE_END = b"-----END PGP SIGNATURE-----"
 GPGV_TIMEOUT = 20.0
@@ -56,12 +63,18 @@ def clearsigned(message: Message) -> bytes | None:
 
 
 class Gpgv:
-    """Runs ``gpgv`` against fixed keyrings."""
+    """Runs ``gpgv`` against fixed keyrings (with *indexed*, against just the key blocks
+    that can have made the signature)."""
 
-    def __init__(self, keyrings: Sequence[str], program: str = "gpgv"):
-        self.keyrings = [k for k in keyrings if k]
+    def __init__(self, keyrings: Sequence[str], program: str = "gpgv", indexed: bool = True):
+        self.keyrings = [os.path.abspath(k) for k in keyrings if k]
         self.program = program
+        self.indexed = indexed
         self._home: tempfile.TemporaryDirectory[str] | None = None
+        self._lock = threading.Lock()
+        self._index: KeyringIndex | None = None
+        self._unindexable: KeyringIndex | None = None  # the stamps of files that failed
+        self._small: dict[bytes, str] = {}  # issuer key ID -> its small keyring
 
     @property
     def home(self) -> str:
@@ -76,12 +89,66 @@ class Gpgv:
             return verdict("unverified", "no keyring configured ([trust] keyrings)")
         if signed is None:
             return verdict("unsigned", "the mail holds no clearsigned .changes")
+        keyrings = self.keyrings
+        index = self._current_index() if self.indexed else None
+        if index is not None:
+            try:
+                issuer = signature_issuer(signed)
+            except Unreadable:  # gpgv reads it, against every keyring, and says why
+                issuer = None
+            if issuer is not None and not index.holds(issuer.key_id):
+                return verdict(
+                    "unknown-key",
+                    f"no public key in the keyrings: none holds key {issuer.name}",
+                    issuer.name,
+                    None,
+                    issuer.signed_at,
+                )
+            if issuer is not None:
+                keyrings = [self._small_keyring(index, issuer.key_id)]
+        return self._run(signed, keyrings)
+
+    def _current_index(self) -> KeyringIndex | None:
+        """The keyrings' index, read again when a keyring file has changed; None when they
+        cannot be indexed (gpgv then reads them whole)."""
+        with self._lock:
+            if self._index is not None and self._index.current():
+                return self._index
+            if self._unindexable is not None and self._unindexable.current():
+                return None
+            try:
+                self._index = KeyringIndex.read(self.keyrings)
+                self._small = {}
+                return self._index
+            except (OSError, Unreadable) as e:
+                log.warning("keyrings not indexed, gpgv reads them whole: %s", e)
+                self._index = None
+                try:
+                    self._unindexable = KeyringIndex.unread(self.keyrings)
+                except OSError:
+                    self._unindexable = None  # a missing file: gpgv will say so
+                return None
+
+    def _small_keyring(self, index: KeyringIndex, key_id: bytes) -> str:
+        """A keyring file of the key blocks holding *key_id*, written once."""
+        with self._lock:
+            path = self._small.get(key_id)
+            if path is None:
+                data = index.keyring_for([key_id])
+                path = os.path.join(self.home, f"ring-{hashlib.sha256(data).hexdigest()[:20]}")
+                with open(path + ".new", "wb") as fh:
+                    fh.write(data)
+                os.replace(path + ".new", path)
+                self._small[key_id] = path
+            return path
+
+    def _run(self, signed: bytes, keyrings: list[str]) -> dict[str, Any]:
         with tempfile.NamedTemporaryFile(dir=self.home, suffix=".changes") as fh:
             fh.write(signed)
             fh.flush()
             command = [self.program, "--homedir", self.home, "--status-fd", "1"]
-            for keyring in self.keyrings:
-                command += ["--keyring", os.path.abspath(keyring)]
+            for keyring in keyrings:
+                command += ["--keyring", keyring]
             try:
                 run = subprocess.run(
                     [*command, fh.name], capture_output=True, timeout=GPGV_TIMEOUT, check=False
