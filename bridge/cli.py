@@ -49,10 +49,10 @@ class AppState:
         """Read and validate the configuration now (a ConfigError is one line)."""
         _ = self.config
 
-    def journal(self) -> Journal:
+    def journal(self, appending: bool = False) -> Journal:
         from bridge.journal import open_journal
 
-        return open_journal(self.config)
+        return open_journal(self.config, appending=appending)
 
 
 class BridgeGroup(click.Group):
@@ -828,7 +828,7 @@ def replay_mbox(
         max_message_size=state.config.mbox.max_message_size,
         naming=state.config.naming,
     )
-    journal = None if dry_run else state.journal()
+    journal = None if dry_run else state.journal(appending=True)
     spool = None if dry_run else spool_of(state.config)
     interrupted = False
     with Backfill(options, journal, spool, emit=click.echo) as backfill:

@@ -18,7 +18,13 @@ from bridge.journal.model import (
     ReplaySelection,
     Row,
 )
-from bridge.journal.sqlite import JOURNAL_FILE, SqliteJournal, classify
+from bridge.journal.sqlite import (
+    APPEND_CACHE_KIB,
+    CACHE_KIB,
+    JOURNAL_FILE,
+    SqliteJournal,
+    classify,
+)
 
 if TYPE_CHECKING:
     from bridge.config import Config
@@ -38,15 +44,19 @@ __all__ = [
 ]
 
 
-def open_journal(config: Config, *, durable: bool = True) -> Journal:
+def open_journal(config: Config, *, durable: bool = True, appending: bool = False) -> Journal:
     """The journal *config* names: ``[journal] url`` (``postgresql://…``), else the embedded
     SQLite file in the state directory.
 
     *durable* False lets a SQLite connection that only moves cursors (the publisher) skip the
     sync of its own commits: a lost cursor means re-sending, which at-least-once allows.
+    *appending* gives a SQLite connection that mostly appends (replay-mbox) a smaller cache.
     """
     if config.journal.url:
         from bridge.journal.postgres import PostgresJournal
 
         return PostgresJournal(config.journal.url, config.naming)
-    return SqliteJournal(config.state_path / JOURNAL_FILE, config.naming, durable=durable)
+    cache = APPEND_CACHE_KIB if appending else CACHE_KIB
+    return SqliteJournal(
+        config.state_path / JOURNAL_FILE, config.naming, durable=durable, cache_kib=cache
+    )

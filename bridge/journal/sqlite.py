@@ -40,6 +40,9 @@ from bridge.spool import private_dir
 log = logging.getLogger(__name__)
 JOURNAL_FILE = "journal.sqlite3"
 CACHE_KIB = 64 * 1024
+# An appending writer (replay-mbox) touches the upper levels of the indexes and their right
+# edges; a cache it fills early keeps its memory the same whatever the archive's size.
+APPEND_CACHE_KIB = 16 * 1024
 _PERIOD_FORMATS = {"hour": "%Y-%m-%dT%H", "day": "%Y-%m-%d", "week": "%Y-W%W", "month": "%Y-%m"}
 _COLUMNS = (
     "seq_id, msg_id, topic, event_topic, timestamp, event_time, dedup_key, source, agent,"
@@ -197,6 +200,7 @@ class SqliteJournal(SqlJournal):
         *,
         timeout: float = 60.0,
         durable: bool = True,
+        cache_kib: int = CACHE_KIB,
     ):
         self.path = Path(path)
         self.naming = naming or Naming()
@@ -216,7 +220,7 @@ class SqliteJournal(SqlJournal):
             self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             # the upper levels of the indexes stay in memory: inserts at random places in
             # them (dedup keys, packages, people) need no read from disk
-            self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            self._db.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
             self._db.create_function("unpack", 1, unpack, deterministic=True)
             upgrade(self._db, self.path)
         except sqlite3.Error as e:
