@@ -9,10 +9,12 @@ from __future__ import annotations
 import codecs
 import email
 import email.header
+import email.parser
 import email.policy
 import email.utils
 import re
 from datetime import UTC, datetime
+from email.feedparser import FeedParser
 from email.message import Message
 from typing import Any
 
@@ -39,7 +41,80 @@ def strip_from_line(raw: bytes) -> bytes:
 
 def parse_message(raw: bytes) -> Message:
     """Parse raw mail bytes (stdlib ``compat32``: the fastest full parse, tolerant of defects)."""
-    return email.message_from_bytes(strip_from_line(raw), policy=email.policy.compat32)
+    return Mail(raw).message()
+
+
+_BODY_HEADERS = ("content-type", "content-transfer-encoding")  # what email.feedparser reads
+
+
+class Mail:
+    """One mail, its headers read first and its body parsed only when :meth:`message` is
+    asked for: most of a mail's parsing cost is its body, and a mail no parser accepts
+    needs none of it. :meth:`message` is exactly what :func:`parse_message` gives.
+    """
+
+    def __init__(self, raw: bytes):
+        self._text = strip_from_line(raw).decode("ascii", "surrogateescape")
+        self._message: Message | None = None
+        self._body_at = 0
+        self.headers = self._read_headers()
+
+    def message(self) -> Message:
+        """The whole mail, parsed."""
+        if self._message is None:
+            self._message = self._with_body()
+        return self._message
+
+    def _read_headers(self) -> Message:
+        end = _header_end(self._text)
+        if end is not None:
+            head, self._body_at = end
+            headers = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(
+                self._text[:head], headersonly=True
+            )
+            if not headers.get_payload():  # the stdlib took every line there as a header
+                return headers
+        # An odd header block (bare CR line ends, a line that is no header, no blank line):
+        # the stdlib decides where it ends, on the whole mail.
+        self._message = email.message_from_string(self._text, policy=email.policy.compat32)
+        return self._message
+
+    def _with_body(self) -> Message:
+        """The body parsed under the headers the stdlib's parse of a body reads, then given
+        all the mail's headers as they were read."""
+        parser = FeedParser(policy=email.policy.compat32)
+        for name in _BODY_HEADERS:
+            value = next((v for k, v in self.headers.raw_items() if k.lower() == name), None)
+            if value is not None:
+                parser.feed(f"{name}: {value}\n")
+        parser.feed("\n")
+        parser.feed(self._text[self._body_at :])
+        message = parser.close()
+        for name in _BODY_HEADERS:
+            del message[name]
+        for name, value in self.headers.raw_items():
+            message.set_raw(name, value)
+        message.set_unixfrom(self.headers.get_unixfrom())
+        message.defects[:0] = self.headers.defects
+        return message
+
+
+def _header_end(text: str) -> tuple[int, int] | None:
+    """Where a mail's header block ends and its body begins, when its line ends are plain
+    LF or CRLF; None when the stdlib's own reading is needed."""
+    found = [
+        (at, at + len(blank) - len(blank) // 2, at + len(blank))
+        for blank in ("\n\n", "\r\n\r\n")
+        if (at := text.find(blank)) >= 0
+    ]
+    if not found:
+        return None
+    _, head, body = min(found)
+    if text.startswith(("\n", "\r\n")):
+        return None  # no headers at all
+    if text.count("\r", 0, head) != text.count("\r\n", 0, head):
+        return None  # a bare CR ends a line for the stdlib
+    return head, body
 
 
 def decode_bytes(data: bytes, charset: str | None = None) -> str:

@@ -1,8 +1,8 @@
 """The pipeline every mail runs through, whatever brought it (SMTP, an mbox, ``bridge parse``).
 
-Parse the mail once, offer it to each parser that accepts it, and say what came of it:
-events, a deliberate skip, nobody interested, or a parser failure. Expected outcomes are
-values. Nothing a single mail does escapes :meth:`Pipeline.process`: a parser that raises,
+Read the mail's headers, offer the mail to each parser that accepts it on them (its body
+is parsed only then, once), and say what came of it: events, a deliberate skip, nobody
+interested, or a parser failure. Expected outcomes are values. Nothing a single mail does escapes :meth:`Pipeline.process`: a parser that raises,
 an event the journal could not hold (:mod:`bridge.bodies`) or a fault of the pipeline
 itself becomes that mail's failure, with the reason, and the next mail goes on.
 """
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from bridge.bodies import EventRefused, normalised
 from bridge.errors import ParseError, SkipMessage
 from bridge.events import Event
-from bridge.mail import header, parse_message
+from bridge.mail import Mail, header
 from bridge.plugins import PluginRefused, schema_version
 from bridge.sdk import Parser, unverified
 
@@ -89,23 +89,36 @@ class Pipeline:
 
     def _process(self, raw: bytes) -> Outcome:
         try:
-            message = parse_message(raw)
+            mail = Mail(raw)
         except Exception as e:  # the stdlib parser is lenient; anything else is unreadable mail
             return Outcome(None, failures=[f"unreadable mail: {type(e).__name__}: {e}"])
-        outcome = Outcome(header(message, "Message-ID") or None)
-        for parser in self.parsers:
-            self._offer(parser, message, raw, outcome)
-        if not outcome.parsers and not outcome.failures:
+        outcome = Outcome(header(mail.headers, "Message-ID") or None)
+        # Parsers choose on headers: a mail none of them wants is never parsed further.
+        wanting = [p for p in self.parsers if self._accepts(p, mail.headers, outcome)]
+        if wanting:
+            try:
+                message = mail.message()
+            except Exception as e:
+                outcome.failures.append(f"unreadable mail: {type(e).__name__}: {e}")
+                return outcome
+            for parser in wanting:
+                self._offer(parser, message, raw, outcome)
+        elif not outcome.failures:
             names = ", ".join(p.name for p in self.parsers) or "none installed"
             outcome.reasons.append(f"no parser accepted the mail (parsers: {names})")
         outcome.events = _keyed(outcome.events, raw)
         return outcome
 
-    def _offer(self, parser: Parser, message: Message, raw: bytes, outcome: Outcome) -> None:
+    def _accepts(self, parser: Parser, headers: Message, outcome: Outcome) -> bool:
         try:
-            if not parser.accepts(message):
-                return
-            outcome.parsers.append(parser.name)
+            return bool(parser.accepts(headers))
+        except Exception as e:
+            outcome.failures.append(f"{parser.name} raised {describe(e)}")
+            return False
+
+    def _offer(self, parser: Parser, message: Message, raw: bytes, outcome: Outcome) -> None:
+        outcome.parsers.append(parser.name)
+        try:
             events = parser.parse(message)
             self._assess(parser, message, raw, events)
             for event in events:

@@ -12,6 +12,8 @@ events, ``failed`` or ``ignored``, and the journal takes every event produced.
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 import os
 import re
 from pathlib import Path
@@ -21,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.journal import SqliteJournal
+from bridge.mail import Mail, strip_from_line
 from bridge.pipeline import FAILED, IGNORED, PUBLISHED, Pipeline
 from bridge.plugins import discover
 from tests.helpers import CORPUS, FIXTURES, bridge
@@ -166,3 +169,45 @@ def test_bridge_parse_of_mutated_seeds_prints_no_traceback(tmp_path: Path):
         mails.append(str(path))
     result = bridge("parse", "--explain", *mails)
     assert "Traceback" not in result.stderr.decode() and result.returncode in (0, 1)
+
+
+def stdlib_shape(message: email.message.Message) -> list[tuple]:
+    """Everything a parse decides, part by part: headers, type, payload, defects."""
+    shape = []
+    for part in message.walk():
+        try:
+            payload = None if part.is_multipart() else part.get_payload()
+        except Exception as e:  # compat32 decodes 8-bit payloads in their charset: may fail
+            payload = f"get_payload raises {type(e).__name__}"
+        shape.append(
+            (
+                part.raw_items() and list(part.raw_items()),
+                part.get_unixfrom(),
+                part.get_content_type(),
+                payload,
+                [type(d).__name__ for d in part.defects],
+                part.preamble,
+                part.epilogue,
+            )
+        )
+    return shape
+
+
+LINE_ENDS = [b"\n", b"\r\n", b"\r"]
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    database=None,
+)
+@given(raw=hostile_mail(), line_end=st.sampled_from(LINE_ENDS), blank=st.booleans())
+def test_a_mail_read_headers_first_is_the_mail_the_stdlib_reads(raw, line_end, blank):
+    raw = raw.replace(b"\n", line_end)
+    if blank:  # a header block ending in odd ways: a lone CR, an LF after CRLF
+        raw = raw.replace(line_end + line_end, b"\r\n\n", 1)
+    whole = email.message_from_bytes(strip_from_line(raw), policy=email.policy.compat32)
+    mail = Mail(raw)
+    assert list(mail.headers.raw_items()) == list(whole.raw_items())
+    assert stdlib_shape(mail.message()) == stdlib_shape(whole)

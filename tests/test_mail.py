@@ -1,6 +1,19 @@
 from __future__ import annotations
 
-from bridge.mail import address, decode_header_value, iso_date, parse_message, text_body
+import email
+import email.policy
+
+from bridge.errors import SkipMessage
+from bridge.mail import (
+    Mail,
+    address,
+    decode_header_value,
+    iso_date,
+    parse_message,
+    strip_from_line,
+    text_body,
+)
+from bridge.pipeline import FAILED, IGNORED, Pipeline
 
 
 def test_encoded_words_in_any_declared_charset_are_decoded():
@@ -53,3 +66,66 @@ def test_codecs_that_are_not_text_or_cannot_replace_never_raise():
     for codec in ("idna", "zlib_codec", "rot13", "base64_codec", "uu_codec"):
         assert decode_header_value(f"=?{codec}?q?abc?=") == "abc"
     assert decode_header_value("=?utf-7?q?+2D0-?=") == "\ufffd"  # a lone surrogate
+
+
+class Recorder:
+    """A parser that notes the message accepts() was given and wants the mail or not."""
+
+    name = "recorder"
+    topics = ("test.seen",)
+    schemas = "."
+
+    def __init__(self, wants: bool):
+        self.wants = wants
+        self.offered: list = []
+
+    def accepts(self, message):
+        self.offered.append(message)
+        return self.wants
+
+    def parse(self, message):
+        raise SkipMessage("seen")
+
+
+MAIL = (
+    b"From: someone@example.org\nSubject: hello\nMessage-ID: <m1@example.org>\n"
+    b"Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nhi\n--b--\n"
+)
+
+
+def test_accepts_is_offered_the_headers_alone():
+    recorder = Recorder(wants=False)
+    outcome = Pipeline([recorder]).process(MAIL)
+    (offered,) = recorder.offered
+    assert offered["Subject"] == "hello" and offered["Message-ID"] == "<m1@example.org>"
+    assert offered.get_payload() == ""  # the body was not parsed for it
+    assert outcome.status == IGNORED and "no parser accepted" in outcome.reason
+    assert outcome.message_id == "<m1@example.org>"
+
+
+def test_the_body_is_parsed_only_for_a_mail_a_parser_accepts(monkeypatch):
+    def unreadable(self):
+        raise ValueError("the body was parsed")
+
+    monkeypatch.setattr(Mail, "_with_body", unreadable)
+    assert Pipeline([Recorder(wants=False)]).process(MAIL).status == IGNORED
+    wanted = Pipeline([Recorder(wants=True)]).process(MAIL)
+    assert wanted.status == FAILED and "the body was parsed" in wanted.reason
+
+
+def test_a_mail_read_headers_first_parses_as_the_stdlib_does():
+    # edge cases of where a header block ends; the fuzz suite varies many more
+    for raw in (
+        MAIL,
+        MAIL.replace(b"\n", b"\r\n"),
+        MAIL.replace(b"\n", b"\r"),
+        b"no header at all\n\nbody\n",
+        b"\nbody after an empty first line\n",
+        b"Subject: headers only",
+        b"Subject: a\nnot a header line\nX-Later: b\n\nbody\n",
+        b"From sender Mon Jan  1 00:00:00 2024\n" + MAIL,
+    ):
+        whole = email.message_from_bytes(strip_from_line(raw), policy=email.policy.compat32)
+        message = Mail(raw).message()
+        assert message.as_bytes() == whole.as_bytes(), raw
+        assert [type(d) for d in message.defects] == [type(d) for d in whole.defects], raw
