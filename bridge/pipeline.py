@@ -2,9 +2,10 @@
 
 Read the mail's headers, offer the mail to each parser that accepts it on them (its body
 is parsed only then, once), and say what came of it: events, a deliberate skip, nobody
-interested, or a parser failure. Expected outcomes are values. Nothing a single mail does escapes :meth:`Pipeline.process`: a parser that raises,
-an event the journal could not hold (:mod:`bridge.bodies`) or a fault of the pipeline
-itself becomes that mail's failure, with the reason, and the next mail goes on.
+interested, or a parser failure. Expected outcomes are values. Nothing a single mail does
+escapes :meth:`Pipeline.process`: a parser that raises, an event the journal could not
+hold (:mod:`bridge.bodies`) or a fault of the pipeline itself becomes that mail's failure,
+with the reason, and the next mail goes on.
 """
 
 from __future__ import annotations

@@ -15,12 +15,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import Message
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge.events import Event
 from bridge.mail import header
-from bridge.trust.authresults import BorderResult, dkim_results
+from bridge.trust.authresults import BorderResult, dkim_results, untrusted_ids
 from bridge.trust.facts import rule_for, upload_confirmed
 from bridge.trust.keys import KeyStore, read_key_file
 from bridge.trust.openpgp import Gpgv, clearsigned
@@ -62,7 +63,14 @@ class Evidence:
     raw: bytes
     signatures: list[Signature]
     border: list[BorderResult]
-    ignored_border: list[str]
+    trusted_servs: list[str]
+
+    @cached_property
+    def ignored_border(self) -> list[str]:
+        """The authserv-ids of Authentication-Results headers that were not trusted: only a
+        verdict's reason names them, so they are read only then."""
+        values = [str(v) for v in self.message.get_all("Authentication-Results") or []]
+        return untrusted_ids(values, self.trusted_servs)
 
 
 class Trust:
@@ -94,7 +102,7 @@ class Trust:
             for event in events:
                 if isinstance(event.body.get("signed_by"), dict):
                     event.body["signed_by"] = dict(signed_by)
-        border, ignored = dkim_results(
+        border = dkim_results(
             [str(v) for v in message.get_all("Authentication-Results") or []],
             self.config.authserv_ids,
         )
@@ -108,7 +116,7 @@ class Trust:
                 {d.lower() for domains in self.config.domains.values() for d in domains},
             ),
             border,
-            ignored,
+            self.config.authserv_ids,
         )
         for event in events:
             _set_auth(event, self.verdict(parser, event, evidence))
