@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import collections
+import contextlib
 import email
 import email.policy
 
-from bridge.errors import SkipMessage
+from bridge.errors import ParseError, SkipMessage
 from bridge.mail import (
     Mail,
     address,
@@ -14,6 +16,7 @@ from bridge.mail import (
     text_body,
 )
 from bridge.pipeline import FAILED, IGNORED, Pipeline
+from bridge.plugins import discover
 
 
 def test_encoded_words_in_any_declared_charset_are_decoded():
@@ -129,3 +132,28 @@ def test_a_mail_read_headers_first_parses_as_the_stdlib_does():
         message = Mail(raw).message()
         assert message.as_bytes() == whole.as_bytes(), raw
         assert [type(d) for d in message.defects] == [type(d) for d in whole.defects], raw
+
+
+def test_the_corpus_gives_the_events_of_a_whole_parse_offered_to_every_parser(corpus):
+    # The reference reads each mail whole with the stdlib and calls the plugins directly,
+    # as the pipeline did before it read headers first.
+    parsers = discover(only=["debbugs", "dak"]).parsers
+    pipeline = Pipeline(parsers)
+    ours: collections.Counter[str] = collections.Counter()
+    reference: collections.Counter[str] = collections.Counter()
+    for path in sorted(corpus.glob("mails/*/*.eml")):
+        raw = path.read_bytes()
+        whole = email.message_from_bytes(strip_from_line(raw), policy=email.policy.compat32)
+        expected = []
+        for parser in parsers:
+            if parser.accepts(whole):
+                with contextlib.suppress(SkipMessage, ParseError):
+                    expected += [(e.topic, e.dedup_key) for e in parser.parse(whole)]
+        # a key the parser left out the pipeline derives from the raw mail
+        got = [(e.topic, e.dedup_key) for e in pipeline.process(raw).events]
+        assert len(got) == len(expected), path
+        pairs = zip(got, expected, strict=True)
+        assert [(t, k if k0 else None) for (t, k), (_, k0) in pairs] == expected, path
+        ours.update(topic for topic, _ in got)
+        reference.update(topic for topic, _ in expected)
+    assert ours == reference and sum(ours.values()) > 400
