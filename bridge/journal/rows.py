@@ -407,22 +407,12 @@ class SqlJournal(Journal):
         """The field whose matches are fewest (estimates capped at CAP rows each): a lookup
         with its values, ``topics`` with the journal's topics under the prefixes, the time
         ``window``; None when nothing narrows the search below CAP."""
-        m = self.dialect.mark
         estimates: list[tuple[int, str, tuple[Any, ...]]] = []
         for lookup, values, negated in lookups_of(criteria):
             if negated:
                 continue
             table, column = LOOKUPS[lookup]
-            matches = sum(
-                int(
-                    self._rows(
-                        f"SELECT COUNT(*) FROM (SELECT 1 FROM {table}"
-                        f" WHERE {column} = {m} LIMIT {CAP}) AS capped",
-                        [value],
-                    )[0][0]
-                )
-                for value in values
-            )
+            matches = sum(self._lookup_matches(table, column, value) for value in values)
             estimates.append((matches, lookup, values))
         if criteria.topics:
             window = replace(Criteria(), topics=criteria.topics)
@@ -440,6 +430,13 @@ class SqlJournal(Journal):
         if kind == "window" and matches >= CAP:
             return None  # a wide window: walking the primary key meets its rows soon enough
         return kind, values
+
+    def _lookup_matches(self, table: str, column: str, value: Any) -> int:
+        """How many rows of lookup *table* hold *value*, counted up to CAP (an engine whose
+        count must visit the table's rows may estimate instead)."""
+        m = self.dialect.mark
+        sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {column} = {m} LIMIT {CAP}) AS c"
+        return int(self._rows(sql, [value])[0][0])
 
     def _days_total(self, since: float | None, until: float | None) -> int:
         """About how many events happened in the window: those of every day it touches."""
