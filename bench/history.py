@@ -3,6 +3,7 @@
     python bench/history.py --events 1000000 [--dir /var/tmp/bench] [--keep] [--runs 20]
     python bench/history.py --reuse /var/tmp/bench/journal-1000000.sqlite3
     python bench/history.py --postgres postgresql://127.0.0.1/test [--keep | --reuse SCHEMA]
+        [--cold-command 'pg_ctlcluster 15 main restart && echo 3 > /proc/sys/vm/drop_caches']
 
 The events are real bodies: the corpus's (../shared/corpus, else the project's fixtures)
 parsed by the bridge's own parsers, each copy with its own bug number, a package and people
@@ -23,6 +24,7 @@ import copy
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -203,18 +205,19 @@ def timed(run: Callable[[], object]) -> float:
 
 
 def measure(
-    open_journal: Callable[[], Journal], files: list[Path], runs: int
+    open_journal: Callable[[], Journal], evict: Callable[[], None] | None, runs: int
 ) -> list[tuple[str, float | None, float, float]]:
-    """(query, cold ms, warm median ms, warm p95 ms) for each query; cold where the
-    journal's *files* can be evicted from the page cache (None for a database server)."""
+    """(query, cold ms, warm median ms, warm p95 ms) for each query; cold after *evict* has
+    dropped the journal's pages from every cache (None: no cold figure)."""
     results = []
     with open_journal() as journal:
         names = list(queries(journal))
     for name in names:
-        drop_cache(files)
+        if evict is not None:
+            evict()
         with open_journal() as journal:  # a new connection: its own cache empty
             run = queries(journal)[name]
-            cold = timed(run) if files else None
+            cold = timed(run) if evict is not None else None
             warm = sorted(timed(run) for _ in range(runs))
         p95 = warm[min(len(warm) - 1, int(len(warm) * 0.95))]
         results.append((name, cold, statistics.median(warm), p95))
@@ -251,6 +254,13 @@ def postgres_journal(
     return lambda: PostgresJournal(url, NAMING), drop
 
 
+def shell_command(command: str) -> Callable[[], None]:
+    def run() -> None:
+        subprocess.run(command, shell=True, check=True)
+
+    return run
+
+
 def report(results: list[tuple[str, float | None, float, float]]) -> None:
     print(f"\n{'query':48} {'cold ms':>9} {'warm p50':>9} {'warm p95':>9}")
     for name, cold, median, p95 in results:
@@ -268,6 +278,12 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--postgres", metavar="URL", help="build into a PostgreSQL database")
+    parser.add_argument(
+        "--cold-command",
+        metavar="SHELL",
+        help="with --postgres: run before each cold query to empty the server's caches (e.g."
+        " 'pg_ctlcluster 15 main restart && sync && echo 3 > /proc/sys/vm/drop_caches')",
+    )
     args = parser.parse_args()
     if args.postgres:
         reuse = str(args.reuse) if args.reuse else None
@@ -276,7 +292,8 @@ def main() -> None:
             with opened() as journal:
                 size = journal.storage_bytes() or 0
                 print(f"{size / journal.count():,.0f} bytes per event (tables and indexes)")
-            report(measure(opened, [], args.runs))
+            evict = shell_command(args.cold_command) if args.cold_command else None
+            report(measure(opened, evict, args.runs))
         finally:
             if not (args.keep or reuse):
                 drop()
@@ -296,7 +313,7 @@ def main() -> None:
         size = journal.storage_bytes() or 0
     print(f"{count:,} events, {size / 1e9:.2f} GB: {size / max(count, 1):,.0f} bytes per event")
     files = [path, path.with_name(path.name + "-wal")]
-    report(measure(lambda: SqliteJournal(path, NAMING), files, args.runs))
+    report(measure(lambda: SqliteJournal(path, NAMING), lambda: drop_cache(files), args.runs))
     if workdir and not args.keep:
         for leftover in workdir.iterdir():
             leftover.unlink()
