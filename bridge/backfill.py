@@ -16,6 +16,7 @@ import multiprocessing
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -29,6 +30,9 @@ from bridge.spool import Spool
 from bridge.worker import TRANSIENT, log_outcome, refused
 
 BATCH = 256
+# Mails parsed at once in each parsing process: while one waits for gpgv (a process of its
+# own, on another core), the other is parsed.
+THREADS = 2
 
 
 @dataclass
@@ -85,6 +89,7 @@ class Backfill:
         self.errors: list[str] = []  # one line per file that could not be read to its end
         self._pool: Any = None
         self._pipeline: Pipeline | None = None
+        self._threads: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> Backfill:
         if self.options.jobs > 1:
@@ -94,12 +99,15 @@ class Backfill:
             )
         else:
             self._pipeline = build_pipeline(self.options.parser_names, self.options.trust)
+            self._threads = ThreadPoolExecutor(THREADS, thread_name_prefix="replay-parse")
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
+        if self._threads is not None:
+            self._threads.shutdown(cancel_futures=True)
 
     def replay(self, path: Path, on_progress: Callable[[int, int], None] | None = None) -> None:
         """Replay one file; *on_progress* gets (mails so far, bytes of the file consumed)."""
@@ -128,9 +136,9 @@ class Backfill:
         self, batches: Iterator[list[MboxMessage]]
     ) -> Iterator[tuple[list[MboxMessage], list[Outcome]]]:
         if self._pool is None:
-            assert self._pipeline is not None
+            assert self._pipeline is not None and self._threads is not None
             for batch in batches:
-                yield batch, _outcomes(self._pipeline, batch)
+                yield batch, _outcomes(self._pipeline, batch, self._threads)
             return
         # A bounded window of batches in flight keeps memory flat however large the file
         # (Pool.imap would read the whole file ahead); answers are taken in order.
@@ -242,20 +250,25 @@ def _batches(messages: Iterator[MboxMessage]) -> Iterator[list[MboxMessage]]:
 
 
 _worker_pipeline: Pipeline | None = None
+_worker_threads: ThreadPoolExecutor | None = None
 
 
 def _init_worker(parser_names: Sequence[str] | None, trust: TrustConfig | None) -> None:
-    global _worker_pipeline  # one pipeline per pool process, built once
+    global _worker_pipeline, _worker_threads  # one pipeline per pool process, built once
     _worker_pipeline = build_pipeline(parser_names, trust)
+    _worker_threads = ThreadPoolExecutor(THREADS, thread_name_prefix="replay-parse")
 
 
 def _parse_batch(batch: list[MboxMessage]) -> list[Outcome]:
-    assert _worker_pipeline is not None
-    return _outcomes(_worker_pipeline, batch)
+    assert _worker_pipeline is not None and _worker_threads is not None
+    return _outcomes(_worker_pipeline, batch, _worker_threads)
 
 
-def _outcomes(pipeline: Pipeline, batch: list[MboxMessage]) -> list[Outcome]:
-    return [_outcome(pipeline, message) for message in batch]
+def _outcomes(
+    pipeline: Pipeline, batch: list[MboxMessage], threads: ThreadPoolExecutor
+) -> list[Outcome]:
+    """The outcome of each mail of *batch*, in order."""
+    return list(threads.map(lambda message: _outcome(pipeline, message), batch))
 
 
 def _outcome(pipeline: Pipeline, message: MboxMessage) -> Outcome:

@@ -71,7 +71,7 @@ class Gpgv:
         self.program = program
         self.indexed = indexed
         self._home: tempfile.TemporaryDirectory[str] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # mails may be checked on several threads
         self._index: KeyringIndex | None = None
         self._unindexable: KeyringIndex | None = None  # the stamps of files that failed
         self._small: dict[bytes, str] = {}  # issuer key ID -> its small keyring
@@ -80,9 +80,10 @@ class Gpgv:
     def home(self) -> str:
         """A private, empty home for gpgv (it must not touch ~/.gnupg), made on first use
         and removed with this object."""
-        if self._home is None:
-            self._home = tempfile.TemporaryDirectory(prefix="bridge-gpgv-")
-        return self._home.name
+        with self._lock:
+            if self._home is None:
+                self._home = tempfile.TemporaryDirectory(prefix="bridge-gpgv-")
+            return self._home.name
 
     def check(self, signed: bytes | None) -> dict[str, Any]:
         if not self.keyrings:
