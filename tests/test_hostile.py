@@ -14,7 +14,7 @@ from pathlib import Path
 import zmq
 
 from bridge.events import Event
-from bridge.journal import JOURNAL_FILE, SqliteJournal
+from bridge.journal import JOURNAL_FILE, Criteria, SqliteJournal
 from bridge.spool import Spool, encode
 from tests.helpers import (
     FIXTURES,
@@ -216,7 +216,14 @@ def test_a_damaged_journal_is_refused_in_one_line_and_fsck_salvages_it(state_dir
     journal = SqliteJournal(state_dir / JOURNAL_FILE)
     # random padding: compressed envelopes stay large, so the damage lands among them
     events = [
-        Event("test.row", {"n": n, "pad": os.urandom(300).hex()}, dedup_key=f"{n}")
+        Event(
+            "test.row",
+            {"n": n, "pad": os.urandom(300).hex()},
+            dedup_key=f"{n}",
+            packages=(f"pkg{n % 7}",),
+            bugs=(n,),
+            people=(f"p{n % 5}@example.org",),
+        )
         for n in range(3000)
     ]
     journal.append(events, "test")
@@ -248,6 +255,18 @@ def test_a_damaged_journal_is_refused_in_one_line_and_fsck_salvages_it(state_dir
     with SqliteJournal(state_dir / JOURNAL_FILE) as healed:
         assert healed.check() == []
         rows = list(healed.envelopes(healed.rows_after(0, limit=10_000)))
+        # what the kept rows are found by came with them: lookups and daily counts
+        assert healed.count(Criteria(topics=("test",))) == salvaged
+        for field, value, n_of in (
+            ("people", "p1@example.org", lambda n: n % 5 == 1),
+            ("packages", "pkg3", lambda n: n % 7 == 3),
+        ):
+            found = healed.find(Criteria(**{field: (value,)}), limit=10_000)
+            assert sorted(e.seq_id for e in found) == sorted(
+                e.seq_id for e in rows if n_of(e.msg["n"])
+            )
+        some = rows[len(rows) // 2]
+        assert [e.seq_id for e in healed.find(Criteria(bugs=(some.msg["n"],)))] == [some.seq_id]
     kept_ids = {e.seq_id for e in rows}
     assert len(rows) == salvaged and lost_ids and not lost_ids & kept_ids
     assert lost_ids | kept_ids == set(range(1, 3001))  # every row accounted for

@@ -14,13 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.journal.rows import person_keys
+from bridge.journal.rows import LOOKUPS, SQL_DAY, person_keys
 from bridge.journal.sqlite import (
     _COLUMNS,
     INSERT_EVENT,
     SqliteJournal,
     journal_files,
     sqlite_check,
+    unpack,
 )
 
 CHUNK = 1000
@@ -130,26 +131,39 @@ def _readable(
 
 
 def _copy_index(source: sqlite3.Connection, target: sqlite3.Connection, copied: set[int]) -> None:
-    """The lookups of the copied events: packages and bugs read back, or rebuilt from the
-    envelopes; people rebuilt from the events' agent column."""
-    agents = target.execute("SELECT seq_id, agent FROM events WHERE agent != ''")
-    people = [(seq_id, p) for seq_id, agent in agents for p in person_keys(agent.split("\n"))]
-    target.execute("BEGIN IMMEDIATE")
-    target.executemany("INSERT INTO event_people (seq_id, person) VALUES (?, ?)", people)
-    target.execute("COMMIT")
-    for table, key in (("event_packages", "packages"), ("event_bugs", "bugs")):
+    """The lookups of the copied events, read back (packages and bugs rebuilt from the
+    envelopes when their table is damaged; people, which envelopes do not carry, from the
+    agent column journals before the people lookup kept), and their daily counts."""
+    for lookup, (table, column) in LOOKUPS.items():
         try:
-            rows = [r for r in source.execute(f"SELECT * FROM {table}") if r[0] in copied]
-        except sqlite3.DatabaseError:  # the index itself is damaged: the envelopes carry it
-            envelopes = target.execute("SELECT seq_id, envelope FROM events")
             rows = [
                 (seq_id, value)
-                for seq_id, envelope in envelopes
-                for value in (json.loads(envelope).get("index") or {}).get(key, [])
+                for seq_id, value in source.execute(f"SELECT seq_id, {column} FROM {table}")
+                if seq_id in copied
             ]
+        except sqlite3.DatabaseError:  # the index itself is damaged
+            rows = _rebuilt(target, lookup)
         target.execute("BEGIN IMMEDIATE")
-        target.executemany(f"INSERT INTO {table} VALUES (?, ?)", rows)
+        target.executemany(f"INSERT OR IGNORE INTO {table} (seq_id, {column}) VALUES (?, ?)", rows)
         target.execute("COMMIT")
+    target.execute("BEGIN IMMEDIATE")
+    target.execute(
+        f"INSERT INTO topic_days (topic, day, events) SELECT topic, {SQL_DAY}, COUNT(*)"
+        " FROM events GROUP BY 1, 2"
+    )
+    target.execute("COMMIT")
+
+
+def _rebuilt(target: sqlite3.Connection, lookup: str) -> list[tuple[int, object]]:
+    if lookup == "people":
+        agents = target.execute("SELECT seq_id, agent FROM events WHERE agent != ''")
+        return [(seq_id, p) for seq_id, agent in agents for p in person_keys(agent.split("\n"))]
+    envelopes = target.execute("SELECT seq_id, envelope FROM events")
+    return [
+        (seq_id, value)
+        for seq_id, envelope in envelopes
+        for value in (json.loads(unpack(envelope)).get("index") or {}).get(lookup, [])
+    ]
 
 
 def _copy_table(
