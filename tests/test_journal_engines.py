@@ -80,7 +80,9 @@ CRITERIA = [
     Criteria(packages=("xfsprogs",)),
     Criteria(packages=("xfsprogs", "gcc"), not_topics=("dak",)),
     Criteria(bugs=(1003,)),
+    Criteria(bugs=(999_999,)),
     Criteria(people=("PERSON 2",)),
+    Criteria(people=("p1@example.org",)),
     Criteria(people=("p1@example.org",), not_packages=("hello",)),
     Criteria(not_people=("person 2", "person 3")),
     Criteria(contains=("fact 1",), topics=("debbugs",)),
@@ -237,6 +239,7 @@ def test_a_postgresql_journal_of_the_first_schema_gets_its_people_lookup():
         with PostgresJournal(url, NAMING) as journal:
             for who in ("JDOE", "jane doe", "jdoe@debian.org"):
                 assert [e.seq_id for e in journal.find(Criteria(people=(who,)))] == [1]
+                assert journal.count(Criteria(people=(who,))) == 1  # totals counted on upgrade
     finally:
         drop()
 
@@ -272,6 +275,7 @@ def test_a_sqlite_journal_of_the_first_schema_is_brought_up_to_date(tmp_path):
     with SqliteJournal(path, NAMING) as journal:
         for who in ("JDOE", "jane doe", "jdoe@debian.org"):
             assert [e.seq_id for e in journal.find(Criteria(people=(who,)))] == [1]
+            assert journal.count(Criteria(people=(who,))) == 1  # totals counted on upgrade
         assert journal.stats(Criteria(), "day") == {"1970-01-01": {"a.b": 1}}
         journal.append([Event("a.b", {"n": 2}, dedup_key="two")], "smtp")
         # the old row's envelope is text, the new one's compressed: both read the same way

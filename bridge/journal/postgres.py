@@ -31,6 +31,7 @@ from bridge.journal.model import AppendResult
 from bridge.journal.rows import (
     CAP,
     DAY,
+    LOOKUP_TOTALS_FROM_LOOKUPS,
     LOOKUPS,
     POSTGRES,
     SQL_DAY,
@@ -127,6 +128,16 @@ MIGRATIONS: list[str] = [
         SELECT topic, {SQL_DAY}, COUNT(*) FROM events GROUP BY 1, 2;
     CREATE INDEX events_topic_seq ON events (topic, seq_id);
     """,
+    # 4: how many events hold each package, bug and person (the totals /raw shows)
+    """
+    CREATE TABLE lookup_totals (
+        lookup TEXT NOT NULL,
+        value  TEXT NOT NULL,
+        events BIGINT NOT NULL,
+        PRIMARY KEY (lookup, value)
+    );
+    """
+    + ";\n".join(LOOKUP_TOTALS_FROM_LOOKUPS),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _PERIODS = {

@@ -114,6 +114,30 @@ def lookups_of(criteria: Criteria) -> list[tuple[str, tuple[Any, ...], bool]]:
     return [(lookup, values, negated) for lookup, values, negated in found if values]
 
 
+# The number of events holding each lookup value, from the lookups themselves: for journals
+# written before the totals were kept, and for a salvaged one.
+LOOKUP_TOTALS_FROM_LOOKUPS = [
+    "INSERT INTO lookup_totals (lookup, value, events)"
+    " SELECT 'packages', package, COUNT(*) FROM event_packages GROUP BY package",
+    "INSERT INTO lookup_totals (lookup, value, events)"
+    " SELECT 'bugs', CAST(bug AS TEXT), COUNT(*) FROM event_bugs GROUP BY bug",
+    "INSERT INTO lookup_totals (lookup, value, events)"
+    " SELECT 'people', person, COUNT(*) FROM event_people GROUP BY person",
+]
+
+
+def single_lookup(criteria: Criteria) -> tuple[str, str] | None:
+    """(lookup, value) when *criteria* asks for the events of one package, bug or person and
+    nothing else: the kept totals answer how many there are."""
+    found = lookups_of(criteria)
+    if len(found) != 1 or found[0][2] or len(found[0][1]) != 1:
+        return None
+    lookup, (value,), _ = found[0]
+    if criteria != replace(Criteria(), **{lookup: getattr(criteria, lookup)}):
+        return None
+    return lookup, str(value)
+
+
 def topic_range(prefix: str) -> tuple[str, str]:
     """The topics starting with *prefix* are those in [lower, upper): a range an index
     answers, where a ``substr`` or ``LIKE`` test would read every row."""
@@ -229,12 +253,21 @@ def write_index(
     lookups: dict[str, list[tuple[int, Any]]],
     days: Counter[tuple[str, int]],
 ) -> None:
-    """Add ``{lookup: [(seq_id, value), …]}`` to the lookup tables and ``{(topic, day):
-    events}`` to the daily counts, through *write* (a statement, its rows of parameters)."""
+    """Add ``{lookup: [(seq_id, value), …]}`` to the lookup tables and their totals, and
+    ``{(topic, day): events}`` to the daily counts, through *write* (a statement, its rows of
+    parameters)."""
     for name, pairs in lookups.items():
         table, column = LOOKUPS[name]
         if pairs:
             write(f"INSERT INTO {table} (seq_id, {column}) VALUES ({mark}, {mark})", pairs)
+    totals = Counter((name, str(value)) for name, pairs in lookups.items() for _, value in pairs)
+    if totals:
+        write(
+            f"INSERT INTO lookup_totals (lookup, value, events) VALUES ({mark}, {mark}, {mark})"
+            " ON CONFLICT (lookup, value)"
+            " DO UPDATE SET events = lookup_totals.events + excluded.events",
+            [(name, value, count) for (name, value), count in totals.items()],
+        )
     if days:
         write(
             f"INSERT INTO topic_days (topic, day, events) VALUES ({mark}, {mark}, {mark})"
@@ -453,6 +486,12 @@ class SqlJournal(Journal):
             return self.last_seq_id()  # seq_id has no gap
         if rolled_up(criteria):
             return sum(sum(counts.values()) for counts in self.stats(criteria, "month").values())
+        single = single_lookup(criteria)
+        if single is not None:
+            m = self.dialect.mark
+            sql = f"SELECT events FROM lookup_totals WHERE lookup = {m} AND value = {m}"
+            rows = self._rows(sql, single)
+            return int(rows[0][0]) if rows else 0
         negated = next(
             (f for f in ("not_topics", "not_packages", "not_people") if getattr(criteria, f)),
             None,

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.journal.rows import LOOKUPS, SQL_DAY, person_keys
+from bridge.journal.rows import LOOKUP_TOTALS_FROM_LOOKUPS, LOOKUPS, SQL_DAY, person_keys
 from bridge.journal.sqlite import (
     _COLUMNS,
     INSERT_EVENT,
@@ -133,7 +133,7 @@ def _readable(
 def _copy_index(source: sqlite3.Connection, target: sqlite3.Connection, copied: set[int]) -> None:
     """The lookups of the copied events, read back (packages and bugs rebuilt from the
     envelopes when their table is damaged; people, which envelopes do not carry, from the
-    agent column journals before the people lookup kept), and their daily counts."""
+    agent column journals before the people lookup kept), their totals and the daily counts."""
     for lookup, (table, column) in LOOKUPS.items():
         try:
             rows = [
@@ -151,6 +151,8 @@ def _copy_index(source: sqlite3.Connection, target: sqlite3.Connection, copied: 
         f"INSERT INTO topic_days (topic, day, events) SELECT topic, {SQL_DAY}, COUNT(*)"
         " FROM events GROUP BY 1, 2"
     )
+    for statement in LOOKUP_TOTALS_FROM_LOOKUPS:
+        target.execute(statement)
     target.execute("COMMIT")
 
 

@@ -25,6 +25,7 @@ from bridge.journal.model import (
     AppendResult,
 )
 from bridge.journal.rows import (
+    LOOKUP_TOTALS_FROM_LOOKUPS,
     SQL_DAY,
     SQLITE,
     SUPERSEDING,
@@ -89,6 +90,12 @@ CREATE TABLE topic_days (
     events INTEGER NOT NULL,
     PRIMARY KEY (topic, day)
 ) WITHOUT ROWID;
+CREATE TABLE lookup_totals (
+    lookup TEXT NOT NULL,  -- packages, bugs, people
+    value  TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    PRIMARY KEY (lookup, value)
+) WITHOUT ROWID;
 CREATE TABLE cursors (
     name   TEXT PRIMARY KEY,
     seq_id INTEGER NOT NULL
@@ -103,7 +110,7 @@ CREATE TABLE replay_progress (
     mails  INTEGER NOT NULL
 );
 """
-SCHEMA_VERSION = 2  # PRAGMA user_version
+SCHEMA_VERSION = 3  # PRAGMA user_version
 
 # What brings a journal an older bridge wrote from each version to the next.
 UPGRADES: dict[int, list[str]] = {
@@ -123,7 +130,21 @@ UPGRADES: dict[int, list[str]] = {
         "INSERT INTO topic_days (topic, day, events)"
         f" SELECT topic, {SQL_DAY}, COUNT(*) FROM events GROUP BY 1, 2",
     ],
+    # 2 -> 3: how many events hold each package, bug and person (the totals /raw shows)
+    2: [
+        "CREATE TABLE lookup_totals (lookup TEXT NOT NULL, value TEXT NOT NULL,"
+        " events INTEGER NOT NULL, PRIMARY KEY (lookup, value)) WITHOUT ROWID",
+        *LOOKUP_TOTALS_FROM_LOOKUPS,
+    ],
 }
+
+
+def _people_from_agents(db: sqlite3.Connection) -> None:
+    rows = db.cursor().execute("SELECT seq_id, agent FROM events WHERE agent != ''")
+    db.executemany(  # a generator: memory stays flat however long the journal
+        "INSERT INTO event_people (seq_id, person) VALUES (?, ?)",
+        ((seq_id, p) for seq_id, agent in rows for p in person_keys(agent.split("\n"))),
+    )
 
 
 def upgrade(db: sqlite3.Connection, path: Path | str = "") -> None:
@@ -141,20 +162,16 @@ def upgrade(db: sqlite3.Connection, path: Path | str = "") -> None:
         # one statement at a time: executescript would commit this transaction first
         new = not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone()
         if new:
-            statements = SCHEMA.split(";")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
         else:
-            statements = [s for v in range(version, SCHEMA_VERSION) for s in UPGRADES[v]]
-        for statement in statements:
-            if statement.strip():
-                db.execute(statement)
-        if not new:
             log.warning("journal %s: upgrading its schema from version %d", path, version)
-        if version == 0 and not new:  # people were in the agent column
-            rows = db.cursor().execute("SELECT seq_id, agent FROM events WHERE agent != ''")
-            db.executemany(  # a generator: memory stays flat however long the journal
-                "INSERT INTO event_people (seq_id, person) VALUES (?, ?)",
-                ((seq_id, p) for seq_id, agent in rows for p in person_keys(agent.split("\n"))),
-            )
+            for step in range(version, SCHEMA_VERSION):
+                for statement in UPGRADES[step]:
+                    db.execute(statement)
+                if step == 0:  # people were in the agent column
+                    _people_from_agents(db)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
