@@ -15,7 +15,6 @@ every connection checks the version first.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import socket
@@ -29,7 +28,6 @@ from bridge.errors import JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming
 from bridge.journal.model import AppendResult
 from bridge.journal.rows import (
-    CAP,
     DAY,
     LOOKUP_TOTALS_FROM_LOOKUPS,
     LOOKUPS,
@@ -321,16 +319,6 @@ class PostgresJournal(SqlJournal):
             self._db.execute("DELETE FROM replay_progress WHERE path = %s", (archive,))
 
     # -- reading -----------------------------------------------------------------------
-
-    def _lookup_matches(self, table: str, column: str, value: Any) -> int:
-        # Counting visits each matching row's heap page for its visibility (thousands of
-        # random reads for a popular package until VACUUM has run): the planner's estimate,
-        # from the column's statistics, is enough to choose which index to walk.
-        plan = self._rows(
-            f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {table} WHERE {column} = %s", [value]
-        )[0][0]
-        plan = json.loads(plan) if isinstance(plan, str) else plan
-        return min(int(plan[0]["Plan"]["Plan Rows"]), CAP)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         psycopg = _psycopg()

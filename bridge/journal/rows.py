@@ -233,7 +233,7 @@ def event_epoch(occurred_at: str | None, journaled: int) -> int:
 
 
 DAY = 86400
-# Estimates of how many events a field matches stop counting here: enough to choose.
+# A time window matching more events than this is walked along the primary key instead.
 CAP = 20_000
 
 
@@ -437,15 +437,14 @@ class SqlJournal(Journal):
         return [(source, [value, *params], "d.seq_id") for value in values]
 
     def _driver(self, criteria: Criteria) -> tuple[str, tuple[Any, ...]] | None:
-        """The field whose matches are fewest (estimates capped at CAP rows each): a lookup
-        with its values, ``topics`` with the journal's topics under the prefixes, the time
-        ``window``; None when nothing narrows the search below CAP."""
+        """The field whose matches are fewest, counted from the kept totals and daily counts:
+        a lookup with its values, ``topics`` with the journal's topics under the prefixes,
+        the time ``window``; None when nothing narrows the search below CAP."""
         estimates: list[tuple[int, str, tuple[Any, ...]]] = []
         for lookup, values, negated in lookups_of(criteria):
             if negated:
                 continue
-            table, column = LOOKUPS[lookup]
-            matches = sum(self._lookup_matches(table, column, value) for value in values)
+            matches = sum(self._lookup_matches(lookup, value) for value in values)
             estimates.append((matches, lookup, values))
         if criteria.topics:
             window = replace(Criteria(), topics=criteria.topics)
@@ -464,12 +463,12 @@ class SqlJournal(Journal):
             return None  # a wide window: walking the primary key meets its rows soon enough
         return kind, values
 
-    def _lookup_matches(self, table: str, column: str, value: Any) -> int:
-        """How many rows of lookup *table* hold *value*, counted up to CAP (an engine whose
-        count must visit the table's rows may estimate instead)."""
+    def _lookup_matches(self, lookup: str, value: Any) -> int:
+        """How many events hold *value* in *lookup*: its kept total."""
         m = self.dialect.mark
-        sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {column} = {m} LIMIT {CAP}) AS c"
-        return int(self._rows(sql, [value])[0][0])
+        sql = f"SELECT events FROM lookup_totals WHERE lookup = {m} AND value = {m}"
+        rows = self._rows(sql, (lookup, str(value)))
+        return int(rows[0][0]) if rows else 0
 
     def _days_total(self, since: float | None, until: float | None) -> int:
         """About how many events happened in the window: those of every day it touches."""
@@ -488,10 +487,7 @@ class SqlJournal(Journal):
             return sum(sum(counts.values()) for counts in self.stats(criteria, "month").values())
         single = single_lookup(criteria)
         if single is not None:
-            m = self.dialect.mark
-            sql = f"SELECT events FROM lookup_totals WHERE lookup = {m} AND value = {m}"
-            rows = self._rows(sql, single)
-            return int(rows[0][0]) if rows else 0
+            return self._lookup_matches(*single)
         negated = next(
             (f for f in ("not_topics", "not_packages", "not_people") if getattr(criteria, f)),
             None,
