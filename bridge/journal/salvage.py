@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.journal.rows import LOOKUP_TOTALS_FROM_LOOKUPS, LOOKUPS, SQL_DAY, person_keys
+from bridge.journal.rows import LOOKUP_TOTALS_FROM_LOOKUPS, LOOKUPS, SQL_DAY
 from bridge.journal.sqlite import (
     _COLUMNS,
     INSERT_EVENT,
     SqliteJournal,
     journal_files,
+    people_from_agents,
     sqlite_check,
     unpack,
 )
@@ -158,8 +159,7 @@ def _copy_index(source: sqlite3.Connection, target: sqlite3.Connection, copied: 
 
 def _rebuilt(target: sqlite3.Connection, lookup: str) -> list[tuple[int, object]]:
     if lookup == "people":
-        agents = target.execute("SELECT seq_id, agent FROM events WHERE agent != ''")
-        return [(seq_id, p) for seq_id, agent in agents for p in person_keys(agent.split("\n"))]
+        return list(people_from_agents(target))
     envelopes = target.execute("SELECT seq_id, envelope FROM events")
     return [
         (seq_id, value)

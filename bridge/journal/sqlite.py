@@ -139,11 +139,16 @@ UPGRADES: dict[int, list[str]] = {
 }
 
 
-def _people_from_agents(db: sqlite3.Connection) -> None:
+def people_from_agents(db: sqlite3.Connection) -> Iterator[tuple[int, str]]:
+    """The people lookup's rows, from the agent column where journals before that lookup
+    kept each event's people."""
     rows = db.cursor().execute("SELECT seq_id, agent FROM events WHERE agent != ''")
+    return ((seq_id, p) for seq_id, agent in rows for p in person_keys(agent.split("\n")))
+
+
+def _people_from_agents(db: sqlite3.Connection) -> None:
     db.executemany(  # a generator: memory stays flat however long the journal
-        "INSERT INTO event_people (seq_id, person) VALUES (?, ?)",
-        ((seq_id, p) for seq_id, agent in rows for p in person_keys(agent.split("\n"))),
+        "INSERT INTO event_people (seq_id, person) VALUES (?, ?)", people_from_agents(db)
     )
 
 
