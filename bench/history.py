@@ -175,6 +175,13 @@ def queries(journal: Journal) -> dict[str, Callable[[], object]]:
         "query --person person19999@example.org (rare)": lambda: journal.find(
             Criteria(people=("person19999@example.org",)), limit=50
         ),
+        # text is searched in the envelopes themselves (stored compressed), a page's worth
+        "query --topic debbugs --contains FTBFS (13%)": lambda: journal.find(
+            Criteria(topics=("debbugs",), contains=("FTBFS",)), limit=50
+        ),
+        "query --topic debbugs --contains segfault (2%)": lambda: journal.find(
+            Criteria(topics=("debbugs",), contains=("segfault",)), limit=50
+        ),
         "query page 100 (offset 4,950)": lambda: journal.find(Criteria(), limit=50, offset=4950),
         "stats --by month (all time)": lambda: journal.stats(Criteria(), "month"),
         "stats --by day --since (last month)": lambda: journal.stats(recent, "day"),
