@@ -94,3 +94,57 @@ def test_processes_opening_a_new_journal_at_once_all_get_the_schema(tmp_path):
     assert errors == [""] * 6
     with SqliteJournal(path) as journal:
         assert journal.count() == 6
+
+
+def test_every_dictionary_is_the_one_its_id_names():
+    """A stored envelope names its dictionary by the Adler-32 of its bytes: a dictionary
+    edited in place would leave every envelope packed with it unreadable."""
+    import zlib
+
+    from bridge.journal.dictionary import CURRENT, DICTIONARIES
+
+    assert CURRENT in DICTIONARIES
+    for named, dictionary in DICTIONARIES.items():
+        assert zlib.adler32(dictionary) == named
+        dictionary.decode("ascii")  # envelopes are ASCII JSON: so is what they match
+
+
+def test_envelopes_of_every_stored_form_read_back_the_same():
+    """Packed with the dictionary (now), zlib alone (SQLite before the dictionary), the JSON
+    as text (before compression) or as bytes (PostgreSQL's text column turned bytea)."""
+    import json
+    import zlib
+
+    from bridge.journal.rows import pack, unpack
+
+    text = json.dumps(
+        {"msg": {"body": "We believe that the bug you reported is fixed\n" * 3}, "seq_id": 7}
+    )
+    packed = pack(text)
+    assert packed[1] & 0x20, "the zlib header names a preset dictionary"
+    assert len(packed) < len(zlib.compress(text.encode(), 6)), "the dictionary pays"
+    for stored in (
+        packed,
+        zlib.compress(text.encode(), 6),
+        text,
+        text.encode(),
+        memoryview(packed),
+    ):
+        assert unpack(stored) == text
+
+
+def test_a_damaged_or_foreign_envelope_is_an_error_not_a_wrong_answer():
+    import struct
+    import zlib
+
+    import pytest
+
+    from bridge.errors import JournalError
+    from bridge.journal.rows import pack, unpack
+
+    packed = pack('{"msg": {"summary": "a fact"}}')
+    with pytest.raises(zlib.error):
+        unpack(packed[:-6])  # cut short
+    foreign = packed[:2] + struct.pack(">I", 0x12345678) + packed[6:]
+    with pytest.raises(JournalError, match="unknown dictionary 0x12345678"):
+        unpack(foreign)

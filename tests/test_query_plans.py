@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
 from bridge.events import Event, Naming
-from bridge.journal import Criteria, ReplaySelection, SqliteJournal
+from bridge.journal import Criteria, ReplaySelection, SqliteJournal, rows
 
 NAMING = Naming("org.debian", "test", "svc")
 DAY = 86400
@@ -130,6 +131,48 @@ def test_the_answers_are_those_of_a_plain_reading(journal):
         assert [e.seq_id for e in journal.find(criteria, limit=1000)] == expected
         assert [e.seq_id for e in journal.find(criteria, limit=7, offset=5)] == expected[5:12]
         assert journal.count(criteria) == len(expected)
+
+
+TEXT_SEARCHES = [
+    Criteria(contains=("fact 1",), topics=("debbugs",)),
+    Criteria(contains=("fact 19", "fact 3"), packages=("pkg3", "pkg5")),
+    Criteria(contains=("fact 7",), since=START + 2 * DAY, until=START + 20 * DAY),
+    Criteria(contains=("fact 4",), not_people=("p1",)),
+    Criteria(contains=("fact 1",), people=("p1", "Person 1")),  # two streams, the same events
+    Criteria(contains=("no such fact",), topics=("dak",)),
+]
+
+
+@pytest.mark.parametrize("chunk", [7, 500])
+@pytest.mark.parametrize("criteria", TEXT_SEARCHES, ids=lambda c: repr(c)[8:70])
+def test_text_searches_answer_what_reading_every_envelope_answers(
+    journal, monkeypatch, chunk, criteria
+):
+    """Envelopes are searched a chunk of candidates at a time (stored compressed, no SQL
+    engine can): with chunks smaller than the answer, the walks must resume where they
+    stopped, merge several streams and keep their order."""
+    from collections import Counter
+
+    monkeypatch.setattr(rows, "CHUNK", chunk)
+    every = journal.find(Criteria(), newest_first=False, limit=1000)
+    others = journal.find(replace(criteria, contains=()), newest_first=False, limit=1000)
+    wanted = {e.seq_id for e in others}
+    expected = [
+        e
+        for e in every
+        if e.seq_id in wanted and any(text in e.msg["summary"] for text in criteria.contains)
+    ]
+    ids = [e.seq_id for e in expected]
+    assert [e.seq_id for e in journal.find(criteria, newest_first=False, limit=1000)] == ids
+    assert [e.seq_id for e in journal.find(criteria, limit=1000)] == ids[::-1]
+    assert [e.seq_id for e in journal.find(criteria, limit=9, offset=4)] == ids[::-1][4:13]
+    assert journal.count(criteria) == len(ids)
+    # each fact happened on the day of November its number gives (see the fixture)
+    days = Counter(
+        (f"2023-11-{1 + e.msg['n'] % 28:02d}", NAMING.event_topic(e.topic)) for e in expected
+    )
+    table = journal.stats(criteria, "day")
+    assert {(when, t): n for when, row in table.items() for t, n in row.items()} == days
 
 
 def test_replay_topic_counts_and_single_events_read_indexes_only(journal):

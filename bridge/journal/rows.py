@@ -3,17 +3,22 @@ the replay query's shape."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import math
+import struct
+import zlib
 from abc import abstractmethod
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge.errors import JournalError
 from bridge.events import Envelope, Event, Naming, new_msg_id
+from bridge.journal.dictionary import CURRENT, DICTIONARIES
 from bridge.journal.model import Batch, Criteria, Journal, ReplaySelection, Row
 
 
@@ -23,8 +28,6 @@ class Dialect:
 
     mark: str  # the parameter placeholder
     topic_range: str  # lower <= {topic column} < upper, byte by byte (uses the topic index)
-    envelope: str  # the envelope's JSON text, from {the stored column}
-    contains: str  # {the first argument} contains the second
     true: str
     by_topic: str  # the events table, read through its topic index
     by_event_time: str  # the events table, read through its event_time index
@@ -34,8 +37,6 @@ class Dialect:
 SQLITE = Dialect(
     mark="?",
     topic_range="{0} >= ? AND {0} < ?",
-    envelope="unpack({})",
-    contains="instr({}, ?) > 0",
     true="1",
     by_topic="events INDEXED BY events_topic",
     by_event_time="events INDEXED BY events_event_time",
@@ -44,8 +45,6 @@ SQLITE = Dialect(
 POSTGRES = Dialect(
     mark="%s",
     topic_range="{0} ~>=~ %s AND {0} ~<~ %s",
-    envelope="{}",
-    contains="strpos({}, %s) > 0",
     true="TRUE",
     by_topic="events",
     by_event_time="events",
@@ -66,7 +65,7 @@ def criteria_where(
     """A history search (``find``, ``stats``) as an SQL condition on the events *table*
     (its name or alias; ``""`` for the daily counts, which have only topics) and its
     parameters. Each lookup is a probe of its index for this row, never a list of every
-    row the lookup matches."""
+    row the lookup matches. *criteria* must not ask for text (``contains``)."""
     col = f"{table}." if table else ""
     clauses: list[str] = []
     params: list[Any] = []
@@ -89,10 +88,9 @@ def criteria_where(
         )
         add(sql, list(values), negated)
     if criteria.contains:
-        # the envelope is stored as ASCII JSON: look for the text as JSON writes it
-        needles = [json.dumps(text)[1:-1] for text in criteria.contains]
-        test = dialect.contains.format(dialect.envelope.format(f"{col}envelope"))
-        add(" OR ".join(f"({test})" for _ in needles), needles)
+        # envelopes are stored compressed, which no SQL engine reads: SqlJournal tests
+        # them itself (see SqlJournal._containing)
+        raise ValueError("criteria_where cannot test contains")
     if criteria.after is not None:
         add(f"{col}seq_id > {dialect.mark}", [criteria.after])
     if criteria.since is not None:
@@ -181,6 +179,41 @@ def new_envelope(
     return envelope, event_epoch(event.occurred_at, envelope.timestamp)
 
 
+# The FDICT flag of a zlib header's second byte: a preset dictionary's id follows.
+PRESET_DICTIONARY = 0x20
+
+
+def pack(envelope_json: str) -> bytes:
+    """An envelope as stored: its JSON compressed with the current preset dictionary (see
+    :mod:`bridge.journal.dictionary`), under a third of its size; the bytes published are
+    those :func:`unpack` gives back."""
+    compressor = zlib.compressobj(6, zdict=DICTIONARIES[CURRENT])
+    return compressor.compress(envelope_json.encode("ascii")) + compressor.flush()
+
+
+def unpack(stored: bytes | memoryview | str) -> str:
+    """The envelope JSON of a stored one: compressed with the dictionary its zlib header
+    names, or without one (rows written before the dictionary). Rows written before
+    compression hold the JSON itself (text, or bytes where a column changed type), which
+    always starts with ``{``; a zlib stream never does (its first byte's low four bits
+    are 8)."""
+    if isinstance(stored, str):
+        return stored
+    stored = bytes(stored)
+    if stored.startswith(b"{"):
+        return stored.decode("utf-8")
+    if len(stored) > 6 and stored[1] & PRESET_DICTIONARY:
+        (named,) = struct.unpack(">I", stored[2:6])
+        if named not in DICTIONARIES:
+            raise JournalError(f"a stored envelope names an unknown dictionary {named:#010x}")
+        inflater = zlib.decompressobj(zdict=DICTIONARIES[named])
+        envelope = inflater.decompress(stored)
+        if not inflater.eof:
+            raise zlib.error("incomplete or truncated stream")
+        return envelope.decode("ascii")
+    return zlib.decompress(stored).decode("ascii")
+
+
 def replay_where(selection: ReplaySelection, mark: str) -> tuple[str, list[Any]]:
     """Published rows matching any part of the selection, as SQL and its parameters
     (*mark*: the engine's parameter placeholder)."""
@@ -235,6 +268,8 @@ def event_epoch(occurred_at: str | None, journaled: int) -> int:
 DAY = 86400
 # A time window matching more events than this is walked along the primary key instead.
 CAP = 20_000
+# How many seq_ids a walk reads at a time, and how many envelopes a text search reads.
+CHUNK = 500
 
 
 def rolled_up(criteria: Criteria) -> bool:
@@ -362,19 +397,22 @@ class SqlJournal(Journal):
         """An SQL expression naming the day, week or month of the epoch second *seconds*
         (an SQL expression), and its parameters."""
 
-    def _columns(self, table: str = "events") -> str:
-        envelope = self.dialect.envelope.format(f"{table}.envelope")
-        return f"{table}.seq_id, {table}.topic, {envelope}"
+    _select = "SELECT seq_id, topic, envelope FROM events"
 
-    @property
-    def _select(self) -> str:
-        return f"SELECT {self._columns()} FROM events"
+    @staticmethod
+    def _read_row(selected: Sequence[Any]) -> Row:
+        """A Row of what :attr:`_select` read."""
+        seq_id, topic, stored = selected
+        return Row(int(seq_id), topic, unpack(stored))
 
     def find_rows(
         self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
     ) -> list[Row]:
         """The page's seq_ids first, from the cheapest ordered streams of candidates (see
         :meth:`_streams`), each stopping once it has a page; then only those rows."""
+        if criteria.contains:
+            found = self._containing(criteria, newest_first=newest_first)
+            return list(itertools.islice(found, offset, offset + limit))
         m = self.dialect.mark
         order = "DESC" if newest_first else "ASC"
         streams = self._streams(criteria)
@@ -402,9 +440,49 @@ class SqlJournal(Journal):
             return []
         marks = ", ".join(self.dialect.mark for _ in seq_ids)
         rows = {
-            r[0]: Row(*r) for r in self._rows(f"{self._select} WHERE seq_id IN ({marks})", seq_ids)
+            int(r[0]): r for r in self._rows(f"{self._select} WHERE seq_id IN ({marks})", seq_ids)
         }
-        return [rows[seq_id] for seq_id in seq_ids]
+        return [self._read_row(rows[seq_id]) for seq_id in seq_ids]
+
+    def _containing(self, criteria: Criteria, *, newest_first: bool = True) -> Iterator[Row]:
+        """The rows matching *criteria* whose envelope holds one of its texts, in seq_id
+        order. Envelopes are stored compressed, which no SQL engine can search: the other
+        fields' candidates are walked from their indexes a chunk at a time, and each
+        envelope is read and tested here."""
+        # envelopes are ASCII JSON: look for each text as JSON writes it
+        needles = [json.dumps(text)[1:-1] for text in criteria.contains]
+        candidates = self._ordered_ids(replace(criteria, contains=()), newest_first)
+        while chunk := list(itertools.islice(candidates, CHUNK)):
+            for row in self._fetch(chunk):
+                if any(needle in row.envelope for needle in needles):
+                    yield row
+
+    def _ordered_ids(self, criteria: Criteria, newest_first: bool) -> Iterator[int]:
+        """Every seq_id matching *criteria*, once each, in order: its streams (see
+        :meth:`_streams`) walked side by side."""
+        walks = [self._walk(*stream, newest_first) for stream in self._streams(criteria)]
+        previous = None
+        for seq_id in heapq.merge(*walks, reverse=newest_first):
+            if seq_id != previous:
+                yield seq_id
+            previous = seq_id
+
+    def _walk(self, source: str, params: list[Any], key: str, newest_first: bool) -> Iterator[int]:
+        """The seq_ids of one stream in order, read CHUNK at a time, each chunk starting
+        past the last one (an index range, however far the walk goes)."""
+        m = self.dialect.mark
+        order, past = ("DESC", "<") if newest_first else ("ASC", ">")
+        bound: list[int] = []
+        while True:
+            start = f" AND {key} {past} {m}" if bound else ""
+            rows = self._rows(
+                f"SELECT {key} {source}{start} ORDER BY {key} {order} LIMIT {m}",
+                [*params, *bound, CHUNK],
+            )
+            yield from (int(r[0]) for r in rows)
+            if len(rows) < CHUNK:
+                return
+            bound = [int(rows[-1][0])]
 
     def _streams(self, criteria: Criteria) -> list[tuple[str, list[Any], str]]:
         """``FROM … WHERE …`` clauses, their parameters and the seq_id column each walks in
@@ -483,6 +561,8 @@ class SqlJournal(Journal):
     def count(self, criteria: Criteria | None = None) -> int:
         if criteria is None or criteria == Criteria():
             return self.last_seq_id()  # seq_id has no gap
+        if criteria.contains:
+            return sum(1 for _ in self._containing(criteria))
         if rolled_up(criteria):
             return sum(sum(counts.values()) for counts in self.stats(criteria, "month").values())
         single = single_lookup(criteria)
@@ -519,7 +599,7 @@ class SqlJournal(Journal):
             f"{self._select} WHERE seq_id > {m}{live} ORDER BY seq_id LIMIT {m}",
             (seq_id, limit),
         )
-        return [Row(*r) for r in rows]
+        return [self._read_row(r) for r in rows]
 
     def unsent(self, cursor: str, at_most: int = 1_000_000) -> int:
         m = self.dialect.mark
@@ -539,7 +619,7 @@ class SqlJournal(Journal):
 
     def by_msg_id(self, msg_id: str) -> Envelope | None:
         rows = self._rows(f"{self._select} WHERE msg_id = {self.dialect.mark}", (msg_id,))
-        return next(self.envelopes(Row(*r) for r in rows), None)
+        return next(self.envelopes(self._read_row(r) for r in rows), None)
 
     def stats(self, criteria: Criteria, period: str) -> dict[str, dict[str, int]]:
         table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -558,12 +638,20 @@ class SqlJournal(Journal):
         return {when: dict(sorted(table[when].items())) for when in sorted(table)}
 
     def _add_counted(self, table: dict, criteria: Criteria, period: str) -> None:
-        matching, params = self._matching(criteria)
         when_sql, when_params = self._period(period)
-        sql = (
-            f"SELECT {when_sql} AS period, event_topic, COUNT(*) FROM events"
-            f" WHERE seq_id IN ({matching}) GROUP BY period, event_topic"
-        )
+        counted = f"SELECT {when_sql} AS period, event_topic, COUNT(*) FROM events WHERE seq_id IN"
+        if criteria.contains:  # the matching ids are known here only: counted a chunk at a time
+            found = (row.seq_id for row in self._containing(criteria))
+            while chunk := list(itertools.islice(found, CHUNK)):
+                marks = ", ".join(self.dialect.mark for _ in chunk)
+                rows = self._rows(
+                    f"{counted} ({marks}) GROUP BY period, event_topic", [*when_params, *chunk]
+                )
+                for when, topic, count in rows:
+                    table[when][topic] += int(count)
+            return
+        matching, params = self._matching(criteria)
+        sql = f"{counted} ({matching}) GROUP BY period, event_topic"
         for when, topic, count in self._rows(sql, [*when_params, *params]):
             table[when][topic] += int(count)
 
@@ -594,7 +682,7 @@ class SqlJournal(Journal):
                 f"{self._select} WHERE live AND {where} ORDER BY seq_id LIMIT {self.dialect.mark}",
                 [*params, limit],
             )
-            found.update((r[0], Row(*r)) for r in rows)
+            found.update((int(r[0]), self._read_row(r)) for r in rows)
         return [found[seq_id] for seq_id in sorted(found)[:limit]]
 
     def replay_count(self, selection: ReplaySelection, at_most: int | None = None) -> int:

@@ -13,7 +13,6 @@ import logging
 import os
 import sqlite3
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,8 +32,10 @@ from bridge.journal.rows import (
     SqlJournal,
     dedup_key_of,
     new_envelope,
+    pack,
     person_keys,
     trust_rank,
+    unpack,
 )
 from bridge.spool import private_dir
 
@@ -197,17 +198,6 @@ def wal_mode(db: sqlite3.Connection, timeout: float) -> None:
             if "locked" not in str(e) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
-
-
-def pack(envelope_json: str) -> bytes:
-    """An envelope as stored: its JSON compressed (about a third of the size); the bytes
-    published are those :func:`unpack` gives back."""
-    return zlib.compress(envelope_json.encode("ascii"), 6)
-
-
-def unpack(stored: bytes | str) -> str:
-    """The envelope JSON of a stored one (rows written before compression are text)."""
-    return stored if isinstance(stored, str) else zlib.decompress(stored).decode("ascii")
 
 
 class SqliteJournal(SqlJournal):
