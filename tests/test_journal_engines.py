@@ -86,6 +86,7 @@ CRITERIA = [
     Criteria(people=("p1@example.org",), not_packages=("hello",)),
     Criteria(not_people=("person 2", "person 3")),
     Criteria(contains=("fact 1",), topics=("debbugs",)),
+    Criteria(contains=("fact 2", "fact 5"), packages=("xfsprogs", "gcc")),
     Criteria(since=START + 10 * DAY, until=START + 20 * DAY),
     Criteria(topics=("debbugs",), since=START + 10 * DAY + 7, until=START + 10 * DAY + 9000),
     Criteria(not_topics=("dak",), since=START + 3 * DAY),
@@ -240,6 +241,16 @@ def test_a_postgresql_journal_of_the_first_schema_gets_its_people_lookup():
             for who in ("JDOE", "jane doe", "jdoe@debian.org"):
                 assert [e.seq_id for e in journal.find(Criteria(people=(who,)))] == [1]
                 assert journal.count(Criteria(people=(who,))) == 1  # totals counted on upgrade
+            journal.append([Event("a.b", {"note": "a second fact"}, dedup_key="two")], "smtp")
+            # the old row's envelope is its JSON as bytes, the new one's compressed
+            with psycopg.connect(url) as db:
+                stored = db.execute("SELECT envelope FROM events ORDER BY seq_id").fetchall()
+            assert stored[0][0].startswith(b'{"msg":{}') and stored[1][0].startswith(b"\x78")
+            found = journal.find(Criteria(), newest_first=False)
+            assert [e.msg for e in found] == [{}, {"note": "a second fact"}]
+            assert [e.seq_id for e in journal.find(Criteria(contains=("m-1",)))] == [1]
+            assert [e.seq_id for e in journal.find(Criteria(contains=("second fact",)))] == [2]
+            assert journal.check(thorough=True) == []
     finally:
         drop()
 
