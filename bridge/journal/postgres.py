@@ -141,15 +141,21 @@ MIGRATIONS: list[str] = [
     # 5: less to store per event. Envelopes are kept compressed, as bytes (see pack): TOAST's
     # own compression keeps three quarters of this JSON, zlib with its dictionary under a
     # third; the rows already there keep their JSON, as bytes, which unpack reads as it is.
-    # The batch's probe for a fact reads (base_key, trust_rank), which replaces the dedup
-    # key's unique index (the write lock already makes one writer at a time), and the agent
-    # column goes (people have had their lookup since 2).
+    # The keys only ever probed for equality, a fact's base key and a msg_id, get hash
+    # indexes: a third of a B-tree of these random strings. The dedup key's unique index
+    # goes with its column (the batch's probe reads the base key, under the write lock
+    # that already makes one writer at a time), so does the agent column (people have had
+    # their lookup since 2) and the topic's pattern index (pages are walked by
+    # events_topic_seq; a topic prefix is only ever tested on rows already found).
     """
     ALTER TABLE events DROP COLUMN agent;
     ALTER TABLE events DROP COLUMN dedup_key;
+    ALTER TABLE events DROP CONSTRAINT events_msg_id_key;
     DROP INDEX events_base_key;
-    CREATE INDEX events_fact ON events (base_key, trust_rank);
+    DROP INDEX events_topic;
     ALTER TABLE events ALTER COLUMN envelope TYPE BYTEA USING convert_to(envelope, 'UTF8');
+    CREATE INDEX events_base_key ON events USING hash (base_key);
+    CREATE INDEX events_msg_id ON events USING hash (msg_id);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
