@@ -86,16 +86,20 @@ SEARCHES = [
 ]
 
 
-@pytest.mark.parametrize("criteria", SEARCHES, ids=lambda c: repr(c)[8:70])
-def test_searches_counts_and_stats_read_indexes_only(journal, criteria):
-    calls = [
+def searches(journal, criteria: Criteria) -> list:
+    """Every read of the history that *criteria* make: pages, a count, statistics."""
+    return [
         lambda: journal.find(criteria),
         lambda: journal.find(criteria, newest_first=False, limit=20, offset=40),
         lambda: journal.count(criteria),
         lambda: journal.stats(criteria, "day"),
         lambda: journal.stats(criteria, "month"),
     ]
-    for call in calls:
+
+
+@pytest.mark.parametrize("criteria", SEARCHES, ids=lambda c: repr(c)[8:70])
+def test_searches_counts_and_stats_read_indexes_only(journal, criteria):
+    for call in searches(journal, criteria):
         plans = plans_of(journal, call)
         assert plans, "the journal ran its queries where the trace sees them"
         for sql, plan in plans:
@@ -261,14 +265,7 @@ def postgres():
 @pytest.mark.parametrize("criteria", SEARCHES, ids=lambda c: repr(c)[8:70])
 def test_postgresql_finds_an_index_for_every_search(postgres, criteria):
     journal, url = postgres
-    calls = [
-        lambda: journal.find(criteria),
-        lambda: journal.find(criteria, newest_first=False, limit=20, offset=40),
-        lambda: journal.count(criteria),
-        lambda: journal.stats(criteria, "day"),
-        lambda: journal.stats(criteria, "month"),
-    ]
-    for call in calls:
+    for call in searches(journal, criteria):
         plans = postgres_plans(journal, url, call)
         assert plans, "the journal ran its queries where the trace sees them"
         for sql, found in plans:
@@ -276,6 +273,8 @@ def test_postgresql_finds_an_index_for_every_search(postgres, criteria):
 
 
 def test_postgresql_finds_an_index_for_replays_single_events_and_the_dedup_probe(postgres):
+    from bridge.journal.postgres import STRONGEST_OF_KEYS
+
     journal, url = postgres
     newest = journal.find(Criteria(), limit=1)[0]
     calls = [
@@ -289,11 +288,7 @@ def test_postgresql_finds_an_index_for_replays_single_events_and_the_dedup_probe
         lambda: journal.topic_counts(),
         # the probe a batch makes for the facts it brings (PostgresBatch.append)
         lambda: journal._rows(
-            "SELECT k.base_key, s.trust_rank, s.msg_id FROM unnest(%s::text[]) AS k(base_key)"
-            " CROSS JOIN LATERAL (SELECT trust_rank, msg_id FROM events"
-            " WHERE events.base_key = k.base_key"
-            " ORDER BY trust_rank DESC, seq_id DESC LIMIT 1) AS s",
-            (["debbugs.bug.report|fact-3", "dak.upload.accepted|fact-5"],),
+            STRONGEST_OF_KEYS, (["debbugs.bug.report|fact-3", "dak.upload.accepted|fact-5"],)
         ),
     ]
     for call in calls:

@@ -52,6 +52,13 @@ _COLUMNS = (
     "seq_id, msg_id, topic, event_topic, timestamp, event_time, base_key, source, live,"
     " trust_rank, envelope"
 )
+# The best-vouched stored event (trust rank, msg_id) of each base key in an array.
+STRONGEST_OF_KEYS = (
+    "SELECT k.base_key, s.trust_rank, s.msg_id FROM unnest(%s::text[]) AS k(base_key)"
+    " CROSS JOIN LATERAL (SELECT trust_rank, msg_id FROM events"
+    " WHERE events.base_key = k.base_key"
+    " ORDER BY trust_rank DESC, seq_id DESC LIMIT 1) AS s"
+)
 INSERT_EVENT = f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join(['%s'] * 11)})"
 
 # Each migration brings the schema from its index to the next version.
@@ -458,13 +465,7 @@ class PostgresBatch(SqlBatch):
             key: (rank, msg_id)
             # a probe of the index per key: however stale the table's statistics, no plan
             # can make this a scan of the whole table
-            for key, rank, msg_id in self._db.execute(
-                "SELECT k.base_key, s.trust_rank, s.msg_id FROM unnest(%s::text[]) AS k(base_key)"
-                " CROSS JOIN LATERAL (SELECT trust_rank, msg_id FROM events"
-                " WHERE events.base_key = k.base_key"
-                " ORDER BY trust_rank DESC, seq_id DESC LIMIT 1) AS s",
-                (keys,),
-            )
+            for key, rank, msg_id in self._db.execute(STRONGEST_OF_KEYS, (keys,))
         }
         rows: list[tuple] = []
         for event, key in zip(events, keys, strict=True):
