@@ -25,6 +25,8 @@ from bridge.errors import BridgeError, UsageError
 from bridge.journal.model import PERIODS
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bridge.journal import Journal
 
 
@@ -571,7 +573,7 @@ def retry(state: AppState, retry_all: bool, files: tuple[str, ...]) -> None:
 def migrate(state: AppState, from_state: Path | None, to_url: str | None) -> None:
     """Bring the PostgreSQL journal's schema up to date, or copy a SQLite journal into it."""
     from bridge.journal import JOURNAL_FILE
-    from bridge.journal.postgres import copy_from_sqlite, redacted
+    from bridge.journal.postgres import copy_from_sqlite, pack_envelopes, redacted
     from bridge.journal.postgres import migrate as migrate_schema
     from bridge.worker import spool_cursor
 
@@ -580,21 +582,29 @@ def migrate(state: AppState, from_state: Path | None, to_url: str | None) -> Non
         raise UsageError("name the PostgreSQL journal: --to URL or [journal] url")
     if not url.startswith(("postgresql://", "postgres://")):
         raise UsageError(f"--to takes a postgresql:// URL, not {url!r}")
+    started = time.monotonic()
+
+    def progress_of(doing: str) -> Callable[[int, int], None]:
+        def show(done: int, total: int) -> None:
+            rate = done / max(time.monotonic() - started, 1e-6)
+            percent = 100 * done / max(total, 1)
+            click.echo(
+                f"{doing} up to seq_id {done} of {total} ({percent:.0f}%, {rate:.0f}/s)", err=True
+            )
+
+        return show
+
     if from_state is None:
         before, after = migrate_schema(url)
         click.echo(f"{redacted(url)}: schema version {before} -> {after}")
+        packed = pack_envelopes(url, progress=progress_of("packed envelopes"))
+        if packed:
+            click.echo(f"{packed} envelope(s) stored as JSON by an older bridge compressed")
         return
     source = from_state / JOURNAL_FILE
     if not source.is_file():
         raise UsageError(f"no journal in {from_state} ({source} does not exist)")
-    started = time.monotonic()
-
-    def progress(done: int, total: int) -> None:
-        rate = done / max(time.monotonic() - started, 1e-6)
-        click.echo(
-            f"copied up to seq_id {done} of {total} ({100 * done / total:.0f}%, {rate:.0f}/s)",
-            err=True,
-        )
+    progress = progress_of("copied")
 
     target = state.config.replace(state_dir=str(from_state)).with_section("journal", url=url)
     copied = copy_from_sqlite(source, url, spool_cursor=spool_cursor(target), progress=progress)

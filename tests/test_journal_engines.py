@@ -3,6 +3,7 @@ PostgreSQL answer every query, statistic and replay selection the same way."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from bridge.events import Event, Naming
 from bridge.journal import Criteria, Journal, ReplaySelection, SqliteJournal
 from bridge.journal.postgres import SCHEMA_VERSION, PostgresJournal, migrate
-from tests.helpers import postgres_schema
+from tests.helpers import bridge, postgres_schema
 
 NAMING = Naming("org.debian", "test", "svc")
 DAY = 86400
@@ -224,6 +225,13 @@ def _first_version_row(mark: str, **engine_columns: object) -> tuple[str, tuple]
     return f"INSERT INTO events ({', '.join(row)}) VALUES ({marks})", tuple(row.values())
 
 
+def stored_envelopes(url: str) -> list[bytes]:
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        return [row[0] for row in db.execute("SELECT envelope FROM events ORDER BY seq_id")]
+
+
 def test_a_postgresql_journal_of_the_first_schema_gets_its_people_lookup():
     import psycopg
 
@@ -243,14 +251,22 @@ def test_a_postgresql_journal_of_the_first_schema_gets_its_people_lookup():
                 assert journal.count(Criteria(people=(who,))) == 1  # totals counted on upgrade
             journal.append([Event("a.b", {"note": "a second fact"}, dedup_key="two")], "smtp")
             # the old row's envelope is its JSON as bytes, the new one's compressed
-            with psycopg.connect(url) as db:
-                stored = db.execute("SELECT envelope FROM events ORDER BY seq_id").fetchall()
-            assert stored[0][0].startswith(b'{"msg":{}') and stored[1][0].startswith(b"\x78")
-            found = journal.find(Criteria(), newest_first=False)
-            assert [e.msg for e in found] == [{}, {"note": "a second fact"}]
+            assert stored_envelopes(url)[0].startswith(b'{"msg":{}')
+            assert stored_envelopes(url)[1].startswith(b"\x78")
+            before = journal.find(Criteria(), newest_first=False)
+            assert [e.msg for e in before] == [{}, {"note": "a second fact"}]
             assert [e.seq_id for e in journal.find(Criteria(contains=("m-1",)))] == [1]
             assert [e.seq_id for e in journal.find(Criteria(contains=("second fact",)))] == [2]
             assert journal.check(thorough=True) == []
+            # `bridge migrate` compresses what an older bridge stored as JSON, once
+            done = bridge("migrate", "--to", url)
+            assert done.returncode == 0, done.stderr
+            assert b"1 envelope(s) stored as JSON by an older bridge compressed" in done.stdout
+            assert b"packed envelopes up to seq_id 1 of 1 (100%" in done.stderr
+            assert all(envelope.startswith(b"\x78") for envelope in stored_envelopes(url))
+            assert journal.find(Criteria(), newest_first=False) == before
+            again = bridge("migrate", "--to", url)
+            assert again.returncode == 0 and b"compressed" not in again.stdout
     finally:
         drop()
 
@@ -292,3 +308,51 @@ def test_a_sqlite_journal_of_the_first_schema_is_brought_up_to_date(tmp_path):
         # the old row's envelope is text, the new one's compressed: both read the same way
         assert [e.msg for e in journal.find(Criteria(), newest_first=False)] == [{}, {"n": 2}]
         assert journal.topic_counts() == {"a.b": 2}
+
+
+def test_packing_an_older_journals_envelopes_resumes_where_it_stopped():
+    import psycopg
+
+    from bridge.journal.postgres import MIGRATIONS, pack_envelopes
+
+    url, drop = postgres_schema()
+    try:
+        with psycopg.connect(url, autocommit=True) as db:
+            for migration in MIGRATIONS[:4]:  # the journal as version 4 left it
+                db.execute(migration)
+            db.execute("CREATE TABLE bridge_schema (version INTEGER NOT NULL)")
+            db.execute("INSERT INTO bridge_schema VALUES (4)")
+            for n in range(1, 6):
+                body = {"msg": {"n": n}, "msg_id": f"m-{n}", "seq_id": n, "timestamp": 1}
+                envelope = json.dumps({**body, "topic": "a.b"}, separators=(",", ":"))
+                db.execute(
+                    "INSERT INTO events (seq_id, msg_id, topic, event_topic, timestamp,"
+                    " event_time, dedup_key, base_key, source, envelope)"
+                    " VALUES (%s, %s, 'org.debian.test.a.b', 'a.b', 1, 1, %s, %s, 'smtp', %s)",
+                    (n, f"m-{n}", f"a.b|{n}", f"a.b|{n}", envelope),
+                )
+        assert migrate(url) == (4, SCHEMA_VERSION)
+        with PostgresJournal(url, NAMING) as journal:
+            before = journal.find(Criteria(), newest_first=False)
+        assert [e.msg for e in before] == [{"n": n} for n in range(1, 6)]
+
+        class Interrupted(Exception):
+            pass
+
+        def interrupt(done: int, total: int) -> None:
+            raise Interrupted(done)
+
+        with pytest.raises(Interrupted):
+            pack_envelopes(url, chunk=2, progress=interrupt)
+        kinds = [envelope[:1] for envelope in stored_envelopes(url)]
+        assert kinds == [b"\x78", b"\x78", b"{", b"{", b"{"]  # the first chunk committed
+
+        seen: list[tuple[int, int]] = []
+        assert pack_envelopes(url, chunk=2, progress=lambda *p: seen.append(p)) == 3
+        assert seen == [(4, 5), (5, 5)]
+        assert all(envelope[:1] == b"\x78" for envelope in stored_envelopes(url))
+        with PostgresJournal(url, NAMING) as journal:
+            assert journal.find(Criteria(), newest_first=False) == before
+        assert pack_envelopes(url) == 0  # nothing left to do
+    finally:
+        drop()

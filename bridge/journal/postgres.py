@@ -147,14 +147,19 @@ MIGRATIONS: list[str] = [
     + ";\n".join(LOOKUP_TOTALS_FROM_LOOKUPS),
     # 5: less to store per event. Envelopes are kept compressed, as bytes (see pack): TOAST's
     # own compression keeps three quarters of this JSON, zlib with its dictionary under a
-    # third; the rows already there keep their JSON, as bytes, which unpack reads as it is.
+    # third; the rows already there keep their JSON, as bytes, which unpack reads as it is,
+    # until pack_envelopes compresses them.
     # The keys only ever probed for equality, a fact's base key and a msg_id, get hash
     # indexes: a third of a B-tree of these random strings. The dedup key's unique index
     # goes with its column (the batch's probe reads the base key, under the write lock
     # that already makes one writer at a time), so does the agent column (people have had
     # their lookup since 2) and the topic's pattern index (pages are walked by
     # events_topic_seq; a topic prefix is only ever tested on rows already found).
+    # envelopes_to_pack marks the rows pack_envelopes has still to compress.
     """
+    CREATE TABLE envelopes_to_pack (from_seq_id BIGINT NOT NULL, to_seq_id BIGINT NOT NULL);
+    INSERT INTO envelopes_to_pack (from_seq_id, to_seq_id)
+        SELECT 1, max(seq_id) FROM events HAVING max(seq_id) IS NOT NULL;
     ALTER TABLE events DROP COLUMN agent;
     ALTER TABLE events DROP COLUMN dedup_key;
     ALTER TABLE events DROP CONSTRAINT events_msg_id_key;
@@ -488,6 +493,46 @@ class PostgresBatch(SqlBatch):
             self._write_index()
             self.appended, self.last = True, last
         return result
+
+
+def pack_envelopes(
+    url: str, *, chunk: int = 1000, progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Compress the envelopes a journal older than schema version 5 stored as JSON, a chunk
+    of rows per transaction; return how many were packed.
+
+    Resumable (the rows left are kept in ``envelopes_to_pack``) and safe beside running
+    bridges: it numbers no rows, and a row reads the same before and after."""
+    with connect(url) as db:
+        left = db.execute("SELECT from_seq_id, to_seq_id FROM envelopes_to_pack").fetchone()
+        if left is None:
+            return 0
+        start, end = left
+        packed = 0
+        while start <= end:
+            with db.transaction():
+                rows = db.execute(
+                    "SELECT seq_id, envelope FROM events WHERE seq_id BETWEEN %s AND %s"
+                    " ORDER BY seq_id LIMIT %s",
+                    (start, end, chunk),
+                ).fetchall()
+                plain = [
+                    (seq_id, pack(unpack(stored))) for seq_id, stored in rows if stored[:1] == b"{"
+                ]
+                if plain:
+                    db.execute(
+                        "UPDATE events SET envelope = packed.envelope"
+                        " FROM unnest(%s::bigint[], %s::bytea[]) AS packed(seq_id, envelope)"
+                        " WHERE events.seq_id = packed.seq_id",
+                        ([seq_id for seq_id, _ in plain], [envelope for _, envelope in plain]),
+                    )
+                start = rows[-1][0] + 1 if rows else end + 1
+                db.execute("UPDATE envelopes_to_pack SET from_seq_id = %s", (start,))
+            packed += len(plain)
+            if progress:
+                progress(min(start - 1, end), end)
+        db.execute("DELETE FROM envelopes_to_pack")
+        return packed
 
 
 def copy_from_sqlite(
