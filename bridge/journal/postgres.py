@@ -39,6 +39,7 @@ from bridge.journal.rows import (
     dedup_key_of,
     new_envelope,
     pack,
+    stored_as_json,
     trust_rank,
     unpack,
     write_index,
@@ -517,7 +518,9 @@ def pack_envelopes(
                     (start, end, chunk),
                 ).fetchall()
                 plain = [
-                    (seq_id, pack(unpack(stored))) for seq_id, stored in rows if stored[:1] == b"{"
+                    (seq_id, pack(unpack(stored)))
+                    for seq_id, stored in rows
+                    if stored_as_json(stored)
                 ]
                 if plain:
                     db.execute(

@@ -191,16 +191,21 @@ def pack(envelope_json: str) -> bytes:
     return compressor.compress(envelope_json.encode("ascii")) + compressor.flush()
 
 
+def stored_as_json(stored: bytes | memoryview | str) -> bool:
+    """Whether a stored envelope is its JSON itself, as rows written before compression
+    hold it (text, or bytes where a column changed type): JSON always starts with ``{``,
+    a zlib stream never does (its first byte's low four bits are 8)."""
+    return isinstance(stored, str) or bytes(stored[:1]) == b"{"
+
+
 def unpack(stored: bytes | memoryview | str) -> str:
     """The envelope JSON of a stored one: compressed with the dictionary its zlib header
-    names, or without one (rows written before the dictionary). Rows written before
-    compression hold the JSON itself (text, or bytes where a column changed type), which
-    always starts with ``{``; a zlib stream never does (its first byte's low four bits
-    are 8)."""
+    names, or without one (rows written before the dictionary), or not at all (see
+    :func:`stored_as_json`)."""
     if isinstance(stored, str):
         return stored
     stored = bytes(stored)
-    if stored.startswith(b"{"):
+    if stored_as_json(stored):
         return stored.decode("utf-8")
     if len(stored) > 6 and stored[1] & PRESET_DICTIONARY:
         (named,) = struct.unpack(">I", stored[2:6])
@@ -639,21 +644,24 @@ class SqlJournal(Journal):
 
     def _add_counted(self, table: dict, criteria: Criteria, period: str) -> None:
         when_sql, when_params = self._period(period)
-        counted = f"SELECT {when_sql} AS period, event_topic, COUNT(*) FROM events WHERE seq_id IN"
-        if criteria.contains:  # the matching ids are known here only: counted a chunk at a time
-            found = (row.seq_id for row in self._containing(criteria))
-            while chunk := list(itertools.islice(found, CHUNK)):
-                marks = ", ".join(self.dialect.mark for _ in chunk)
-                rows = self._rows(
-                    f"{counted} ({marks}) GROUP BY period, event_topic", [*when_params, *chunk]
-                )
-                for when, topic, count in rows:
-                    table[when][topic] += int(count)
+        for matching, params in self._matching_parts(criteria):
+            sql = (
+                f"SELECT {when_sql} AS period, event_topic, COUNT(*) FROM events"
+                f" WHERE seq_id IN ({matching}) GROUP BY period, event_topic"
+            )
+            for when, topic, count in self._rows(sql, [*when_params, *params]):
+                table[when][topic] += int(count)
+
+    def _matching_parts(self, criteria: Criteria) -> Iterator[tuple[str, list[Any]]]:
+        """The seq_ids matching *criteria*, each once over all parts, as what ``IN (…)``
+        takes and its parameters: one query, or (text being found here only, see
+        :meth:`_containing`) the ids found, a chunk at a time."""
+        if not criteria.contains:
+            yield self._matching(criteria)
             return
-        matching, params = self._matching(criteria)
-        sql = f"{counted} ({matching}) GROUP BY period, event_topic"
-        for when, topic, count in self._rows(sql, [*when_params, *params]):
-            table[when][topic] += int(count)
+        found = (row.seq_id for row in self._containing(criteria))
+        while chunk := list(itertools.islice(found, CHUNK)):
+            yield ", ".join(self.dialect.mark for _ in chunk), chunk
 
     def _add_rolled_up(
         self, table: dict, criteria: Criteria, period: str, first: int | None, last: int | None
