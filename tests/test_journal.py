@@ -143,8 +143,12 @@ def test_a_damaged_or_foreign_envelope_is_an_error_not_a_wrong_answer():
     from bridge.journal.rows import pack, unpack
 
     packed = pack('{"msg": {"summary": "a fact"}}')
-    with pytest.raises(zlib.error):
-        unpack(packed[:-6])  # cut short
+    with pytest.raises(JournalError, match="damaged: its compressed stream is cut short"):
+        unpack(packed[:-6])
+    with pytest.raises(JournalError, match="damaged: .*incorrect data check"):
+        unpack(packed[:-1] + bytes([packed[-1] ^ 1]))  # its checksum no longer matches
+    with pytest.raises(JournalError, match="damaged: its compressed stream is cut short"):
+        unpack(zlib.compress(b'{"seq_id": 1}')[:-3])  # written before the dictionary
     foreign = packed[:2] + struct.pack(">I", 0x12345678) + packed[6:]
     with pytest.raises(JournalError, match="unknown dictionary 0x12345678"):
         unpack(foreign)

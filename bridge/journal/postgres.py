@@ -356,7 +356,9 @@ class PostgresJournal(SqlJournal):
         with self._lock:
             self._connected()
             try:
-                return self._db.execute(sql, params).fetchall()
+                # results in binary: envelopes arrive as their bytes, not twice as many hex
+                # digits to decode
+                return self._db.execute(sql, params, binary=True).fetchall()
             except psycopg.OperationalError as e:
                 raise JournalUnavailable(f"journal read failed: {e}") from e
 
