@@ -93,12 +93,9 @@ def criteria_where(
             add(" OR ".join(f"({test})" for _ in ranges), [b for r in ranges for b in r], negated)
     for lookup, values, negated in lookups_of(criteria):
         lookup_table, column = LOOKUPS[lookup]
-        marks = ", ".join(dialect.mark for _ in values)
-        sql = (
-            f"EXISTS (SELECT 1 FROM {lookup_table} AS x WHERE x.{column} IN ({marks})"
-            f" AND x.seq_id = {col}seq_id)"
-        )
-        add(sql, list(values), negated)
+        among, any_of = dialect.one_of(f"x.{column}", values)
+        sql = f"EXISTS (SELECT 1 FROM {lookup_table} AS x WHERE {among} AND x.seq_id = {col}seq_id)"
+        add(sql, any_of, negated)
     if criteria.contains:
         # envelopes are stored compressed, which no SQL engine reads: SqlJournal tests
         # them itself (see SqlJournal._containing)
@@ -242,24 +239,6 @@ def unpack_bytes(stored: bytes | memoryview | str) -> bytes:
     if not inflater.eof:
         raise JournalError("a stored envelope is damaged: its compressed stream is cut short")
     return envelope
-
-
-def replay_where(selection: ReplaySelection, mark: str) -> tuple[str, list[Any]]:
-    """Published rows matching any part of the selection, as SQL and its parameters
-    (*mark*: the engine's parameter placeholder)."""
-    parts: list[tuple[str, list[Any]]] = []
-    for column, values in (("seq_id", selection.seq_ids), ("msg_id", selection.msg_ids)):
-        if values:
-            marks = ",".join(mark for _ in values)
-            parts.append((f"{column} IN ({marks})", list(values)))
-    for column, ranges in (("seq_id", selection.seq_id_ranges), ("timestamp", selection.times)):
-        parts += [(f"{column} BETWEEN {mark} AND {mark}", [low, high]) for low, high in ranges]
-    if selection.seq_id_after is not None:
-        parts.append((f"seq_id > {mark}", [selection.seq_id_after]))
-    if selection.after_time is not None:
-        parts.append((f"timestamp >= {mark}", [selection.after_time]))
-    where = " OR ".join(clause for clause, _ in parts) or "1 = 0"
-    return f"live AND ({where})", [p for _, params in parts for p in params]
 
 
 # dedup_key + SUPERSEDING + seq_id keys a row that supersedes an earlier one (a control
@@ -736,7 +715,7 @@ class SqlJournal(Journal):
         parts: list[tuple[str, list[Any]]] = []
         for column, values in (("seq_id", selection.seq_ids), ("msg_id", selection.msg_ids)):
             if values:
-                parts.append((f"{column} IN ({', '.join(m for _ in values)})", list(values)))
+                parts.append(self.dialect.one_of(column, values))
         ranges = list(selection.seq_id_ranges)
         ranges += [self._seq_ids_between(low, high) for low, high in selection.times]
         parts += [(f"seq_id BETWEEN {m} AND {m}", [low, high]) for low, high in ranges]
