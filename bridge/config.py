@@ -126,6 +126,13 @@ class WebConfig:
     rate_limit: float = 60.0  # publishes per minute per token, on average
     rate_burst: int = 20  # publishes a token may make at once before the average applies
     page_events: int = 50  # events the page shows before any arrive live
+    # Live streams (/v1/stream) open at once, in all and from one client address: one more
+    # is answered 503 with the limit.
+    max_streams: int = 1024
+    max_streams_per_client: int = 64
+    # A request's head and body must arrive within this many seconds, or the connection
+    # is cut (a client that sends a byte a minute holds nothing for long).
+    request_timeout: float = 30.0
     # [web.tokens.NAME] tables, written by 'bridge web token add NAME --topics PREFIX'
     tokens: dict[str, WebToken] = field(default_factory=dict, metadata={"table_of": WebToken})
 
@@ -150,6 +157,8 @@ class TrustConfig:
     dkim_keys: str = ""
     dns: bool = True
     dns_timeout: float = 5.0
+    # All the key lookups of one mail share this many seconds: past it, temperror at once.
+    dns_budget: float = 8.0
     # Resolvers to ask (IP addresses; empty: the system's), and their port.
     dns_servers: list[str] = field(default_factory=list)
     dns_port: int = 53

@@ -30,6 +30,10 @@ class Event:
     *packages* are source package names, *bugs* bug numbers, *people* the names and e-mail
     addresses of those who acted, *occurred_at* when the fact happened (ISO 8601 UTC, e.g.
     the mail's date; ``None``: when it is journaled).
+
+    *signed* is the OpenPGP clearsigned block (armour to armour) the body's facts were read
+    from, when they were: the trust check verifies exactly these bytes, never a block it
+    finds on its own. It is not stored: ``signed_by`` says what became of it.
     """
 
     topic: str
@@ -39,6 +43,7 @@ class Event:
     bugs: tuple[int, ...] = ()
     people: tuple[str, ...] = ()
     occurred_at: str | None = None
+    signed: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def index(self) -> dict[str, list[Any]]:

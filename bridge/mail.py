@@ -13,6 +13,7 @@ import email.parser
 import email.policy
 import email.utils
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.feedparser import FeedParser
 from email.message import Message
@@ -37,6 +38,48 @@ def strip_from_line(raw: bytes) -> bytes:
         end = raw.find(b"\n")
         return raw[end + 1 :] if end >= 0 else b""
     return raw
+
+
+_HEADER_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")
+_LINE_END = re.compile(rb"\r?\n")
+
+
+def header_block_problem(raw: bytes) -> str | None:
+    """Why the header block of *raw* could be read two ways, or None when it cannot.
+
+    RFC 5322 ends a line at CRLF, and mail arrives with CRLF or LF line ends: that is how
+    DKIM verifiers read a header block. The stdlib's parser also ends a line at a bare CR,
+    so a bare CR inside a header line makes a header that only the parsers see (a
+    ``Subject:``, a ``DKIM-Signature:`` that shifts every other one). Such a mail has no
+    single reading and is refused before anything looks at it.
+    """
+    lines = _LINE_END.split(strip_from_line(raw))
+    for number, line in enumerate(lines, 1):
+        if not line:
+            return None  # the blank line: the body, which every reader reads as bytes
+        if b"\r" in line:
+            return (
+                f"header line {number} holds a bare CR (RFC 5322 forbids it; mail readers"
+                " split such a line differently)"
+            )
+    return None
+
+
+def header_names(raw: bytes) -> list[str] | None:
+    """The names of *raw*'s header fields, in order, as RFC 5322 reads the block (lines end
+    at CRLF or LF, a line starting with white space continues a field); None when a line of
+    the block is neither a field nor a continuation."""
+    names: list[str] = []
+    for line in _LINE_END.split(strip_from_line(raw)):
+        if not line:
+            break
+        if line[:1] in (b" ", b"\t") and names:
+            continue
+        match = _HEADER_NAME.match(line)
+        if match is None:
+            return None
+        names.append(match.group(1).decode("ascii").lower())
+    return names
 
 
 def parse_message(raw: bytes) -> Message:
@@ -303,6 +346,59 @@ def patches(message: Message) -> list[dict[str, Any]]:
             payload = part.get_payload(decode=True) or b""
             found.append({"filename": filename, "content_type": ctype, "size": len(payload)})
     return found
+
+
+SIGNED_START = b"-----BEGIN PGP SIGNED MESSAGE-----"
+SIGNATURE_START = b"-----BEGIN PGP SIGNATURE-----"
+SIGNATURE_END = b"-----END PGP SIGNATURE-----"
+
+
+@dataclass(frozen=True)
+class Clearsigned:
+    """An OpenPGP clearsigned block as it stands in a mail part's bytes (armour included:
+    what gpgv checks) and the charset that part declares."""
+
+    block: bytes
+    charset: str | None
+
+    def text(self) -> str:
+        """The signed text itself, decoded: what the signature covers and nothing else."""
+        return decode_bytes(cleartext(self.block), self.charset)
+
+
+def clearsigned(message: Message) -> Clearsigned | None:
+    """The first clearsigned block in the bytes of the mail's text parts (transfer encoding
+    undone, nothing else): a block that only shows after decoding a charset (UTF-16, UTF-7)
+    is none, for no OpenPGP tool would check it."""
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_type() != "text/plain":
+            continue
+        try:
+            data = part.get_payload(decode=True) or b""
+        except Exception:  # a broken transfer encoding: nothing verifiable here
+            continue
+        start = data.find(SIGNED_START)
+        end = data.find(SIGNATURE_END, start)
+        if start >= 0 and end > start:
+            block = data[start : end + len(SIGNATURE_END)] + b"\n"
+            return Clearsigned(block, part.get_content_charset())
+    return None
+
+
+def cleartext(block: bytes) -> bytes:
+    """The text a clearsigned *block* signs, as OpenPGP hashes it (RFC 4880 §7.1): after
+    the armour headers, up to the signature, dash-escapes undone, trailing white space
+    dropped from each line, lines joined by LF."""
+    lines = block.split(b"\n")
+    at = 1
+    while at < len(lines) and lines[at].strip():
+        at += 1  # the armour headers (Hash: ...), up to the blank line
+    text = []
+    for line in lines[at + 1 :]:
+        if line.rstrip(b"\r").startswith(SIGNATURE_START):
+            break
+        text.append(line.removeprefix(b"- ").rstrip(b" \t\r"))
+    return b"\n".join(text)
 
 
 def list_id(message: Message) -> str | None:

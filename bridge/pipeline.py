@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from bridge.bodies import EventRefused, normalised
 from bridge.errors import ParseError, SkipMessage
 from bridge.events import Event
-from bridge.mail import Mail, header
+from bridge.mail import Mail, header, header_block_problem, header_names
 from bridge.plugins import PluginRefused, schema_version
 from bridge.sdk import Parser, unverified
 
@@ -94,6 +94,10 @@ class Pipeline:
         except Exception as e:  # the stdlib parser is lenient; anything else is unreadable mail
             return Outcome(None, failures=[f"unreadable mail: {type(e).__name__}: {e}"])
         outcome = Outcome(header(mail.headers, "Message-ID") or None)
+        problem = two_readings(raw, mail.headers)
+        if problem:
+            outcome.failures.append(f"unreadable mail: {problem}")
+            return outcome
         # Parsers choose on headers: a mail none of them wants is never parsed further.
         wanting = [p for p in self.parsers if self._accepts(p, mail.headers, outcome)]
         if wanting:
@@ -208,6 +212,25 @@ def build_pipeline(parser_names: Sequence[str] | None, trust: TrustConfig | None
     return Pipeline(discover(only=parser_names).parsers, Trust(trust) if trust else None)
 
 
+def two_readings(raw: bytes, headers: Message) -> str | None:
+    """Why the parsers' reading of *raw*'s header block (the stdlib's) is not the one trust
+    verifies (RFC 5322's, as DKIM reads it), or None when they are one reading. A block RFC
+    5322 cannot read at all is no problem here: no signature over it can verify."""
+    problem = header_block_problem(raw)
+    if problem:
+        return problem
+    names = header_names(raw)
+    ours = [name.lower() for name in headers]
+    if names is not None and names != ours:
+        at = next((i for i, (a, b) in enumerate(zip(names, ours, strict=False)) if a != b), None)
+        at = min(len(names), len(ours)) if at is None else at
+        return (
+            f"the header block reads two ways from field {at + 1} on"
+            f" ({len(names)} fields by RFC 5322, {len(ours)} by the mail parser)"
+        )
+    return None
+
+
 def describe(error: BaseException) -> str:
     """An exception as one line: type, message, and where it was raised."""
     text = f"{type(error).__name__}: {error}"
@@ -236,16 +259,21 @@ class Tally:
     mails: int = 0
     events: int = 0
     duplicates: int = 0
+    conflicts: int = 0  # events held because a stored one says otherwise (design §10)
     ignored: int = 0
     failed: int = 0
+    withheld: int = 0  # held or rejected by the trust policy
     by_topic: Counter[str] = field(default_factory=Counter)
 
-    def add(self, outcome: Outcome, new: int, duplicates: int) -> None:
+    def add(self, outcome: Outcome, new: int, duplicates: int, conflicts: int = 0) -> None:
         self.mails += 1
         self.events += new
         self.duplicates += duplicates
+        self.conflicts += conflicts
         if outcome.status == IGNORED:
             self.ignored += 1
         elif outcome.status == FAILED:
             self.failed += 1
+        elif outcome.status in (HELD, REJECTED):
+            self.withheld += 1
         self.by_topic.update(e.topic for e in outcome.events)

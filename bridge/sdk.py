@@ -30,7 +30,9 @@ from typing import Any, Protocol, runtime_checkable
 from bridge.errors import ParseError, SkipMessage
 from bridge.events import Event
 from bridge.mail import (
+    Clearsigned,
     address,
+    clearsigned,
     decode_bytes,
     decode_header_value,
     first_text_part,
@@ -49,6 +51,7 @@ from bridge.mail import (
 __all__ = [
     "API_VERSION",
     "BODY_CAP",
+    "Clearsigned",
     "Event",
     "Message",
     "ParseError",
@@ -57,6 +60,7 @@ __all__ = [
     "address",
     "cap",
     "capped",
+    "clearsigned",
     "decode_bytes",
     "decode_header_value",
     "display",

@@ -20,6 +20,7 @@ from bridge.sdk import (
     SkipMessage,
     address,
     capped,
+    clearsigned,
     display,
     header,
     origin,
@@ -129,12 +130,11 @@ class DakParser:
         return [self._queue_event(message, subject)]
 
     def _accepted(self, message: Message, subject: Subject) -> Event:
-        text = body_text(message)
-        found = find_changes(text)
+        found, signed = changes_of(message, body_text(message))
         if found is None:
             raise ParseError("accepted-upload mail without a .changes in its body")
         body = new_body()
-        body.update(upload_fields(read_changes(found), body))
+        body.update(upload_fields(found, body))
         suite = (
             subject.suite
             or header(message, "Debian-Suite")
@@ -149,14 +149,14 @@ class DakParser:
             f"{display(body['agent'])} uploaded {body['source']} {body['version']} to {suite}"
         )
         key = f"{body['source']}/{body['version']}/{suite}"
-        return upload_event("dak.upload.accepted", body, key)
+        return upload_event("dak.upload.accepted", body, key, signed)
 
     def _queue_event(self, message: Message, subject: Subject) -> Event:
         """Rejected, NEW and received: names from the subject, the .changes when present."""
         text = body_text(message)
         body = new_body()
         body.update(_from_subject(subject))
-        found = _optional_changes(text)
+        found, signed = changes_of(message, text)
         if found is not None:
             body.update(upload_fields(found, body))
         elif subject.action == "received":
@@ -180,7 +180,7 @@ class DakParser:
         key = "/".join(
             [subject.action, body["source"], body["version"], "+".join(body["architecture"])]
         )
-        return upload_event(f"dak.upload.{subject.action}", body, key)
+        return upload_event(f"dak.upload.{subject.action}", body, key, signed)
 
     def _removed(self, message: Message, subject: Subject) -> Event:
         text = body_text(message)
@@ -248,8 +248,9 @@ def new_body() -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "truncated": []}
 
 
-def upload_event(topic: str, body: dict[str, Any], key: str) -> Event:
-    """An upload event, indexed by its source, the bugs it closes and the people in it."""
+def upload_event(topic: str, body: dict[str, Any], key: str, signed: bytes | None) -> Event:
+    """An upload event, indexed by its source, the bugs it closes and the people in it;
+    *signed*: the clearsigned block its ``.changes`` was read from."""
     return Event(
         topic,
         body,
@@ -258,6 +259,7 @@ def upload_event(topic: str, body: dict[str, Any], key: str) -> Event:
         bugs=tuple(body.get("closes") or ()),
         people=people(body.get("agent"), body.get("changed_by"), body.get("maintainer")),
         occurred_at=body["origin"]["date"],
+        signed=signed,
     )
 
 
@@ -286,9 +288,18 @@ def body_text(message: Message) -> str:
     return strip_list_footer(text)
 
 
-def _optional_changes(text: str) -> Any:
+def changes_of(message: Message, text: str) -> tuple[Any, bytes | None]:
+    """The mail's ``.changes`` and the clearsigned block it was read from.
+
+    A clearsigned ``.changes`` is read from the signed text of the block the signature check
+    verifies (the first in the parts' bytes), never from another part or decoding; only a
+    mail with no such block has its ``.changes`` read from the decoded text, unsigned.
+    """
+    signed = clearsigned(message)
+    if signed is not None:
+        return read_changes(signed.text()), signed.block
     found = find_changes(text)
-    return read_changes(found) if found is not None else None
+    return (read_changes(found) if found is not None else None), None
 
 
 def _from_subject(subject: Subject) -> dict[str, Any]:

@@ -237,15 +237,14 @@ def test_signatures_by_domains_no_parser_trusts_cost_no_key_lookup(tmp_path):
     asked: list[str] = []
 
     class CountingKeys(KeyStore):
-        def lookup(self, name: str) -> Lookup:
+        def lookup(self, name: str, deadline: float | None = None) -> Lookup:
             asked.append(name)
-            return super().lookup(name)
+            return super().lookup(name, deadline)
 
     raw = dkimkit.sign(CLOSURE, BTS)
     for _ in range(30):  # a hostile sender piles on signatures of its own
         raw = dkimkit.sign(raw, STRANGER)
     keys = CountingKeys({BTS.name: BTS.record.encode()}, dns=False, timeout=1)
-    headers = [str(v) for v in email.message_from_bytes(raw).get_all("DKIM-Signature")]
-    results = verify_all(raw, headers, keys, {"bugs.debian.org"})
+    results = verify_all(raw, keys, {"bugs.debian.org"}, budget=5)
     assert [r.result for r in results] == ["skipped"] * 30 + ["pass"]
     assert asked == [BTS.name]

@@ -24,7 +24,7 @@ from bridge.mail import header
 from bridge.trust.authresults import BorderResult, dkim_results, untrusted_ids
 from bridge.trust.facts import rule_for, upload_confirmed
 from bridge.trust.keys import KeyStore, read_key_file
-from bridge.trust.openpgp import Gpgv, clearsigned
+from bridge.trust.openpgp import Gpgv
 from bridge.trust.signatures import Signature, verify_all
 
 if TYPE_CHECKING:
@@ -97,11 +97,13 @@ class Trust:
             for event in events:
                 _set_auth(event, auth("none", "verification is off ([trust] verify = false)"))
             return
-        if any(isinstance(e.body.get("signed_by"), dict) for e in events):
-            signed_by = self.gpgv.check(clearsigned(message))
-            for event in events:
-                if isinstance(event.body.get("signed_by"), dict):
-                    event.body["signed_by"] = dict(signed_by)
+        checked: dict[bytes | None, dict[str, Any]] = {}
+        for event in events:
+            if isinstance(event.body.get("signed_by"), dict):
+                # exactly the block the event was read from, each block checked once
+                if event.signed not in checked:
+                    checked[event.signed] = self.gpgv.check(event.signed)
+                event.body["signed_by"] = dict(checked[event.signed])
         border = dkim_results(
             [str(v) for v in message.get_all("Authentication-Results") or []],
             self.config.authserv_ids,
@@ -111,9 +113,9 @@ class Trust:
             raw,
             verify_all(
                 raw,
-                [str(v) for v in message.get_all("DKIM-Signature") or []],
                 self.keys,
                 {d.lower() for domains in self.config.domains.values() for d in domains},
+                self.config.dns_budget,
             ),
             border,
             self.config.authserv_ids,
@@ -153,7 +155,11 @@ class Trust:
                 method="authres",
                 domain=unsigned_pass[0].domain,
             )
-        return auth("none", self._nothing_usable(parser, allowed, evidence))
+        reason = self._nothing_usable(parser, allowed, evidence)
+        signer = event.body.get("signed_by")
+        if isinstance(signer, dict):  # an upload: say what became of its OpenPGP check too
+            reason += f"; the .changes is {signer.get('status')} ({signer.get('reason')})"
+        return auth("none", reason)
 
     def _signature(
         self, parser: str, event: Event, evidence: Evidence, signature: Signature
@@ -182,13 +188,22 @@ class Trust:
         problem = self._coverage(evidence.message, signature)
         if problem:
             return auth("fail", problem, method, **where)
+        if signature.unsigned_tail:
+            # the parsers read the whole body: what follows the signed bytes is anyone's
+            return auth(
+                "fail",
+                f"DKIM signature by {signature.domain} signs only the first"
+                f" {signature.body_length} bytes of the body (l=); {signature.unsigned_tail}"
+                " more follow unsigned",
+                method,
+                **where,
+            )
         signed = {
             name: header(evidence.message, name)
             for name in EVIDENCE_HEADERS
             if signature.covers(name)
         }
-        whole = signature.body_length is None or signature.body_length >= _body_length(evidence.raw)
-        contradiction = rule_for(parser)(event, signed, whole)
+        contradiction = rule_for(parser)(event, signed)
         if contradiction:
             return auth("fail", contradiction, method, **where)
         return auth(
@@ -238,10 +253,3 @@ def _set_auth(event: Event, verdict: dict[str, Any]) -> None:
     origin = event.body.get("origin")
     if isinstance(origin, dict):
         origin["auth"] = verdict
-
-
-def _body_length(raw: bytes) -> int:
-    for separator in (b"\r\n\r\n", b"\n\n"):
-        if separator in raw:
-            return len(raw.split(separator, 1)[1])
-    return 0

@@ -14,7 +14,7 @@ from typing import Any
 
 from bridge.events import Event
 
-Rule = Callable[[Event, Mapping[str, str], bool], str | None]
+Rule = Callable[[Event, Mapping[str, str]], str | None]
 
 
 def _bug_named(bug: int, signed: Mapping[str, str]) -> bool:
@@ -26,11 +26,9 @@ def _bug_named(bug: int, signed: Mapping[str, str]) -> bool:
     )
 
 
-def debbugs(event: Event, signed: Mapping[str, str], whole_body: bool) -> str | None:
+def debbugs(event: Event, signed: Mapping[str, str]) -> str | None:
     body = event.body
     if event.topic == "debbugs.bug.control":
-        if not whole_body:
-            return "the transcript's body is not wholly signed (l= tag), so its commands are not"
         subject, message_id = signed.get("subject", ""), signed.get("message-id", "")
         if not (
             subject.startswith("Processed") or message_id.endswith("transcript@bugs.debian.org>")
@@ -63,10 +61,10 @@ _DAK_SUBJECT = re.compile(
 )
 
 
-def dak(event: Event, signed: Mapping[str, str], whole_body: bool) -> str | None:
+def dak(event: Event, signed: Mapping[str, str]) -> str | None:
     body = event.body
     if event.topic == "dak.package.removed":
-        return None if whole_body else "the removal's body is not wholly signed (l= tag)"
+        return None
     match = _DAK_SUBJECT.match(signed.get("subject", ""))
     if not match:
         return "the signed Subject does not name the upload's source and version"
@@ -84,9 +82,10 @@ def dak(event: Event, signed: Mapping[str, str], whole_body: bool) -> str | None
     return None
 
 
-def any_parser(event: Event, signed: Mapping[str, str], whole_body: bool) -> str | None:
-    """For parsers without a rule of their own: the whole mail must be signed."""
-    return None if whole_body else "the body is not wholly signed (l= tag)"
+def any_parser(event: Event, signed: Mapping[str, str]) -> str | None:
+    """For parsers without a rule of their own: a signature over the whole mail (every
+    signature that passes signs the whole body) is enough."""
+    return None
 
 
 RULES: dict[str, Rule] = {"debbugs": debbugs, "dak": dak}

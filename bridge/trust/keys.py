@@ -3,8 +3,9 @@
 ``[trust] dkim_keys`` names a file with one record a line, ``<selector>._domainkey.<domain>
 <record text>`` (``#`` starts a comment): for air-gapped runs and for tests, which must
 never reach a real DNS server. Names the file does not hold are looked up in DNS through
-dnspython (unless ``[trust] dns`` is false), with a bounded timeout and a cache, so one
-slow resolver costs a verdict (``temperror``), never a stall.
+dnspython (unless ``[trust] dns`` is false), with a bounded timeout, a budget for all the
+lookups of one mail and a cache, so one slow resolver costs that mail a verdict
+(``temperror``) within the budget, never a stall.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ class KeyStore:
         self._cache: dict[str, tuple[float, Lookup]] = {}
         self._lock = threading.Lock()
 
-    def lookup(self, name: str) -> Lookup:
+    def lookup(self, name: str, deadline: float | None = None) -> Lookup:
+        """The record for *name*; a DNS lookup waits at most until *deadline* (a
+        ``time.monotonic()`` value), and none is tried once it has passed."""
         name = name.lower().rstrip(".")
         if name in self.records:
             return Lookup(self.records[name])
@@ -83,18 +86,22 @@ class KeyStore:
             cached = self._cache.get(name)
             if cached and cached[0] > now:
                 return cached[1]
-        found = self._resolve(name)
+        wait = self.timeout if deadline is None else min(self.timeout, deadline - now)
+        if wait <= 0:
+            reason = f"the mail's DNS budget ([trust] dns_budget) was spent before {name}"
+            return Lookup(None, temporary=True, reason=reason)
+        found = self._resolve(name, wait)
         ttl = CACHE_SECONDS if found.record is not None else FAILURE_CACHE_SECONDS
         with self._lock:
             self._cache[name] = (now + ttl, found)
         return found
 
-    def _resolve(self, name: str) -> Lookup:
+    def _resolve(self, name: str, wait: float) -> Lookup:
         import dns.exception
         import dns.resolver
 
         try:
-            answer = self._dns().resolve(name, "TXT", lifetime=self.timeout, search=False)
+            answer = self._dns().resolve(name, "TXT", lifetime=wait, search=False)
         except dns.resolver.NXDOMAIN:
             return Lookup(None, reason=f"{name} does not exist in DNS")
         except dns.resolver.NoAnswer:

@@ -17,14 +17,12 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from email.message import Message
 from typing import Any
 
+from bridge.mail import cleartext
 from bridge.trust.keyring import KeyringIndex, Unreadable, signature_issuer
 
 log = logging.getLogger(__name__)
-SIGNED_START = b"-----BEGIN PGP SIGNED MESSAGE-----"
-SIGNATURE_END = b"-----END PGP SIGNATURE-----"
 GPGV_TIMEOUT = 20.0
 
 
@@ -44,22 +42,6 @@ def verdict(
         "signed_at": signed_at,
         "reason": reason,
     }
-
-
-def clearsigned(message: Message) -> bytes | None:
-    """The first clearsigned block in the mail's text parts, as the bytes that were signed."""
-    for part in message.walk():
-        if part.is_multipart() or part.get_content_type() != "text/plain":
-            continue
-        try:
-            data = part.get_payload(decode=True) or b""
-        except Exception:  # a broken transfer encoding: nothing verifiable here
-            continue
-        start = data.find(SIGNED_START)
-        end = data.find(SIGNATURE_END, start)
-        if start >= 0 and end > start:
-            return data[start : end + len(SIGNATURE_END)] + b"\n"
-    return None
 
 
 class Gpgv:
@@ -86,10 +68,14 @@ class Gpgv:
             return self._home.name
 
     def check(self, signed: bytes | None) -> dict[str, Any]:
+        """The verdict on the clearsigned block *signed* (None: the event was read from no
+        signed text)."""
+        if signed is None:
+            return verdict(
+                "unsigned", "the .changes was read from no clearsigned block in the mail's bytes"
+            )
         if not self.keyrings:
             return verdict("unverified", "no keyring configured ([trust] keyrings)")
-        if signed is None:
-            return verdict("unsigned", "the mail holds no clearsigned .changes")
         keyrings = self.keyrings
         index = self._current_index() if self.indexed else None
         if index is not None:
@@ -144,10 +130,15 @@ class Gpgv:
             return path
 
     def _run(self, signed: bytes, keyrings: list[str]) -> dict[str, Any]:
-        with tempfile.NamedTemporaryFile(dir=self.home, suffix=".changes") as fh:
+        with (
+            tempfile.NamedTemporaryFile(dir=self.home, suffix=".changes") as fh,
+            tempfile.TemporaryDirectory(dir=self.home) as out,
+        ):
             fh.write(signed)
             fh.flush()
+            output = os.path.join(out, "signed")
             command = [self.program, "--homedir", self.home, "--status-fd", "1"]
+            command += ["--output", output]
             for keyring in keyrings:
                 command += ["--keyring", keyring]
             try:
@@ -158,7 +149,33 @@ class Gpgv:
                 return verdict("unverified", f"{self.program} is not installed")
             except subprocess.TimeoutExpired:
                 return verdict("unverified", f"{self.program} took over {GPGV_TIMEOUT:.0f}s")
-        return read_status(run.stdout.decode("utf-8", "replace"))
+            found = read_status(run.stdout.decode("utf-8", "replace"))
+            if found["status"] in VALID and _verified_text(output) != cleartext(signed):
+                # The event was read from cleartext(signed): it must be what gpgv verified.
+                return verdict(
+                    "bad",
+                    "the text gpgv verified is not the text the event was read from",
+                    found["fingerprint"],
+                    found["uid"],
+                    found["signed_at"],
+                )
+            return found
+
+
+VALID = ("good", "expired-key", "revoked-key")  # a signature over the text that verifies
+
+
+def _verified_text(path: str) -> bytes | None:
+    """The text gpgv wrote as verified, normalised as :func:`cleartext` gives signed text."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return b"\n".join(line.rstrip(b" \t\r") for line in lines)
 
 
 def read_status(output: str) -> dict[str, Any]:

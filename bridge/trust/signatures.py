@@ -9,7 +9,9 @@ trusts its domain).
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from bridge.trust.keys import KeyStore, Lookup
 
@@ -27,6 +29,7 @@ class Signature:
     result: str  # pass, fail, temperror, permerror
     reason: str
     b: str = ""  # the start of b=, as Authentication-Results' header.b names it
+    unsigned_tail: int = 0  # body bytes after the l= limit, as the signature canonicalises
 
     def covers(self, name: str) -> int:
         """How many instances of header *name* the signature covers."""
@@ -42,18 +45,30 @@ def _tags(value: str) -> dict[str, str]:
     return tags
 
 
-def verify_all(
-    raw: bytes, headers: list[str], keys: KeyStore, trusted: set[str]
-) -> list[Signature]:
-    """Verify the mail's DKIM signatures by *trusted* domains (*headers*: the values of its
-    DKIM-Signature headers, top first). Others are listed, not verified: a mail with a
-    hundred signatures must not cost a hundred key lookups."""
+def verify_all(raw: bytes, keys: KeyStore, trusted: set[str], budget: float) -> list[Signature]:
+    """Verify the mail's DKIM signatures by *trusted* domains, top first. Others are listed,
+    not verified: a mail with a hundred signatures must not cost a hundred key lookups.
+
+    The signatures are read from dkimpy's own reading of the header block, so the i-th
+    signature verified is the i-th it lists (the pipeline refuses a mail whose header block
+    the parsers would read otherwise). Key lookups for the whole mail share *budget*
+    seconds: past it, a signature is ``temperror`` at once.
+    """
     import dkim
 
+    deadline = time.monotonic() + budget
+    try:
+        verifier = dkim.DKIM(raw, minkey=1024, timeout=keys.timeout)
+    except Exception as e:  # dkimpy cannot read the header block: no signature verifies
+        values, unreadable = _signature_values_of(raw), f"cannot read the mail: {e}"
+    else:
+        values, unreadable = (
+            [v.decode("ascii", "replace") for n, v in verifier.headers if n.lower() == _NAME],
+            None,
+        )
     found = []
-    verifier = None
     checked = 0
-    for index, value in enumerate(headers):
+    for index, value in enumerate(values):
         tags = _tags(value)
         domain = tags.get("d", "").lower()
         selector = tags.get("s", "").lower()
@@ -65,17 +80,20 @@ def verify_all(
             found.append(Signature(domain, selector, covered, length, "skipped", why, b))
             continue
         checked += 1
+        if unreadable:
+            found.append(Signature(domain, selector, covered, length, "fail", unreadable, b))
+            continue
         asked: dict[str, Lookup] = {}
 
         def dnsfunc(
             name: bytes, timeout: float = 5, asked: dict[str, Lookup] = asked
         ) -> bytes | None:
             key = name.decode("ascii", "replace").lower().rstrip(".")
-            asked[key] = keys.lookup(key)
+            asked[key] = keys.lookup(key, deadline=deadline)
             return asked[key].record
 
+        tail = _unsigned_tail(verifier, tags, length)
         try:
-            verifier = verifier or dkim.DKIM(raw, minkey=1024, timeout=keys.timeout)
             ok = verifier.verify(idx=index, dnsfunc=dnsfunc)
             result, reason = ("pass", "verifies") if ok else _why_not(asked)
         except dkim.ValidationError as e:
@@ -84,8 +102,33 @@ def verify_all(
             result, reason = "fail", f"malformed signature: {e}"
         except Exception as e:  # dkimpy on hostile input: a verdict, never a crash
             result, reason = "fail", f"cannot verify: {type(e).__name__}: {e}"
-        found.append(Signature(domain, selector, covered, length, result, reason, b))
+        found.append(Signature(domain, selector, covered, length, result, reason, b, tail))
     return found
+
+
+def _unsigned_tail(verifier: Any, tags: dict[str, str], length: int | None) -> int:
+    """How many bytes of the canonical body a signature's ``l=`` leaves unsigned."""
+    if length is None:
+        return 0
+    from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
+
+    try:
+        policy = CanonicalizationPolicy.from_c_value(tags.get("c", "simple/simple").encode())
+    except InvalidCanonicalizationPolicyError:
+        return 0  # dkimpy fails such a signature itself
+    return max(0, len(policy.canonicalize_body(verifier.body)) - length)
+
+
+_NAME = b"dkim-signature"
+
+
+def _signature_values_of(raw: bytes) -> list[str]:
+    """The DKIM-Signature values of a header block dkimpy cannot read, to name them in
+    verdicts (each is then ``fail``)."""
+    import email
+
+    message = email.message_from_bytes(raw.split(b"\n\n", 1)[0] + b"\n\n")
+    return [str(v) for v in message.get_all("DKIM-Signature") or []]
 
 
 def _why_not(asked: dict[str, Lookup]) -> tuple[str, str]:
