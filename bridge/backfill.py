@@ -25,9 +25,18 @@ from bridge.config import TrustConfig
 from bridge.events import Naming, event_line
 from bridge.journal import AppendResult, Journal
 from bridge.mbox import MboxMessage, MboxReader
-from bridge.pipeline import FAILED, Outcome, Pipeline, Tally, build_pipeline
+from bridge.pipeline import (
+    FAILED,
+    HELD,
+    REJECTED,
+    Outcome,
+    Pipeline,
+    Tally,
+    apply_policy,
+    build_pipeline,
+)
 from bridge.spool import Spool
-from bridge.worker import TRANSIENT, log_outcome, refused
+from bridge.worker import TRANSIENT, conflict_reason, log_outcome, refused
 
 BATCH = 256
 # Mails parsed at once in each parsing process: while one waits for gpgv (a process of its
@@ -52,6 +61,8 @@ class Summary(Tally):
             "mails": self.mails,
             "events": self.events,
             "duplicates": self.duplicates,
+            "conflicts": self.conflicts,
+            "withheld": self.withheld,
             "ignored": self.ignored,
             "failed": self.failed,
             "by_topic": dict(sorted(self.by_topic.items())),
@@ -165,6 +176,10 @@ class Backfill:
                     self.emit(line)
                 self.summary.add(outcome, len(outcome.events), 0)
             return
+        trust = self.options.trust
+        if self.options.live and trust is not None and trust.verify:
+            # events that go onto the bus pass the same policy as mail over SMTP
+            outcomes = [apply_policy(o, trust.policy_for) for o in outcomes]
         try:
             results = self._journal(path, key, batch, outcomes)
         except TRANSIENT:
@@ -172,7 +187,7 @@ class Backfill:
         except Exception:  # one mail's events: journal mail by mail, failing only that mail
             outcomes, results = self._one_by_one(path, key, batch, outcomes)
         for message, outcome, result in zip(batch, outcomes, results, strict=True):
-            self.summary.add(outcome, len(result.seq_ids), result.duplicates)
+            self.summary.add(outcome, len(result.seq_ids), result.duplicates, len(result.conflicts))
             log_outcome(f"mbox={path.name}@{message.offset}", outcome, result)
 
     def _one_by_one(
@@ -194,12 +209,13 @@ class Backfill:
     def _journal(
         self, path: Path, key: str, batch: list[MboxMessage], outcomes: list[Outcome]
     ) -> list[AppendResult]:
-        """Keep failed mail aside, then journal the events with the resume point after them."""
+        """Keep failed mail aside (and, for a live replay, mail the trust policy withholds),
+        then journal the events with the resume point after them."""
         assert self.journal is not None and self.spool is not None
         for message, outcome in zip(batch, outcomes, strict=True):
-            if outcome.status == FAILED:
+            if outcome.status in (FAILED, HELD, REJECTED):
                 self.spool.keep(
-                    "failed",
+                    outcome.status.value,
                     f"mbox-{path.name}-{message.offset}",
                     message.raw,
                     {"mbox": str(path), "offset": message.offset},
@@ -207,7 +223,21 @@ class Backfill:
                 )
         source = f"mbox:{path.name}"
         with self.journal.batch() as journal:
-            results = [journal.append(o.events, source, live=self.options.live) for o in outcomes]
+            results = [
+                journal.append(
+                    [] if o.status in (HELD, REJECTED) else o.events, source, live=self.options.live
+                )
+                for o in outcomes
+            ]
+            for message, result in zip(batch, results, strict=True):
+                if result.conflicts:  # kept for the operator, as the worker keeps them
+                    self.spool.keep(
+                        "held",
+                        f"mbox-{path.name}-{message.offset}",
+                        message.raw,
+                        {"mbox": str(path), "offset": message.offset},
+                        conflict_reason(result),
+                    )
             journal.set_resume_point(key, batch[-1].offset, len(batch))
         return results
 

@@ -894,6 +894,8 @@ def _print_summary(summary: Any, err: bool) -> None:
     lines += [f"  {topic}: {count}" for topic, count in sorted(summary.by_topic.items())]
     lines += [
         f"duplicates: {summary.duplicates}",
+        f"conflicts: {summary.conflicts}" + (" (held in spool/held/)" if summary.conflicts else ""),
+        f"withheld by the trust policy: {summary.withheld}",
         f"ignored: {summary.ignored}",
         f"failed: {summary.failed}" + (" (kept in spool/failed/)" if summary.failed else ""),
         f"elapsed: {summary.seconds:.2f} s ({summary.rate:.0f} mails/s)",

@@ -5,6 +5,10 @@ writes all their events together with its spool position in one journal transact
 crash at any moment re-processes at most the batch in flight (and the dedup keys make that
 harmless). Unusable mail is copied to ``failed/`` or ``ignored/`` with its reason first.
 
+Mails go through the pipeline side by side (:data:`PARALLEL_MAILS` at a time), so a mail
+whose trust check waits on a slow resolver holds up no other: the mails after it are
+journaled without waiting for it (in arrival order among themselves).
+
 One mail can never stall the rest: when a batch cannot be journaled for a reason other than
 the journal being unavailable, the batch is journaled again mail by mail, and the mail whose
 events the journal refuses goes to ``failed/`` with that reason instead. Damaged spool
@@ -17,6 +21,8 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Sequence
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +46,12 @@ from bridge.spool import Record, Spool, spool_id, unpack
 log = logging.getLogger(__name__)
 
 CURSOR = "spool"
+# Mails whose pipeline runs at once: most of a mail's time is parsing (one core, the GIL),
+# but a trust check waiting on DNS or gpgv leaves the core to the others.
+PARALLEL_MAILS = 16
+# How long the mails taken in together wait for the slowest of them before the others are
+# journaled without it: well above a mail's parse, well below a DNS budget.
+SLOW_MAIL = 0.5
 
 
 def spool_cursor(config: Config) -> str:
@@ -65,7 +77,7 @@ def log_outcome(where: str, outcome: Outcome, result: AppendResult) -> None:
     """The one INFO line per mail: Message-ID, parsers, topics, outcome."""
     topics = ",".join(sorted({e.topic for e in outcome.events})) or "-"
     log.info(
-        "mail %s %s parser=%s topics=%s outcome=%s new=%d duplicates=%d%s",
+        "mail %s %s parser=%s topics=%s outcome=%s new=%d duplicates=%d%s%s",
         outcome.message_id or "<no Message-ID>",
         where,
         ",".join(outcome.parsers) or "-",
@@ -73,7 +85,20 @@ def log_outcome(where: str, outcome: Outcome, result: AppendResult) -> None:
         outcome.status,
         len(result.seq_ids),
         result.duplicates,
+        f" conflicts={len(result.conflicts)}" if result.conflicts else "",
         f" reason={outcome.reason!r}" if outcome.status != "published" else "",
+    )
+    if result.conflicts:
+        log.warning("mail %s held: %s", outcome.message_id, conflict_reason(result))
+
+
+def conflict_reason(result: AppendResult) -> str:
+    """Why a mail whose events conflict with stored ones is held (design §10)."""
+    return (
+        "conflict: "
+        + "; ".join(c.describe() for c in result.conflicts)
+        + ". Neither is taken over the other: 'bridge held release' publishes this one in"
+        " place of the stored event"
     )
 
 
@@ -95,11 +120,13 @@ def outcome_counters(items: list[tuple[Outcome, AppendResult]]) -> dict[str, int
         "failed": 0,
         "held": 0,
         "rejected": 0,
+        "conflicts": 0,
     }
     for outcome, result in items:
         counts["processed"] += 1
         counts["events"] += len(result.seq_ids)
         counts["duplicates"] += result.duplicates
+        counts["conflicts"] += len(result.conflicts)
         if outcome.status != PUBLISHED:
             counts[outcome.status.value] += 1
     return counts
@@ -130,6 +157,9 @@ class Worker:
         self.batch_size = batch_size
         self.position = spool.checked_position(journal.cursor(cursor))
         self._wake = threading.Event()
+        self._pool = ThreadPoolExecutor(PARALLEL_MAILS, thread_name_prefix="pipeline")
+        self._in_flight: list[tuple[Record, futures.Future[Outcome]]] = []
+        self._read_to = self.position  # the spool position after the last record taken in
 
     def wake(self) -> None:
         """Something new was committed to the spool (called from another thread)."""
@@ -142,23 +172,54 @@ class Worker:
             pass
 
     def step(self) -> bool:
-        """Process one batch; False when there was nothing to do (or the journal is busy)."""
-        records = self.spool.read_after(self.position, self.batch_size)
-        if not records:
+        """Take in new records, and journal those whose pipeline is done; False when there
+        was nothing to do (or the journal is busy).
+
+        Records go through the pipeline side by side. Mails done within :data:`SLOW_MAIL`
+        of each other are journaled together in arrival order; a slower one (a trust check
+        waiting on DNS) stays in flight while those after it are journaled, and the spool
+        position moves only past records that are all journaled, so a crash re-reads the
+        slow one (the dedup keys absorb the rest).
+        """
+        room = self.batch_size - len(self._in_flight)
+        for record in self.spool.read_after(self._read_to, room) if room > 0 else []:
+            self._in_flight.append((record, self._pool.submit(self._outcome, record)))
+            self._read_to = record.next_position
+        if not self._in_flight:
             return False
-        outcomes = [(record, self._outcome(record)) for record in records]
+        futures.wait([f for _, f in self._in_flight], timeout=SLOW_MAIL)
+        finished = [future.done() for _, future in self._in_flight]  # one look for all below
+        done = [(r, f.result()) for (r, f), ok in zip(self._in_flight, finished, strict=True) if ok]
+        if not done:
+            return True
+        position = self.position
+        for (record, _), ok in zip(self._in_flight, finished, strict=True):
+            if not ok:
+                break
+            position = record.next_position
         try:
-            self._journal(outcomes)
+            self._journal(done, position=position)
         except TRANSIENT as e:
-            log.warning("journal or spool unavailable, will retry %d mail(s): %s", len(records), e)
+            log.warning("journal or spool unavailable, will retry %d mail(s): %s", len(done), e)
+            self._start_again()
             return False
         except Exception as e:
-            log.warning("a batch of %d failed (%s); journaling mail by mail", len(records), e)
-            if not self._one_by_one(outcomes):
+            log.warning("a batch of %d failed (%s); journaling mail by mail", len(done), e)
+            if not self._one_by_one(done, position):
+                self._start_again()
                 return False
+        self._in_flight = [
+            item for item, ok in zip(self._in_flight, finished, strict=True) if not ok
+        ]
         if self.on_appended:
             self.on_appended()
         return True
+
+    def _start_again(self) -> None:
+        """Forget the records in flight: they are read and processed again from the spool
+        position (what the pipeline made of them is pure, and cheap to make again)."""
+        self._in_flight = []
+        self._read_to = self.position
 
     def _outcome(self, record: Record) -> Outcome:
         if record.damage is None:
@@ -172,23 +233,34 @@ class Worker:
         )
         return Outcome(None, failures=[f"damaged spool bytes: {record.damage}"])
 
-    def _one_by_one(self, outcomes: list[tuple[Record, Outcome]]) -> bool:
-        """Journal each mail alone; False when the journal became unavailable meanwhile."""
-        for record, outcome in outcomes:
-            try:
+    def _one_by_one(self, outcomes: list[tuple[Record, Outcome]], position: int) -> bool:
+        """Journal each mail alone, then the spool *position*; False when the journal became
+        unavailable meanwhile."""
+        try:
+            for record, outcome in outcomes:
                 self._journal_alone(record, outcome)
-            except TRANSIENT as e:
-                log.warning("journal or spool unavailable, will retry: %s", e)
-                return False
+            self.journal.set_cursor(self.cursor, position)
+        except TRANSIENT as e:
+            log.warning("journal or spool unavailable, will retry: %s", e)
+            return False
+        self.position = position
         return True
 
     def _journal_alone(
-        self, record: Record, outcome: Outcome, *, source: str = "smtp", name: str | None = None
+        self,
+        record: Record,
+        outcome: Outcome,
+        *,
+        source: str = "smtp",
+        name: str | None = None,
+        overrule: bool = False,
     ) -> Processed:
         """Journal one mail; if the journal refuses its events, the mail goes to ``failed/``
         with that reason instead (a journal that is unavailable raises, for a retry)."""
         try:
-            (processed,) = self._journal([(record, outcome)], source=source, name=name)
+            (processed,) = self._journal(
+                [(record, outcome)], source=source, name=name, overrule=overrule
+            )
         except TRANSIENT:
             raise
         except Exception as e:
@@ -217,11 +289,12 @@ class Worker:
 
     def release(self, path: Path) -> Processed:
         """Publish a mail the trust policy held, through the pipeline as if it had just
-        arrived but without the policy (dedup still applies); it then leaves ``held/``."""
+        arrived but without the policy (dedup still applies; an event that conflicts with a
+        stored one supersedes it: the operator chose); it then leaves ``held/``."""
         raw = path.read_bytes()
         item = Record(0, 0, 0, {"released": str(path)}, raw)
         processed = self._journal_alone(
-            item, self.pipeline.process(raw), source="held", name=path.stem
+            item, self.pipeline.process(raw), source="held", name=path.stem, overrule=True
         )
         if processed.outcome.status != FAILED:
             _remove_kept(path)
@@ -233,10 +306,14 @@ class Worker:
         *,
         source: str = "smtp",
         name: str | None = None,
+        overrule: bool = False,
+        position: int | None = None,
     ) -> list[Processed]:
-        """Keep unusable mail aside, then journal the events (and, from the spool, the
-        position after the last record) in one transaction. *name* replaces the spool id
-        as the kept file's name (a retried mail keeps its own)."""
+        """Keep unusable mail aside, then journal the events (and the spool *position*, when
+        given) in one transaction. *name* replaces the spool id
+        as the kept file's name (a retried mail keeps its own). A mail with an event that
+        conflicts with a stored one is kept in ``held/`` too, the rest of its events
+        journaled."""
         from_spool = source == "smtp"
         for record, outcome in outcomes:
             kept_as = name or record.spool_id
@@ -253,15 +330,20 @@ class Worker:
         with self.journal.batch() as batch:
             for record, outcome in outcomes:
                 published = outcome.events if outcome.status == PUBLISHED else []
-                result = batch.append(published, source)
+                result = batch.append(published, source, overrule=overrule)
+                if result.conflicts:
+                    reason = conflict_reason(result)
+                    self.spool.keep(
+                        "held", name or record.spool_id, record.raw, record.meta, reason
+                    )
                 done.append(Processed(record, outcome, result))
-            if from_spool:
-                batch.set_cursor(self.cursor, outcomes[-1][0].next_position)
+            if position is not None:
+                batch.set_cursor(self.cursor, position)
             counts = outcome_counters([(p.outcome, p.result) for p in done])
             counts["spool_damaged"] = sum(1 for record, _ in outcomes if record.damage)
             batch.add_counters(counts if from_spool else {_COUNTER[source]: len(done)})
-        if from_spool:
-            self.position = outcomes[-1][0].next_position
+        if position is not None:
+            self.position = position
         for item in done:
             where = f"spool={item.record.spool_id}" if from_spool else f"{source}={name}"
             log_outcome(where, item.outcome, item.result)

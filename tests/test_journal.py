@@ -46,11 +46,15 @@ def test_a_duplicate_is_reported_and_keeps_its_first_msg_id(journal_location: st
     journal = open_journal_at(journal_location, Naming("org.debian", "test", "svc"))
     first = journal.append([Event("a.b", {"x": 1}, dedup_key="k")], source="smtp")
     again = journal.append(
-        [Event("a.b", {"x": 2}, dedup_key="k"), Event("a.b", {"x": 3}, dedup_key="other")],
+        [Event("a.b", {"x": 1}, dedup_key="k"), Event("a.b", {"x": 3}, dedup_key="other")],
         source="mbox:f",
     )
     assert first.seq_ids == [1] and first.duplicates == 0
     assert again.seq_ids == [2] and again.duplicates == 1
+    # the same key saying otherwise is no duplicate: a conflict, not stored (design §10)
+    other = journal.append([Event("a.b", {"x": 2}, dedup_key="k")], source="mbox:f")
+    assert other.seq_ids == [] and other.duplicates == 0
+    assert [c.fields for c in other.conflicts] == [("x",)]
     envelope = next(journal.envelopes(journal.rows_after(0)))
     assert envelope.topic == "org.debian.test.a.b"
     assert envelope.msg == {"x": 1}

@@ -25,12 +25,31 @@ class Row:
     envelope: str
 
 
+@dataclass(frozen=True)
+class Conflict:
+    """An event not stored because one with its topic, dedup key and trust rank is, and
+    says otherwise about the fact: neither may silently win (design §10)."""
+
+    topic: str
+    dedup_key: str
+    stored_msg_id: str
+    fields: tuple[str, ...]  # where the two disagree
+
+    def describe(self) -> str:
+        return (
+            f"{self.topic} {self.dedup_key}: conflicts with stored event {self.stored_msg_id},"
+            f" vouched for as well, in {', '.join(self.fields)}"
+        )
+
+
 @dataclass
 class AppendResult:
-    """What one append did: the new rows' ``seq_id``s and how many events were duplicates."""
+    """What one append did: the new rows' ``seq_id``s, how many events were duplicates, and
+    the events not stored because they conflict with a stored one."""
 
     seq_ids: list[int] = field(default_factory=list)
     duplicates: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,7 @@ class Criteria:
     since: float | None = None
     until: float | None = None
     after: int | None = None  # only events journaled after this seq_id (a live stream's)
+    upto: int | None = None  # and up to this one (what a stream has looked at so far)
 
 
 @dataclass(frozen=True)
@@ -80,8 +100,13 @@ class Batch(ABC):
     """Writes that commit together, or not at all (``with journal.batch() as batch:``)."""
 
     @abstractmethod
-    def append(self, events: Sequence[Event], source: str, *, live: bool = True) -> AppendResult:
-        """Store *events*; one whose topic and dedup key are known is counted as a duplicate.
+    def append(
+        self, events: Sequence[Event], source: str, *, live: bool = True, overrule: bool = False
+    ) -> AppendResult:
+        """Store *events*; one whose topic and dedup key are known is counted as a duplicate,
+        or, when it is vouched for no better than the stored one and says otherwise about
+        the fact, is a conflict: not stored, listed in the result. With *overrule* (an
+        operator released it) a conflicting event is stored and supersedes the other.
 
         Rows appended with ``live=False`` are history: journaled and queryable, never published.
         """
@@ -115,12 +140,14 @@ class Journal(ABC):
     def batch(self) -> AbstractContextManager[Batch]:
         """One write transaction."""
 
-    def append(self, events: Sequence[Event], source: str, *, live: bool = True) -> AppendResult:
-        """Store *events* in a transaction of their own."""
+    def append(
+        self, events: Sequence[Event], source: str, *, live: bool = True, overrule: bool = False
+    ) -> AppendResult:
+        """Store *events* in a transaction of their own (see :meth:`Batch.append`)."""
         if not events:
             return AppendResult()
         with self.batch() as batch:
-            return batch.append(events, source, live=live)
+            return batch.append(events, source, live=live, overrule=overrule)
 
     def set_cursor(self, name: str, position: int) -> None:
         with self.batch() as batch:

@@ -26,7 +26,7 @@ from typing import Any
 
 from bridge.errors import JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming
-from bridge.journal.model import AppendResult
+from bridge.journal.model import AppendResult, Conflict
 from bridge.journal.rows import (
     DAY,
     LOOKUP_TOTALS_FROM_LOOKUPS,
@@ -37,6 +37,7 @@ from bridge.journal.rows import (
     SqlBatch,
     SqlJournal,
     dedup_key_of,
+    differing_facts,
     new_envelope,
     pack,
     stored_as_json,
@@ -53,10 +54,10 @@ _COLUMNS = (
     "seq_id, msg_id, topic, event_topic, timestamp, event_time, base_key, source, live,"
     " trust_rank, envelope"
 )
-# The best-vouched stored event (trust rank, msg_id) of each base key in an array.
+# The best-vouched stored event (trust rank, msg_id, envelope) of each base key in an array.
 STRONGEST_OF_KEYS = (
-    "SELECT k.base_key, s.trust_rank, s.msg_id FROM unnest(%s::text[]) AS k(base_key)"
-    " CROSS JOIN LATERAL (SELECT trust_rank, msg_id FROM events"
+    "SELECT k.base_key, s.trust_rank, s.msg_id, s.envelope FROM unnest(%s::text[]) AS k(base_key)"
+    " CROSS JOIN LATERAL (SELECT trust_rank, msg_id, envelope FROM events"
     " WHERE events.base_key = k.base_key"
     " ORDER BY trust_rank DESC, seq_id DESC LIMIT 1) AS s"
 )
@@ -445,6 +446,11 @@ class PostgresJournal(SqlJournal):
                 pause = min(pause * 2, 30.0)
 
 
+def _body_of(stored: Any) -> Any:
+    """The body of a stored envelope, as the dedup probe returns it."""
+    return Envelope.from_json(unpack(stored)).msg
+
+
 class PostgresBatch(SqlBatch):
     """The writes of one transaction, under the journal's write lock."""
 
@@ -462,25 +468,34 @@ class PostgresBatch(SqlBatch):
     def _read(self, sql: str) -> tuple | None:
         return self._db.execute(sql).fetchone()
 
-    def append(self, events: Sequence[Event], source: str, *, live: bool = True) -> AppendResult:
+    def append(
+        self, events: Sequence[Event], source: str, *, live: bool = True, overrule: bool = False
+    ) -> AppendResult:
         result = AppendResult()
         if not events:
             return result
         last, self._journal._not_before = self._latest()
         keys = [dedup_key_of(event) for event in events]
         # the best-vouched stored event of each key, in one query for the whole batch
-        strongest: dict[str, tuple[int, str]] = {
-            key: (rank, msg_id)
+        strongest: dict[str, tuple[int, str, Any]] = {
+            key: (rank, msg_id, stored)
             # a probe of the index per key: however stale the table's statistics, no plan
             # can make this a scan of the whole table
-            for key, rank, msg_id in self._db.execute(STRONGEST_OF_KEYS, (keys,))
+            for key, rank, msg_id, stored in self._db.execute(STRONGEST_OF_KEYS, (keys,))
         }
         rows: list[tuple] = []
         for event, key in zip(events, keys, strict=True):
             rank = trust_rank(event.body)
             stored = strongest.get(key)
-            if stored is not None and rank <= stored[0]:
-                result.duplicates += 1
+            if stored is not None and rank <= stored[0] and not overrule:
+                body = stored[2] if isinstance(stored[2], dict) else _body_of(stored[2])
+                differing = differing_facts(event.body, body)
+                if differing:
+                    result.conflicts.append(
+                        Conflict(event.topic, event.dedup_key or "", stored[1], tuple(differing))
+                    )
+                else:
+                    result.duplicates += 1
                 continue
             last += 1
             # the same fact, better vouched for: a row of its own, naming the one it supersedes
@@ -489,7 +504,7 @@ class PostgresBatch(SqlBatch):
             )
             rows.append(row)
             self._index(last, event, row[2], row[5])  # its topic and event_time
-            strongest[key] = (rank, msg_id)
+            strongest[key] = (rank, msg_id, event.body)
             result.seq_ids.append(last)
         if rows:
             self._write(INSERT_EVENT, rows)

@@ -102,6 +102,8 @@ def criteria_where(
         raise ValueError("criteria_where cannot test contains")
     if criteria.after is not None:
         add(f"{col}seq_id > {dialect.mark}", [criteria.after])
+    if criteria.upto is not None:
+        add(f"{col}seq_id <= {dialect.mark}", [criteria.upto])
     if criteria.since is not None:
         add(f"{col}event_time >= {dialect.mark}", [math.ceil(criteria.since)])
     if criteria.until is not None:
@@ -253,6 +255,20 @@ def trust_rank(body: Any) -> int:
     origin = body.get("origin") if isinstance(body, dict) else None
     verdict = (origin.get("auth") or {}).get("verdict") if isinstance(origin, dict) else None
     return _RANKS.get(verdict or "none", 1)
+
+
+# Fields of a body that say how a fact reached the bridge and who vouched for it, not what
+# the fact is: two deliveries of one fact may differ in these and still be one event.
+NOT_FACTS = ("origin", "signed_by", "schema_version", "truncated", "summary")
+
+
+def differing_facts(body: Any, stored: Any) -> list[str]:
+    """The top-level fields in which *body* and the *stored* body of an event with the same
+    dedup key and trust rank disagree about the fact (empty: the same fact, a duplicate)."""
+    if not isinstance(body, dict) or not isinstance(stored, dict):
+        return [] if body == stored else ["body"]
+    names = (set(body) | set(stored)) - set(NOT_FACTS)
+    return sorted(name for name in names if body.get(name) != stored.get(name))
 
 
 def dedup_key_of(event: Event) -> str:

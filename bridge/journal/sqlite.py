@@ -20,9 +20,7 @@ from typing import Any
 
 from bridge.errors import JournalDamaged, JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming
-from bridge.journal.model import (
-    AppendResult,
-)
+from bridge.journal.model import AppendResult, Conflict
 from bridge.journal.rows import (
     LOOKUP_TOTALS_FROM_LOOKUPS,
     SQL_DAY,
@@ -31,6 +29,7 @@ from bridge.journal.rows import (
     SqlBatch,
     SqlJournal,
     dedup_key_of,
+    differing_facts,
     new_envelope,
     pack,
     person_keys,
@@ -339,7 +338,9 @@ class SqliteBatch(SqlBatch):
     def _read(self, sql: str) -> tuple | None:
         return self._db.execute(sql).fetchone()
 
-    def append(self, events: Sequence[Event], source: str, *, live: bool = True) -> AppendResult:
+    def append(
+        self, events: Sequence[Event], source: str, *, live: bool = True, overrule: bool = False
+    ) -> AppendResult:
         result = AppendResult()
         if not events:
             return result
@@ -350,32 +351,41 @@ class SqliteBatch(SqlBatch):
             if stored is None:
                 last += 1
                 written = self._journal._insert(last, event, key, source, live)
-            elif trust_rank(event.body) > stored[0]:
-                # The same fact, better vouched for: both stay on record, and the new row says
-                # which one it corrects. Its key gets a suffix to stay unique.
+            else:
+                rank, msg_id, body = stored
+                if trust_rank(event.body) <= rank and not overrule:
+                    differing = differing_facts(event.body, body)
+                    if differing:
+                        result.conflicts.append(
+                            Conflict(event.topic, event.dedup_key or "", msg_id, tuple(differing))
+                        )
+                    else:
+                        result.duplicates += 1
+                    continue
+                # The same fact better vouched for (or an operator's choice): both stay on
+                # record, and the new row says which one it corrects. Its key gets a suffix
+                # to stay unique.
                 last += 1
                 row_key = f"{key}{SUPERSEDING}{last}"
-                written = self._journal._insert(last, event, row_key, source, live, stored[1])
-            else:
-                result.duplicates += 1
-                continue
+                written = self._journal._insert(last, event, row_key, source, live, msg_id)
             self._index(last, event, *written)
             result.seq_ids.append(last)
         self._write_index()
         return result
 
-    def _strongest(self, key: str) -> tuple[int, str] | None:
-        """The trust rank and msg_id of the best-vouched event stored under *key*."""
+    def _strongest(self, key: str) -> tuple[int, str, Any] | None:
+        """The trust rank, msg_id and body of the best-vouched event stored under *key*."""
         rows = self._db.execute(
             "SELECT msg_id, unpack(envelope) FROM events WHERE dedup_key = ?"
             " OR (dedup_key > ? AND dedup_key < ?) ORDER BY seq_id",
             (key, key + SUPERSEDING, key + chr(ord(SUPERSEDING) + 1)),
         ).fetchall()
-        best: tuple[int, str] | None = None
+        best: tuple[int, str, Any] | None = None
         for msg_id, envelope in rows:
-            rank = trust_rank(Envelope.from_json(envelope).msg)
+            body = Envelope.from_json(envelope).msg
+            rank = trust_rank(body)
             if best is None or rank >= best[0]:
-                best = (rank, msg_id)
+                best = (rank, msg_id, body)
         return best
 
 
