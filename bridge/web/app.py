@@ -12,10 +12,10 @@ its own journal connection.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
+import re
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -31,17 +31,19 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from bridge.config import Config
+from bridge.errors import JournalError
 from bridge.journal import PERIODS, Journal, open_journal
 from bridge.systemd import notify
 from bridge.web import page
 from bridge.web.history import BadRequest, Query, raw_message, read_meta, read_query
 from bridge.web.metrics import metrics_response
 from bridge.web.push import Publisher
+from bridge.web.streams import STREAM_BATCH, JournalWatch, StreamSlots, TooManyStreams, events
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
-STREAM_BATCH = 100
 READER_THREADS = 8
+_SEQ_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also takes "²"
 T = TypeVar("T")
 
 
@@ -78,11 +80,27 @@ def error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, "status": status, **extra}, status_code=status)
 
 
+def unanswerable(request: Request, exc: Exception) -> JSONResponse:
+    """The answer to a request that raised: 503 with the reason, never a bare 500. The
+    journal being away or damaged is said so; anything else is logged with its traceback."""
+    import sqlite3
+
+    if isinstance(exc, JournalError | sqlite3.DatabaseError) or type(exc).__module__.startswith(
+        "psycopg"
+    ):
+        log.warning("web: %s %s: journal unavailable: %s", request.method, request.url.path, exc)
+        return error(503, f"journal unavailable: {exc}")
+    log.error("web: %s %s failed", request.method, request.url.path, exc_info=exc)
+    return error(503, f"the request could not be answered ({type(exc).__name__}); logged")
+
+
 def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
     """The application for *config*; *poll_interval* is how often a live stream looks for
     new rows."""
     journals = Journals(config)
     publisher = Publisher(config, journals.run)
+    watch = JournalWatch(journals.run, poll_interval)
+    slots = StreamSlots(config.web.max_streams, config.web.max_streams_per_client)
 
     def reply(data: Any, query: Query | None = None, status: int = 200) -> Response:
         if query is not None and query.callback:  # JSONP, as datagrepper offers it
@@ -94,7 +112,7 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
         try:
             query = read_query(request.query_params)
         except BadRequest as e:
-            return error(400, str(e))
+            return error(e.status, str(e))
         criteria = query.criteria()
         offset = (query.page - 1) * query.rows_per_page
 
@@ -125,7 +143,7 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
         try:
             meta = read_meta(request.query_params)
         except BadRequest as e:
-            return error(400, str(e))
+            return error(e.status, str(e))
         envelope = await journals.run(lambda j: j.by_msg_id(msg_id))
         if envelope is None:
             return error(404, f"no message {msg_id!r}")
@@ -135,7 +153,7 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
         try:
             query = read_query(request.query_params)
         except BadRequest as e:
-            return error(400, str(e))
+            return error(e.status, str(e))
         period = request.query_params.get("by", "day")
         if period not in PERIODS:
             return error(400, f"by must be one of {', '.join(PERIODS)}, not {period!r}")
@@ -159,18 +177,33 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
             query = read_query(request.query_params)
             start = _stream_start(request)
         except BadRequest as e:
-            return error(400, str(e))
+            return error(e.status, str(e))
+        newest = await watch.newest()
         if start is None:
-            start = await journals.run(lambda j: j.last_seq_id())
-        events = _events(request, journals, query, start, poll_interval)
+            start = newest
+        client = request.client.host if request.client else "?"
+        try:
+            slots.take(client)
+        except TooManyStreams as e:
+            return error(503, str(e))
+
+        async def search(after: int, upto: int) -> list[Any]:
+            criteria = query.criteria(after=after, upto=upto)
+            return await journals.run(
+                lambda j: j.find_rows(criteria, newest_first=False, limit=STREAM_BATCH)
+            )
+
+        body = events(
+            search, watch, start, request.is_disconnected, lambda: slots.give_back(client)
+        )
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
     async def home(request: Request) -> Response:
         try:
             query = read_query(request.query_params)
         except BadRequest as e:
-            return HTMLResponse(page.error_page(str(e)), 400)
+            return HTMLResponse(page.error_page(str(e)), e.status)
         criteria = query.criteria()
         limit = config.web.page_events
 
@@ -226,7 +259,7 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
             notify("STOPPING=1")
             journals.close()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: unanswerable})
 
 
 def _stream_start(request: Request) -> int | None:
@@ -234,36 +267,10 @@ def _stream_start(request: Request) -> int | None:
     else after ``?after=``, else (None) after the newest row."""
     for value in (request.headers.get("last-event-id"), request.query_params.get("after")):
         if value:
-            if not value.isdigit():
-                raise BadRequest(f"an event id is a seq_id, not {value!r}")
+            if not _SEQ_ID.fullmatch(value):
+                raise BadRequest(f"an event id is a seq_id (up to 18 digits), not {value[:40]!r}")
             return int(value)
     return None
-
-
-async def _events(
-    request: Request, journals: Journals, query: Query, after: int, poll: float
-) -> AsyncIterator[str]:
-    """The stream: each matching event as it is journaled, ``id`` its seq_id; a comment now
-    and then so proxies keep the connection open."""
-    yield "retry: 2000\n\n"
-    idle = 0.0
-    while True:
-        criteria = query.criteria(after=after)
-        rows = await journals.run(
-            lambda j, c=criteria: j.find_rows(c, newest_first=False, limit=STREAM_BATCH)
-        )
-        for row in rows:
-            yield f"id: {row.seq_id}\nevent: message\ndata: {row.envelope}\n\n"
-            after = row.seq_id
-        if len(rows) == STREAM_BATCH:
-            continue
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(poll)
-        idle = 0.0 if rows else idle + poll
-        if idle >= 15.0:
-            idle = 0.0
-            yield ": keep-alive\n\n"
 
 
 def serve(config: Config) -> None:

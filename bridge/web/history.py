@@ -28,6 +28,13 @@ META = ("summary", "text", "url", "app_icon", "agent_avatar", "usernames", "pack
         "containers", "modules", "flatpaks", "date")  # fmt: skip
 META_LEGACY = {"subtitle": "summary", "link": "url", "icon": "app_icon"}
 _CALLBACK = re.compile(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*")
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also takes "²"
+MAX_PAGE = 1_000_000
+MAX_BUG = 2**31 - 1  # debbugs numbers are far below; an index of larger ones is no bug
+MAX_FILTER_VALUES = 100  # values of one filter in one request (SQLite nests each once)
+MAX_CONTAINS = 200  # characters of one text to search for
+# Times an argument may name: none before 1970, none past the year 9999.
+LATEST_TIME = 253_402_300_799.0
 
 # (argument, its key in the reply's "arguments") for the filters that may repeat
 FILTERS = (
@@ -49,6 +56,14 @@ FILTERS = (
 class BadRequest(ValueError):
     """An argument datagrepper would refuse too: the reply is a 400 saying which."""
 
+    status = 400
+
+
+class TooLarge(BadRequest):
+    """A request asking for more than one request may (too many filter values): 413."""
+
+    status = 413
+
 
 @dataclass
 class Query:
@@ -64,7 +79,7 @@ class Query:
     meta: list[str] = field(default_factory=list)
     callback: str | None = None
 
-    def criteria(self, after: int | None = None) -> Criteria:
+    def criteria(self, after: int | None = None, upto: int | None = None) -> Criteria:
         """The journal search: each filter any of its values, ``not_`` ones left out."""
         f = self.filters
         people = (*f["users"], *f["agents"])
@@ -82,6 +97,7 @@ class Query:
             # datagrepper's end is inclusive, the journal's until is not
             until=math.floor(self.end) + 1 if self.end is not None else None,
             after=after,
+            upto=upto,
         )
 
     def arguments(self) -> dict[str, Any]:
@@ -102,14 +118,25 @@ def read_query(args: Any, *, now: Callable[[], float] = time.time) -> Query:
     """A request's arguments (a multi-dict with ``get`` and ``getlist``) as a checked query."""
     start, end, delta = time_range(args.get("start"), args.get("end"), args.get("delta"), now())
     filters = {key: [v for v in args.getlist(name) if v] for name, key in FILTERS}
+    for name, key in FILTERS:
+        if len(filters[key]) > MAX_FILTER_VALUES:
+            raise TooLarge(
+                f"{name} is given {len(filters[key])} times; at most {MAX_FILTER_VALUES} values"
+                " of one filter per request"
+            )
     for bug in filters["bugs"]:
-        if not bug.isdigit():
-            raise BadRequest(f"bug must be a bug number, not {bug!r}")
+        if not _DIGITS.fullmatch(bug) or int(bug) > MAX_BUG:
+            raise BadRequest(f"bug must be a bug number (at most {MAX_BUG}), not {bug[:40]!r}")
+    for text in filters["contains"]:
+        if len(text) > MAX_CONTAINS:
+            raise BadRequest(f"contains takes at most {MAX_CONTAINS} characters")
     if filters["contains"] and not (filters["topics"] or filters["categories"]):
         raise BadRequest("When using contains, specify either a topic or a category as well")
     page = _integer(args.get("page", "1"), "page")
     if page < 1:
         raise BadRequest("page must be > 0")
+    if page > MAX_PAGE:
+        raise BadRequest(f"page must be <= {MAX_PAGE} (narrow the search instead)")
     rows = _integer(args.get("rows_per_page", str(DEFAULT_ROWS_PER_PAGE)), "rows_per_page")
     if rows > MAX_ROWS_PER_PAGE:
         raise BadRequest(f"rows_per_page must be <= {MAX_ROWS_PER_PAGE}")
@@ -145,7 +172,7 @@ def time_range(
         case (False, False, False):  # everything: the newest rows_per_page first
             return None, None, None
         case (False, False, True):
-            return now - d, now, d
+            return max(0.0, now - d), now, d
         case (True, False, False):
             return s, now, now - s
         case (True, False, True):
@@ -159,17 +186,20 @@ def time_range(
 
 
 def epoch(value: str, name: str) -> float:
-    """A time argument: UNIX seconds, or an ISO 8601 date (UTC unless it says otherwise)."""
+    """A time argument: UNIX seconds, or an ISO 8601 date (UTC unless it says otherwise),
+    from 1970 to the year 9999."""
     try:
-        return float(value)
+        moment = float(value)
     except ValueError:
-        pass
-    try:
-        return iso_epoch(value)
-    except ValueError:
-        raise BadRequest(
-            f"{name} must be UNIX seconds or an ISO 8601 time, not {value!r}"
-        ) from None
+        try:
+            moment = iso_epoch(value)
+        except (ValueError, OverflowError):
+            raise BadRequest(
+                f"{name} must be UNIX seconds or an ISO 8601 time, not {value[:40]!r}"
+            ) from None
+    if not (math.isfinite(moment) and 0 <= moment <= LATEST_TIME):
+        raise BadRequest(f"{name} must be a time from 1970 to 9999, not {value[:40]!r}")
+    return moment
 
 
 def _number(value: str, name: str) -> float:
@@ -177,16 +207,17 @@ def _number(value: str, name: str) -> float:
         number = float(value)
     except ValueError:
         raise BadRequest(f"{name} must be a number of seconds, not {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise BadRequest(f"{name} must be a positive number of seconds, not {value!r}")
+    if not math.isfinite(number) or not 0 <= number <= LATEST_TIME:
+        raise BadRequest(
+            f"{name} must be a number of seconds from 0 to {LATEST_TIME:.0f}, not {value[:40]!r}"
+        )
     return number
 
 
 def _integer(value: str, name: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer, not {value!r}") from None
+    if not re.fullmatch(r"-?[0-9]{1,18}", value):
+        raise BadRequest(f"{name} must be an integer, not {value[:40]!r}")
+    return int(value)
 
 
 def raw_message(envelope_json: str, meta: Sequence[str]) -> dict[str, Any]:

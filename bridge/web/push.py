@@ -65,6 +65,16 @@ class Publisher:
         except JournalError as e:
             return JSONResponse({"error": str(e), "status": 503}, 503)
         topic = self.config.naming.topic(event.topic)
+        if result.conflicts:
+            (conflict,) = result.conflicts
+            return JSONResponse(
+                {
+                    "error": "this Idempotency-Key was used for another event"
+                    f" ({conflict.stored_msg_id}); its fields {', '.join(conflict.fields)} differ",
+                    "status": 409,
+                },
+                409,
+            )
         if not result.seq_ids:
             log.info("web: %s repeated an event already journaled (%s)", grant.name, topic)
             return JSONResponse({"duplicate": True, "topic": topic}, 200)
@@ -101,9 +111,14 @@ class Publisher:
             if len(data) > limit:
                 raise Refused(413, f"the body is over the limit of {limit} bytes")
         try:
-            return json.loads(data)
+            body = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise Refused(400, f"the body is not JSON: {e}") from None
+        except (ValueError, RecursionError) as e:  # an integer of thousands of digits, nesting
+            raise Refused(400, f"the body is JSON no event is made of: {e}") from None
+        if nesting(body) > MAX_NESTING:
+            raise Refused(400, f"the body nests deeper than {MAX_NESTING} levels")
+        return body
 
     def _event(self, grant: Grant, body: Any, idempotency_key: str | None) -> Event:
         if not isinstance(body, dict) or not isinstance(body.get("topic"), str):
@@ -182,13 +197,33 @@ def pushed_origin(grant: Grant, claimed: Any) -> dict[str, Any]:
     return origin
 
 
+MAX_NESTING = 64
+
+
+def nesting(value: Any) -> int:
+    """How deep JSON *value* nests (a scalar is 0), counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        )
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def _strings(value: Any) -> tuple[str, ...]:
     return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
 
 
 def _bugs(msg: Mapping[str, Any]) -> tuple[int, ...]:
     values = [msg.get("bug"), *(msg.get("bugs") if isinstance(msg.get("bugs"), list) else [])]
-    return tuple(v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0)
+    return tuple(
+        v for v in values if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31
+    )
 
 
 def _people(agent: Any) -> tuple[str, ...]:
