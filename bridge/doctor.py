@@ -212,7 +212,7 @@ def _mta_route(config: Config, postfix_dir: str | None) -> Check:
         return Check(FAIL, "mta route", "postfix has no transport_maps entry for the bridge")
     host, port = parse_hostport(config.smtp.listen)
     for table in maps.replace(",", " ").split():
-        found = subprocess.run(["postmap", "-q", address, table], capture_output=True,
+        found = subprocess.run(["postmap", *instance, "-q", address, table], capture_output=True,
                                text=True, timeout=10).stdout.strip()  # fmt: skip
         if found and f":{port}" in found:
             return Check(OK, "mta route", f"postfix sends {address} to {found} ({table})")
