@@ -9,7 +9,8 @@ import threading
 
 class Proxy:
     """Forwards 127.0.0.1:<port> to *upstream*; :meth:`cut` drops every connection and
-    refuses new ones until :meth:`restore`."""
+    refuses new ones until :meth:`restore`; :meth:`hang` keeps every connection open and
+    forwards nothing (a stopped server whose kernel still answers TCP) until :meth:`restore`."""
 
     def __init__(self, upstream: tuple[str, int]):
         self.upstream = upstream
@@ -17,6 +18,8 @@ class Proxy:
         self.port = self._server.getsockname()[1]
         self._open = threading.Event()
         self._open.set()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._closed = False
@@ -41,12 +44,23 @@ class Proxy:
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            while data := source.recv(65536):
+            while True:
+                try:
+                    data = source.recv(65536)
+                except TimeoutError:
+                    if self._flowing.is_set():
+                        raise
+                    continue  # hung: the connection stays open, however long it is silent
+                if not data:
+                    break
+                self._flowing.wait()
                 target.sendall(data)
         _close(source, target)
+
+    def hang(self) -> None:
+        self._flowing.clear()
 
     def cut(self) -> None:
         self._open.clear()
@@ -57,6 +71,7 @@ class Proxy:
 
     def restore(self) -> None:
         self._open.set()
+        self._flowing.set()
 
     def close(self) -> None:
         self._closed = True

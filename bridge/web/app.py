@@ -12,6 +12,7 @@ its own journal connection.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -43,6 +44,7 @@ from bridge.web.streams import STREAM_BATCH, JournalWatch, StreamSlots, TooManyS
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 READER_THREADS = 8
+HEALTH_TIMEOUT = 5.0  # a supervisor asking /healthz gets an answer within this
 _SEQ_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also takes "²"
 T = TypeVar("T")
 
@@ -202,8 +204,10 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
     async def home(request: Request) -> Response:
         try:
             query = read_query(request.query_params)
-        except BadRequest as e:
-            return HTMLResponse(page.error_page(str(e)), e.status)
+        except BadRequest as e:  # a page for a browser, JSON for any other client
+            if "text/html" in request.headers.get("accept", ""):
+                return HTMLResponse(page.error_page(str(e)), e.status)
+            return error(e.status, str(e))
         criteria = query.criteria()
         limit = config.web.page_events
 
@@ -222,7 +226,9 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
 
     async def healthz(request: Request) -> Response:
         try:
-            last = await journals.run(lambda j: j.last_seq_id())
+            last = await asyncio.wait_for(journals.run(lambda j: j.last_seq_id()), HEALTH_TIMEOUT)
+        except TimeoutError:
+            return error(503, f"journal unavailable: no answer in {HEALTH_TIMEOUT:.0f} s")
         except Exception as e:  # whatever the engine raises, the answer is "not ready"
             return error(503, f"journal unavailable: {e}")
         return JSONResponse({"status": "ok", "journal": "ok", "last_seq_id": last})
@@ -278,6 +284,7 @@ def serve(config: Config) -> None:
     import uvicorn
 
     from bridge.config import parse_hostport
+    from bridge.web.protocol import with_deadline
 
     host, port = parse_hostport(config.web.listen)
     app = create_app(config)
@@ -298,4 +305,7 @@ def serve(config: Config) -> None:
         log_level="warning",
         timeout_graceful_shutdown=2,
         proxy_headers=True,
+        http=with_deadline(config.web.request_timeout),
+        # the last guard (uvicorn's own 503): streams are capped lower, in the app
+        limit_concurrency=config.web.max_streams + 1024,
     )

@@ -42,12 +42,11 @@ def render(view: View, params: Any, naming: Naming) -> str:
         f' placeholder="{hint}" size="16"></label>'
         for name, label, hint in FILTER_FIELDS
     )
-    # the charts end with the newest event shown: a journal of history has no recent days
     messages = [json.loads(row.envelope) for row in view.rows]
-    end = max((_epoch(m) for m in messages), default=time.time())
+    end = time.time()  # the charts end today
     window = urlencode({"by": "day", "end": int(end), "delta": CHART_DAYS * 86400})
     stats_url = f"/v1/stats?{window}" + (f"&{query}" if query else "")
-    events = "\n".join(event_item(message, naming) for message in messages)
+    events = "\n".join(_item_or_note(message, naming) for message in messages)
     stream_url = "/v1/stream" + (f"?{query}" if query else "")
     shown = f"{len(view.rows)} newest of {view.total}" if view.total > len(view.rows) else ""
     return f"""<!doctype html>
@@ -116,12 +115,17 @@ def event_item(message: Mapping[str, Any], naming: Naming) -> str:
     )
 
 
-def _epoch(message: Mapping[str, Any]) -> float:
-    when = _when(message.get("msg") or {}, message.get("timestamp"))
+def _item_or_note(message: Any, naming: Naming) -> str:
+    """One event of the list, or a line saying it cannot be shown: one odd stored event
+    never breaks the page for the others."""
     try:
-        return datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return float(message.get("timestamp") or 0)
+        return event_item(message, naming)
+    except Exception as e:  # a body no parser would make (pushed, or from an old bridge)
+        seq_id = message.get("seq_id") if isinstance(message, dict) else None
+        return (
+            f'<li class="event">event {escape(str(seq_id))} cannot be shown here'
+            f" ({escape(type(e).__name__)}); /raw has it whole</li>"
+        )
 
 
 def _day(epoch: float) -> str:
@@ -129,11 +133,15 @@ def _day(epoch: float) -> str:
 
 
 def _when(body: Mapping[str, Any], timestamp: Any) -> str:
-    date = (body.get("origin") or {}).get("date")
+    origin = body.get("origin") if isinstance(body.get("origin"), dict) else {}
+    date = origin.get("date")
     if isinstance(date, str) and date:
         return date
     seconds = timestamp if isinstance(timestamp, int | float) else 0
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return ""
 
 
 def _safe_url(url: Any) -> bool:

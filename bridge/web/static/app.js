@@ -18,6 +18,14 @@ function eventTopic(topic) {
   return topic.split(".").slice(3).join(".") || topic;
 }
 
+function eventTime(body, timestamp) {
+  // As page._when: the mail's date when it is one, else the arrival time; never throws.
+  const date = (body.origin || {}).date;
+  if (typeof date === "string" && date) return date;
+  const moment = new Date((typeof timestamp === "number" ? timestamp : 0) * 1000);
+  return isNaN(moment) ? "" : moment.toISOString().replace(/\.\d+Z$/, "Z");
+}
+
 function eventItem(message) {
   // The same markup as the server's page.event_item.
   const body = message.msg || {};
@@ -25,8 +33,7 @@ function eventItem(message) {
   const verdict = String(auth.verdict || "none");
   const topic = eventTopic(String(message.topic || ""));
   const summary = String(body.summary || topic);
-  const when = (body.origin || {}).date ||
-    new Date((message.timestamp || 0) * 1000).toISOString().replace(/\.\d+Z$/, "Z");
+  const when = eventTime(body, message.timestamp);
   const url = typeof body.url === "string" && /^https?:\/\//.test(body.url) ? body.url : null;
   const item = element("li", { class: "event new", "data-seq-id": String(message.seq_id) });
   item.append(element("time", { datetime: when }, when.replace("T", " ").replace(/Z$/, "")), " ");
@@ -93,9 +100,14 @@ function follow() {
   source.onopen = () => { live.className = "live on"; live.textContent = "live"; };
   source.onerror = () => { live.className = "live off"; live.textContent = "reconnecting"; };
   source.addEventListener("message", (event) => {
-    const message = JSON.parse(event.data);
+    let item;
+    try {
+      item = eventItem(JSON.parse(event.data));
+    } catch (error) {  // one odd event must not stop the page: show that it came
+      item = element("li", { class: "event new" }, `an event the page cannot show (${error})`);
+    }
     list.querySelector("li.empty")?.remove();
-    list.prepend(eventItem(message));
+    list.prepend(item);
     count.textContent = String(Number(count.textContent) + 1);
     while (list.children.length > 500) list.lastElementChild.remove();
   });
