@@ -14,11 +14,13 @@ every connection checks the version first.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -198,7 +200,20 @@ def _psycopg() -> Any:
     return psycopg
 
 
-def connect(url: str, *, autocommit: bool = True) -> Any:
+# A server that stops answering must cost a bounded wait, never a hang: no statement runs
+# longer than this (migrations excepted), and TCP keepalives and an unacknowledged-data
+# timeout find a peer that vanished.
+STATEMENT_TIMEOUT_MS = 30_000
+TCP_USER_TIMEOUT_MS = 20_000
+# A server that is stopped (SIGSTOP, a hung host whose kernel still answers TCP) enforces
+# no statement timeout: past this many seconds without an answer the bridge cuts the
+# connection itself.
+CLIENT_TIMEOUT = 40.0
+
+
+def connect(
+    url: str, *, autocommit: bool = True, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS
+) -> Any:
     """A connection named after this host and process (``bridge status`` shows who leads)."""
     psycopg = _psycopg()
     try:
@@ -207,6 +222,11 @@ def connect(url: str, *, autocommit: bool = True) -> Any:
             autocommit=autocommit,
             application_name=f"debian-bus-bridge@{socket.gethostname()}:{os.getpid()}",
             connect_timeout=10,
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+            tcp_user_timeout=TCP_USER_TIMEOUT_MS,
         )
     except psycopg.OperationalError as e:
         raise JournalUnavailable(f"cannot connect to the journal at {redacted(url)}: {e}") from e
@@ -214,9 +234,14 @@ def connect(url: str, *, autocommit: bool = True) -> Any:
     # does once a plan's estimated cost is high, as it is on a table without statistics
     # yet) costs more than running it.
     db.execute("SET jit = off")
+    db.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
     if not autocommit:
         db.commit()
     return db
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def redacted(url: str) -> str:
@@ -237,7 +262,8 @@ def schema_version(db: Any) -> int:
 
 def migrate(url: str) -> tuple[int, int]:
     """Apply the migrations the journal at *url* lacks; (version before, version after)."""
-    with connect(url, autocommit=True) as db, db.transaction():
+    # a migration rewrites whole tables: it may take longer than any query
+    with connect(url, autocommit=True, statement_timeout_ms=0) as db, db.transaction():
         db.execute("SELECT pg_advisory_xact_lock(hashtext('bridge:migrate'))")
         before = schema_version(db)
         for version in range(before, SCHEMA_VERSION):
@@ -270,6 +296,8 @@ class PostgresJournal(SqlJournal):
         self._leading: set[str] = set()
         self._watchers: list[threading.Thread] = []
         self._closed = threading.Event()
+        self._waiting_since: float | None = None  # when the call now waiting on the server began
+        threading.Thread(target=self._cut_when_hung, name="journal-deadline", daemon=True).start()
 
     @property
     def location(self) -> str:
@@ -293,9 +321,40 @@ class PostgresJournal(SqlJournal):
         self._db = connect(self.url)
 
     @contextmanager
+    def _answering(self) -> Iterator[None]:
+        """Mark a call to the server (the outermost, under the lock), for
+        :meth:`_cut_when_hung`."""
+        outermost = self._waiting_since is None
+        if outermost:
+            self._waiting_since = time.monotonic()
+        try:
+            yield
+        finally:
+            if outermost:
+                self._waiting_since = None
+
+    def _cut_when_hung(self) -> None:
+        """Shut down the connection's socket under a call that waits longer than
+        :data:`CLIENT_TIMEOUT`: libpq then fails the call, and the next one reconnects."""
+        while not self._closed.wait(1.0):
+            since = self._waiting_since
+            if since is None or time.monotonic() - since < CLIENT_TIMEOUT:
+                continue
+            log.warning(
+                "journal: PostgreSQL at %s gave no answer in %.0f s; cutting the connection",
+                redacted(self.url),
+                CLIENT_TIMEOUT,
+            )
+            self._waiting_since = None
+            with contextlib.suppress(OSError, ValueError):
+                cut = socket.socket(fileno=os.dup(self._db.fileno()))
+                cut.shutdown(socket.SHUT_RDWR)
+                cut.close()
+
+    @contextmanager
     def batch(self) -> Iterator[PostgresBatch]:
         psycopg = _psycopg()
-        with self._lock:
+        with self._lock, self._answering():
             self._connected()
             try:
                 with self._db.transaction():
@@ -305,6 +364,7 @@ class PostgresJournal(SqlJournal):
                     if batch.appended:
                         self._db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(batch.last)))
             except psycopg.OperationalError as e:
+                log.warning("journal write failed: %s", _one_line(e))
                 raise JournalUnavailable(f"journal write failed: {e}") from e
             except psycopg.Error as e:
                 raise JournalError(f"journal write failed: {e}") from e
@@ -354,13 +414,14 @@ class PostgresJournal(SqlJournal):
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         psycopg = _psycopg()
-        with self._lock:
+        with self._lock, self._answering():
             self._connected()
             try:
                 # results in binary: envelopes arrive as their bytes, not twice as many hex
                 # digits to decode
                 return self._db.execute(sql, params, binary=True).fetchall()
             except psycopg.OperationalError as e:
+                log.warning("journal read failed: %s", _one_line(e))
                 raise JournalUnavailable(f"journal read failed: {e}") from e
 
     def _period(self, period: str, seconds: str = "event_time") -> tuple[str, list[Any]]:
