@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import lzma
 import multiprocessing
 import time
@@ -98,6 +99,7 @@ class Backfill:
         self.emit = emit
         self.summary = Summary()
         self.errors: list[str] = []  # one line per file that could not be read to its end
+        self.notes: list[str] = []  # what a user should know of a file (it started over)
         self._pool: Any = None
         self._pipeline: Pipeline | None = None
         self._threads: ThreadPoolExecutor | None = None
@@ -121,12 +123,18 @@ class Backfill:
             self._threads.shutdown(cancel_futures=True)
 
     def replay(self, path: Path, on_progress: Callable[[int, int], None] | None = None) -> None:
-        """Replay one file; *on_progress* gets (mails so far, bytes of the file consumed)."""
-        key = str(path.resolve())
-        start = 0 if self.options.dry_run else self._resume_point(key)
+        """Replay one file; *on_progress* gets (mails so far, bytes of the file consumed).
+
+        An interrupted replay resumes only the file it started: its resume point is kept
+        under the file's path and a digest of its first bytes (which stay as they were while
+        an mbox grows). A file replaced since starts over, and says so."""
+        # a pipe or a device is read as a stream: it has no first bytes to come back to
+        key = self._resume_key(path) if path.is_file() else None
+        start = 0 if key is None else self._resume_point(key)
         if start:
             self.summary.resumed_from[str(path)] = start
         started = time.perf_counter()
+        mails_before = self.summary.mails
         with open(path, "rb") as raw:
             reader = MboxReader(_decompressing(path, raw), start, self.options.max_message_size)
             batches = _batches(_skip_done(iter(reader), start))
@@ -135,12 +143,16 @@ class Backfill:
                 if on_progress:
                     on_progress(self.summary.mails, raw.tell())
         self.summary.seconds += time.perf_counter() - started
-        if reader.error is not None:
+        if reader.error is None and self.summary.mails == mails_before and not start:
+            self.errors.append(
+                f"{path}: holds no mail (an mbox starts each mail with a 'From ' line)"
+            )
+        elif reader.error is not None:
             self.errors.append(
                 f"{path}: unreadable after {reader.failed_at} bytes of mail ({reader.error});"
                 " every whole mail before that was replayed"
             )
-        elif not self.options.dry_run and self.journal is not None:
+        elif not self.options.dry_run and self.journal is not None and key is not None:
             self._forget_resume_point(key)
 
     def _parsed(
@@ -164,7 +176,7 @@ class Backfill:
             yield done, answer.get()
 
     def _record(
-        self, path: Path, key: str, batch: list[MboxMessage], outcomes: list[Outcome]
+        self, path: Path, key: str | None, batch: list[MboxMessage], outcomes: list[Outcome]
     ) -> None:
         self.summary.bytes_read += sum(len(m.raw) for m in batch)
         if self.options.dry_run:
@@ -191,7 +203,7 @@ class Backfill:
             log_outcome(f"mbox={path.name}@{message.offset}", outcome, result)
 
     def _one_by_one(
-        self, path: Path, key: str, batch: list[MboxMessage], outcomes: list[Outcome]
+        self, path: Path, key: str | None, batch: list[MboxMessage], outcomes: list[Outcome]
     ) -> tuple[list[Outcome], list[AppendResult]]:
         settled: list[Outcome] = []
         results: list[AppendResult] = []
@@ -207,7 +219,7 @@ class Backfill:
         return settled, results
 
     def _journal(
-        self, path: Path, key: str, batch: list[MboxMessage], outcomes: list[Outcome]
+        self, path: Path, key: str | None, batch: list[MboxMessage], outcomes: list[Outcome]
     ) -> list[AppendResult]:
         """Keep failed mail aside (and, for a live replay, mail the trust policy withholds),
         then journal the events with the resume point after them."""
@@ -238,24 +250,68 @@ class Backfill:
                         {"mbox": str(path), "offset": message.offset},
                         conflict_reason(result),
                     )
-            journal.set_resume_point(key, batch[-1].offset, len(batch))
+            if key is not None:
+                journal.set_resume_point(key, batch[-1].offset, len(batch))
         return results
 
     def _resume_point(self, key: str) -> int:
         return 0 if self.journal is None else self.journal.resume_point(key)
+
+    def _resume_key(self, path: Path) -> str:
+        """The key of the resume point this replay of *path* continues from, or the key
+        to note one under. Resume points of another file once at *path* (replaced since,
+        or noted by a bridge that kept no digest) cannot go on in this one: forgotten, and
+        said so."""
+        if self.options.dry_run or self.journal is None:
+            return resume_key(path)
+        where = str(path.resolve())
+        noted = [where, *self.journal.resume_points(where + "#")]
+        ours = next((k for k in noted if k != where and same_file(path, k)), None)
+        for other in noted:
+            if other != ours and self.journal.resume_point(other):
+                self.notes.append(
+                    f"{path}: not the file an interrupted replay left off in (its first bytes"
+                    " differ, or were not noted); replaying it from the start"
+                )
+                self.journal.forget_resume_point(other)
+        return ours or resume_key(path)
 
     def _forget_resume_point(self, key: str) -> None:
         assert self.journal is not None
         self.journal.forget_resume_point(key)
 
 
-def _decompressing(path: Path, raw: BinaryIO) -> BinaryIO:
-    """Wrap the open file by its suffix (the raw file's position still shows progress)."""
-    if path.suffix == ".gz":
+IDENTITY_BYTES = 64 * 1024
+
+
+def resume_key(path: Path) -> str:
+    """Where an interrupted replay of *path* is noted: the resolved path, and the length
+    and digest of the file's first bytes (a grown mbox keeps them; a replaced one does
+    not): ``PATH#LENGTH:SHA256``."""
+    with open(path, "rb") as fh:
+        head = fh.read(IDENTITY_BYTES)
+    return f"{path.resolve()}#{len(head)}:{hashlib.sha256(head).hexdigest()[:32]}"
+
+
+def same_file(path: Path, key: str) -> bool:
+    """Whether *path* begins with the bytes the resume *key* names."""
+    length, _, digest = key.rpartition("#")[2].partition(":")
+    if not length.isascii() or not length.isdigit():
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(int(length))
+    return len(head) == int(length) and hashlib.sha256(head).hexdigest()[:32] == digest
+
+
+def _decompressing(path: Path, raw: Any) -> BinaryIO:
+    """Wrap the open file by what its first bytes say it is (gzip, xz, bzip2), whatever
+    its name; the raw file's position still shows progress."""
+    head = raw.peek(6)[:6]
+    if head.startswith(b"\x1f\x8b"):
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    if path.suffix == ".xz":
+    if head.startswith(b"\xfd7zXZ\x00"):
         return lzma.LZMAFile(raw, "rb")  # type: ignore[return-value]
-    if path.suffix == ".bz2":
+    if head.startswith(b"BZh"):
         return bz2.BZ2File(raw, "rb")  # type: ignore[return-value]
     return raw
 

@@ -499,7 +499,13 @@ def fsck(state: AppState, repair: bool) -> None:
     Run it with the bridge stopped. Exit status 0: sound; 1: problems found (and, with
     --repair, what was done about them).
     """
-    from bridge.fsck import Report, check_journal, check_spool, salvage_journal
+    from bridge.fsck import (
+        Report,
+        check_journal,
+        check_shared_journal,
+        check_spool,
+        salvage_journal,
+    )
     from bridge.journal import JOURNAL_FILE
     from bridge.spool import spool_of
 
@@ -508,7 +514,10 @@ def fsck(state: AppState, repair: bool) -> None:
     spool = spool_of(config)
     check_spool(spool, report)
     journal_path = config.state_path / JOURNAL_FILE
-    check_journal(journal_path, report)
+    if config.journal.url:
+        check_shared_journal(config.journal.url, report)
+    else:
+        check_journal(journal_path, report)
     for line in report.problems:
         click.echo(f"PROBLEM {line}")
     if repair and report.journal_damaged:
@@ -516,7 +525,10 @@ def fsck(state: AppState, repair: bool) -> None:
     for line in report.repaired:
         click.echo(f"REPAIRED {line}")
     if report.clean:
-        click.echo(f"ok: spool and journal in {config.state_path} are sound")
+        from bridge.journal.postgres import redacted
+
+        where = f"journal {redacted(config.journal.url)}" if config.journal.url else "journal"
+        click.echo(f"ok: spool in {config.state_path} and {where} are sound")
         return
     if report.journal_damaged and not repair:
         click.echo("run 'bridge fsck --repair' with the bridge stopped to salvage the journal")
@@ -827,8 +839,10 @@ def replay_mbox(
     from bridge.spool import spool_of
 
     for path in paths:
-        if not path.is_file():
+        if not path.exists():
             raise UsageError(f"no such file: {path}")
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory, not an mbox")
     options = Options(
         dry_run=dry_run,
         live=not no_publish,
@@ -853,6 +867,8 @@ def replay_mbox(
         click.echo(json.dumps(summary.as_json(), sort_keys=True), err=out_err)
     else:
         _print_summary(summary, err=out_err)
+    for line in backfill.notes:
+        click.echo(f"bridge: {line}", err=True)
     for line in backfill.errors:
         click.echo(f"bridge: error: {line}", err=True)
     if interrupted:

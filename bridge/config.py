@@ -7,6 +7,7 @@ ones. Nothing here runs at import time: call :func:`load_config`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -230,6 +231,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 (TOML is): {e.reason} at byte {e.start}"
+        ) from e
     config = _build(Config, data, where="")
     networks("smtp.allowed_peers", config.smtp.allowed_peers)  # checked when read
     if config.bus.signing.key or config.bus.signing.certificate:
@@ -278,6 +283,46 @@ def networks(key: str, values: list[str]) -> list[IPv4Network | IPv6Network]:
         except ValueError as e:
             raise ConfigError(f"config key {key!r}: {value!r} is not a network ({e})") from e
     return found
+
+
+# The range each number may take, by key: a value outside is a config error naming it.
+DAY = 86_400.0
+RANGES: dict[str, tuple[float, float]] = {
+    "smtp.max_message_size": (1024, 2**40),
+    "smtp.max_line_length": (1000, 2**24),  # RFC 5321's least is 1000
+    "smtp.max_recipients": (1, 100_000),
+    "smtp.max_commands": (1, 10**9),
+    "smtp.command_timeout": (0.1, DAY),
+    "smtp.data_timeout": (0.1, DAY),
+    "smtp.max_connections": (1, 100_000),
+    "smtp.max_connections_per_peer": (1, 100_000),
+    "smtp.min_free_bytes": (0, 2**53),
+    "bus.replay_max_messages": (1, 10**7),
+    "bus.replay_max_request_bytes": (1024, 2**31 - 1),
+    "bus.poll_interval": (0.001, 60.0),
+    "bus.startup_delay": (0.0, 600.0),
+    "bus.send_hwm": (0, 2**31 - 1),  # ZeroMQ's is a C int; 0: no limit
+    "spool.retention_days": (0.0, 36_500.0),
+    "spool.group_commit_window": (0.0, 10.0),
+    "mbox.max_message_size": (1024, 2**40),
+    "web.max_body_bytes": (1024, 2**31 - 1),
+    "web.rate_limit": (0.0, 10**6),
+    "web.rate_burst": (1, 10**6),
+    "web.page_events": (1, 1000),
+    "web.max_streams": (1, 100_000),
+    "web.max_streams_per_client": (1, 100_000),
+    "web.request_timeout": (0.1, DAY),
+    "trust.dns_timeout": (0.01, 600.0),
+    "trust.dns_budget": (0.01, 3600.0),
+    "trust.dns_port": (1, 65_535),
+}
+ANY_NUMBER = (0, 2**31 - 1)  # a number key not listed above
+
+
+def _in_range(key: str, value: float) -> None:
+    low, high = RANGES.get(key, ANY_NUMBER)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ConfigError(f"config key {key!r} must be from {low:g} to {high:g}, not {value!r}")
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -330,6 +375,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         ok = isinstance(value, str)
     if not ok:
         raise ConfigError(f"config key {key!r} must be {_kind(default)}, not {value!r}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        _in_range(key, value)
     return value
 
 

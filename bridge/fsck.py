@@ -3,7 +3,8 @@
 The spool check walks every segment the way the worker reads it and lists torn tails
 (never acknowledged; cut at the next start) and damaged spans (kept aside in ``damaged/``
 when the worker reaches them). The journal check is SQLite's integrity check plus the
-bridge's own promise that ``seq_id`` has no gap. Repair copies every readable row of a
+bridge's own promise that ``seq_id`` has no gap; a PostgreSQL journal (``[journal] url``) is
+checked for that promise and for rows without envelopes. Repair copies every readable row of a
 damaged journal into a new file, keeps the damaged one beside it, and says which
 ``seq_id``s could not be read.
 """
@@ -61,6 +62,28 @@ def check_journal(path: Path, report: Report) -> None:
             f"journal: {found.missing} seq_id(s) missing below {found.last} (lost to damage"
             " earlier; replay answers 'no message' for them)"
         )
+
+
+def check_shared_journal(url: str, report: Report) -> None:
+    """The PostgreSQL journal at *url*: reached, of this bridge's schema, every ``seq_id``
+    once and every row with its envelope; one that cannot be reached is a problem (fsck
+    never calls sound what it did not check)."""
+    from bridge.errors import JournalError
+    from bridge.journal.postgres import PostgresJournal, redacted
+
+    try:
+        journal = PostgresJournal(url, auto_migrate=False)
+    except JournalError as e:
+        report.problems.append(f"journal {redacted(url)}: not checked: {e}")
+        return
+    try:
+        report.problems += [
+            f"journal {redacted(url)}: {line}" for line in journal.check(thorough=True)
+        ]
+    except JournalError as e:
+        report.problems.append(f"journal {redacted(url)}: check interrupted: {e}")
+    finally:
+        journal.close()
 
 
 def salvage_journal(path: Path, report: Report) -> None:

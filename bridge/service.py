@@ -29,10 +29,10 @@ import zmq
 
 from bridge.amqp import AmqpSink, builtin_topics, connection_parameters
 from bridge.config import Config
-from bridge.errors import BridgeError, JournalDamaged
+from bridge.errors import BridgeError, JournalDamaged, JournalUnavailable
 from bridge.inbox import AutoForward
 from bridge.journal import open_journal
-from bridge.pipeline import Pipeline
+from bridge.pipeline import Pipeline, describe
 from bridge.plugins import discover
 from bridge.publisher import Publisher
 from bridge.replay import ReplayServer
@@ -380,6 +380,11 @@ def pipeline_main(
                 config.bus.replay,
                 e,
             )
+            raise SystemExit(EXIT_CANNOT_START) from e
+        except JournalUnavailable:
+            raise  # the journal may come back: the supervisor restarts this process
+        except Exception as e:  # a value the sockets or sinks refuse: restarting won't help
+            log.error("the pipeline cannot start: %s", describe(e))
             raise SystemExit(EXIT_CANNOT_START) from e
     signal.signal(signal.SIGTERM, lambda *_: process.stop_event.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the intake decides when to stop

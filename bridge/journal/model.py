@@ -225,6 +225,10 @@ class Journal(ABC):
         """Where a replay of *archive* continues (0: from the start)."""
 
     @abstractmethod
+    def resume_points(self, prefix: str) -> list[str]:
+        """The archives with a resume point whose names start with *prefix*."""
+
+    @abstractmethod
     def check(self, *, thorough: bool = False) -> list[str]:
         """The engine's own check of its storage: ``[]`` when sound, else what it found."""
 

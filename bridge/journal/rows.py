@@ -775,6 +775,12 @@ class SqlJournal(Journal):
         rows = self._rows(f'SELECT "offset" FROM replay_progress WHERE path = {m}', (archive,))
         return int(rows[0][0]) if rows else 0
 
+    def resume_points(self, prefix: str) -> list[str]:
+        low, high = topic_range(prefix)
+        m = self.dialect.mark
+        sql = f"SELECT path FROM replay_progress WHERE path >= {m} AND path < {m} ORDER BY path"
+        return [row[0] for row in self._rows(sql, (low, high))]
+
 
 def _whole_days(criteria: Criteria) -> tuple[int | None, int | None]:
     """The whole days inside the time window: [first, last) as day numbers (None: open)."""
