@@ -29,7 +29,7 @@ import zmq
 
 from bridge.amqp import AmqpSink, builtin_topics, connection_parameters
 from bridge.config import Config
-from bridge.errors import BridgeError, JournalDamaged, JournalUnavailable
+from bridge.errors import BridgeError, JournalDamaged, JournalError
 from bridge.inbox import AutoForward
 from bridge.journal import open_journal
 from bridge.pipeline import Pipeline, describe
@@ -381,8 +381,8 @@ def pipeline_main(
                 e,
             )
             raise SystemExit(EXIT_CANNOT_START) from e
-        except JournalUnavailable:
-            raise  # the journal may come back: the supervisor restarts this process
+        except (JournalError, OSError):
+            raise  # the journal or the disk may come back: the supervisor restarts this process
         except Exception as e:  # a value the sockets or sinks refuse: restarting won't help
             log.error("the pipeline cannot start: %s", describe(e))
             raise SystemExit(EXIT_CANNOT_START) from e

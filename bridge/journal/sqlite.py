@@ -214,6 +214,7 @@ class SqliteJournal(SqlJournal):
         cache_kib: int = CACHE_KIB,
     ):
         self.path = Path(path)
+        self._shm = self.path.with_name(self.path.name + "-shm")
         self.naming = naming or Naming()
         self._counter = itertools.count(1)
         self._not_before = 0  # the newest row's timestamp, while a batch appends
@@ -251,9 +252,25 @@ class SqliteJournal(SqlJournal):
 
     # -- writing -----------------------------------------------------------------------
 
+    def _shm_writable(self) -> None:
+        """Refuse to touch the journal while its ``-shm`` file cannot be written.
+
+        SQLite reaches the shared-memory index of a WAL database through a writable
+        mapping of the ``-shm`` file, on reads as on writes. When the file becomes
+        unwritable under it (``chattr +i``, as an operator freezes the state directory),
+        the kernel answers the next store into that mapping with SIGBUS: the whole
+        process dies. Asking first (one access(2)) makes it an error this call reports.
+        """
+        if not os.access(self._shm, os.W_OK) and os.path.exists(self._shm):
+            raise JournalUnavailable(
+                f"journal {self.path} is not writable now ({self._shm.name} is read-only or"
+                " immutable): waiting for it"
+            )
+
     @contextmanager
     def batch(self) -> Iterator[SqliteBatch]:
         started = time.monotonic()
+        self._shm_writable()
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
@@ -267,7 +284,11 @@ class SqliteJournal(SqlJournal):
                 raise classify(e, "journal write failed") from e
             raise
         try:
+            self._shm_writable()
             self._db.execute("COMMIT")
+        except JournalUnavailable:
+            self._rollback()
+            raise
         except sqlite3.Error as e:
             self._rollback()
             raise classify(e, "journal commit failed") from e
@@ -315,6 +336,7 @@ class SqliteJournal(SqlJournal):
     # -- reading -----------------------------------------------------------------------
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        self._shm_writable()
         return self._db.execute(sql, params).fetchall()
 
     def _period(self, period: str, seconds: str = "event_time") -> tuple[str, list[Any]]:
