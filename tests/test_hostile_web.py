@@ -88,6 +88,13 @@ def test_hostile_arguments_are_a_json_4xx_on_every_endpoint(web, path, arguments
         assert "at most 100 values" in answer["error"]
 
 
+def test_a_megabyte_query_string_gets_a_json_400_not_a_reset(web):
+    server, _ = web
+    answer = is_json_4xx(server.get("/raw?contains=" + "x" * 1_000_000))
+    assert "over 16 KiB" in answer["error"]
+    assert server.get("/healthz").status == 200
+
+
 @pytest.mark.parametrize("header", ["²", "1" * 30, "-1", "12a"])
 def test_a_hostile_stream_position_is_a_json_400(web, header):
     server, _ = web

@@ -10,6 +10,7 @@ is closed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -24,15 +25,21 @@ def with_deadline(seconds: float) -> type[H11Protocol]:
     return type("DeadlineH11Protocol", (DeadlineH11Protocol,), {"request_timeout": seconds})
 
 
+DRAIN_SECONDS = 2.0  # how long a refused request's remaining bytes are read and dropped
+
+
 class DeadlineH11Protocol(H11Protocol):
     request_timeout = 30.0
     _deadline: asyncio.TimerHandle | None = None
+    _draining = False
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._draining:
+            return  # the rest of a refused request: read, so closing sends no reset
         if self._deadline is None and self.conn.their_state is h11.IDLE:
             self._arm()  # the first bytes of a request after a keep-alive pause
         super().data_received(data)
@@ -43,6 +50,34 @@ class DeadlineH11Protocol(H11Protocol):
         # past those, the request has arrived (or the connection is over)
         if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
             self._disarm()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request h11 cannot read (a head over its 16 KiB, a malformed line): a JSON 400
+        like every other error, then the rest of what the client sends is read and dropped
+        for a moment before the connection closes, so the client reads the answer instead
+        of a connection reset."""
+        body = json.dumps(
+            {
+                "error": "the request cannot be read: its head is malformed or over 16 KiB"
+                " (a query string that long is no search this server answers)",
+                "status": 400,
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        raw = h11.Connection(h11.SERVER)  # the request's own state machine is in error
+        raw.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw.next_event()
+        self.transport.write(raw.send(h11.Response(status_code=400, headers=headers)) or b"")
+        self.transport.write(raw.send(h11.Data(data=body)) or b"")
+        self._draining = True
+        self._disarm()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(DRAIN_SECONDS, self.transport.close)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
