@@ -17,6 +17,7 @@ bytes are kept in ``damaged/`` and the valid mail after them goes on.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import threading
@@ -192,11 +193,11 @@ class Worker:
         done = [(r, f.result()) for (r, f), ok in zip(self._in_flight, finished, strict=True) if ok]
         if not done:
             return True
-        position = self.position
-        for (record, _), ok in zip(self._in_flight, finished, strict=True):
-            if not ok:
-                break
-            position = record.next_position
+        # the spool position after each done record, while all before it are done too
+        prefix = list(itertools.takewhile(bool, finished))
+        positions = [r.next_position for (r, _), _ in zip(self._in_flight, prefix, strict=False)]
+        positions += [None] * (len(done) - len(positions))
+        position = positions[len(prefix) - 1] if prefix else None
         try:
             self._journal(done, position=position)
         except TRANSIENT as e:
@@ -205,7 +206,7 @@ class Worker:
             return False
         except Exception as e:
             log.warning("a batch of %d failed (%s); journaling mail by mail", len(done), e)
-            if not self._one_by_one(done, position):
+            if not self._one_by_one(done, positions):
                 self._start_again()
                 return False
         self._in_flight = [
@@ -233,17 +234,17 @@ class Worker:
         )
         return Outcome(None, failures=[f"damaged spool bytes: {record.damage}"])
 
-    def _one_by_one(self, outcomes: list[tuple[Record, Outcome]], position: int) -> bool:
-        """Journal each mail alone, then the spool *position*; False when the journal became
-        unavailable meanwhile."""
-        try:
-            for record, outcome in outcomes:
-                self._journal_alone(record, outcome)
-            self.journal.set_cursor(self.cursor, position)
-        except TRANSIENT as e:
-            log.warning("journal or spool unavailable, will retry: %s", e)
-            return False
-        self.position = position
+    def _one_by_one(
+        self, outcomes: list[tuple[Record, Outcome]], positions: list[int | None]
+    ) -> bool:
+        """Journal each mail alone, with the spool position after it where it has one; False
+        when the journal became unavailable meanwhile."""
+        for (record, outcome), position in zip(outcomes, positions, strict=True):
+            try:
+                self._journal_alone(record, outcome, position=position)
+            except TRANSIENT as e:
+                log.warning("journal or spool unavailable, will retry: %s", e)
+                return False
         return True
 
     def _journal_alone(
@@ -254,17 +255,21 @@ class Worker:
         source: str = "smtp",
         name: str | None = None,
         overrule: bool = False,
+        position: int | None = None,
     ) -> Processed:
-        """Journal one mail; if the journal refuses its events, the mail goes to ``failed/``
-        with that reason instead (a journal that is unavailable raises, for a retry)."""
+        """Journal one mail (and the spool *position*, when given, in the same transaction);
+        if the journal refuses its events, the mail goes to ``failed/`` with that reason
+        instead (a journal that is unavailable raises, for a retry)."""
         try:
             (processed,) = self._journal(
-                [(record, outcome)], source=source, name=name, overrule=overrule
+                [(record, outcome)], source=source, name=name, overrule=overrule, position=position
             )
         except TRANSIENT:
             raise
         except Exception as e:
-            (processed,) = self._journal([(record, refused(outcome, e))], source=source, name=name)
+            (processed,) = self._journal(
+                [(record, refused(outcome, e))], source=source, name=name, position=position
+            )
         return processed
 
     def retry(self, paths: Sequence[Path]) -> list[Processed]:
