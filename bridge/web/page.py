@@ -42,8 +42,10 @@ def render(view: View, params: Any, naming: Naming) -> str:
         f' placeholder="{hint}" size="16"></label>'
         for name, label, hint in FILTER_FIELDS
     )
+    # the charts end with the newest event shown (a journal of history has no recent days),
+    # and never after today, whatever date an event claims
     messages = [json.loads(row.envelope) for row in view.rows]
-    end = time.time()  # the charts end today
+    end = min(max((_epoch(m) for m in messages), default=time.time()), time.time())
     window = urlencode({"by": "day", "end": int(end), "delta": CHART_DAYS * 86400})
     stats_url = f"/v1/stats?{window}" + (f"&{query}" if query else "")
     events = "\n".join(_item_or_note(message, naming) for message in messages)
@@ -113,6 +115,16 @@ def event_item(message: Mapping[str, Any], naming: Naming) -> str:
         f' <span class="trust {escape(verdict)}" title="{escape(reason)}">{escape(badge)}</span>'
         "</li>"
     )
+
+
+def _epoch(message: Any) -> float:
+    """When an event happened, as epoch seconds; 0 when it says nothing usable."""
+    try:
+        when = _when(message.get("msg") or {}, message.get("timestamp"))
+        return datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+    except (ValueError, OverflowError, TypeError, AttributeError):
+        stamp = message.get("timestamp") if isinstance(message, dict) else None
+        return float(stamp) if isinstance(stamp, int | float) else 0.0
 
 
 def _item_or_note(message: Any, naming: Naming) -> str:
