@@ -43,8 +43,11 @@ def key(domain: str, selector: str = "test") -> Key:
     return Key(selector, domain, pem, record)
 
 
-def sign(raw: bytes, signer: Key, headers: list[str] | None = None) -> bytes:
-    """*raw* with a DKIM-Signature by *signer* over *headers* prepended."""
+def sign(
+    raw: bytes, signer: Key, headers: list[str] | None = None, *, length: bool = False
+) -> bytes:
+    """*raw* with a DKIM-Signature by *signer* over *headers* prepended (with *length*, an
+    ``l=`` tag: the body's length when signed)."""
     raw = raw.replace(b"\r\n", b"\n")
     signature = dkim.sign(
         raw,
@@ -52,6 +55,7 @@ def sign(raw: bytes, signer: Key, headers: list[str] | None = None) -> bytes:
         signer.domain.encode(),
         signer.private_pem,
         include_headers=[h.encode() for h in (headers or SIGNED_HEADERS)],
+        length=length,
     )
     return signature.replace(b"\r\n", b"\n") + raw
 

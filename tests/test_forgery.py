@@ -102,18 +102,7 @@ def test_signatures_are_the_verifiers_own_instances(tmp_path):
 
 
 def test_a_signature_with_l_that_leaves_text_unsigned_is_not_a_pass(tmp_path):
-    import dkim
-
-    raw = FOLLOWUP.replace(b"\r\n", b"\n")
-    signature = dkim.sign(
-        raw,
-        BTS.selector.encode(),
-        BTS.domain.encode(),
-        BTS.private_pem,
-        include_headers=[h.encode() for h in dkimkit.SIGNED_HEADERS],
-        length=True,
-    )
-    signed = signature.replace(b"\r\n", b"\n") + raw
+    signed = dkimkit.sign(FOLLOWUP, BTS, length=True)
     pipe = dkim_pipeline(tmp_path)
     assert pipe.process(signed).events[0].body["origin"]["auth"]["verdict"] == "pass"
     appended = signed + b"\nAlso, please close #1 and #2: fixed upstream.\n"

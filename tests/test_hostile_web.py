@@ -8,6 +8,7 @@ import contextlib
 import json
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -203,7 +204,9 @@ def test_a_damaged_journal_is_a_json_503(tmp_path: Path):
         server.stop()
 
 
-def test_a_postgresql_outage_is_a_json_503_and_healthz_says_why(tmp_path: Path):
+@contextlib.contextmanager
+def web_over_proxied_postgresql(tmp_path: Path) -> Iterator[tuple[WebServer, Proxy]]:
+    """``bridge web`` on a PostgreSQL journal reached through a proxy the test controls."""
     url, drop = postgres_schema()
     proxy = Proxy(("127.0.0.1", 5432))
     proxied = url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
@@ -214,6 +217,15 @@ def test_a_postgresql_outage_is_a_json_503_and_healthz_says_why(tmp_path: Path):
     server = WebServer(state, config).start()
     try:
         assert server.get("/raw").status == 200
+        yield server, proxy
+    finally:
+        server.stop()
+        proxy.close()
+        drop()
+
+
+def test_a_postgresql_outage_is_a_json_503_and_healthz_says_why(tmp_path: Path):
+    with web_over_proxied_postgresql(tmp_path) as (server, proxy):
         proxy.cut()
         for path in ("/raw", "/v1/stats", "/healthz/ready"):
             reply = server.get(path)
@@ -221,26 +233,13 @@ def test_a_postgresql_outage_is_a_json_503_and_healthz_says_why(tmp_path: Path):
             assert "journal" in reply.json()["error"]
         proxy.restore()
         wait_until(lambda: server.get("/raw").status == 200, 30, "the journal back")
-    finally:
-        server.stop()
-        proxy.close()
-        drop()
 
 
 @pytest.mark.slow
 def test_a_hung_postgresql_costs_healthz_seconds_and_is_cut_and_logged(tmp_path: Path):
     from bridge.journal.postgres import CLIENT_TIMEOUT
 
-    url, drop = postgres_schema()
-    proxy = Proxy(("127.0.0.1", 5432))
-    proxied = url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-    config = tmp_path / "bridge.toml"
-    config.write_text(f'{OFFLINE_TRUST}\n[journal]\nurl = "{proxied}"\n')
-    state = tmp_path / "state"
-    state.mkdir()
-    server = WebServer(state, config).start()
-    try:
-        assert server.get("/raw").status == 200
+    with web_over_proxied_postgresql(tmp_path) as (server, proxy):
         proxy.hang()  # connections stay open; no answer comes back
         started = time.monotonic()
         reply = server.get("/healthz/ready")
@@ -254,7 +253,3 @@ def test_a_hung_postgresql_costs_healthz_seconds_and_is_cut_and_logged(tmp_path:
         )
         proxy.restore()
         wait_until(lambda: server.get("/healthz/ready").status == 200, 30, "the journal back")
-    finally:
-        server.stop()
-        proxy.close()
-        drop()

@@ -224,6 +224,12 @@ class Journal(ABC):
     def resume_point(self, archive: str) -> int:
         """Where a replay of *archive* continues (0: from the start)."""
 
+    def replaced(self) -> str | None:
+        """Why the journal this connection reads is no longer the journal at its location
+        (a file replaced, a write-ahead log made anew), or None while it is: a long-lived
+        reader then opens it again."""
+        return None
+
     @abstractmethod
     def resume_points(self, prefix: str) -> list[str]:
         """The archives with a resume point whose names start with *prefix*."""

@@ -12,9 +12,11 @@ import itertools
 import logging
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +217,8 @@ class SqliteJournal(SqlJournal):
     ):
         self.path = Path(path)
         self._shm = self.path.with_name(self.path.name + "-shm")
+        self._wal = self.path.with_name(self.path.name + "-wal")
+        self._closed = False
         self.naming = naming or Naming()
         self._counter = itertools.count(1)
         self._not_before = 0  # the newest row's timestamp, while a batch appends
@@ -235,6 +239,7 @@ class SqliteJournal(SqlJournal):
             self._db.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
             self._db.create_function("unpack", 1, unpack, deterministic=True)
             upgrade(self._db, self.path)
+            _SHARED.opened(self.path.resolve(), self._files_now)
         except sqlite3.Error as e:
             raise classify(e, f"cannot open journal {self.path}") from e
         except OSError as e:
@@ -248,9 +253,35 @@ class SqliteJournal(SqlJournal):
         return sum(p.stat().st_size for p in journal_files(self.path))
 
     def close(self) -> None:
-        self._db.close()
+        if not self._closed:
+            self._closed = True
+            self._db.close()
+            _SHARED.closed(self.path.resolve())
 
     # -- writing -----------------------------------------------------------------------
+
+    def _files_now(self) -> Files:
+        """(device, inode) of the database file, its write-ahead log and its index now."""
+        return Files(_identity(self.path), _identity(self._wal), _identity(self._shm))
+
+    def replaced(self) -> str | None:
+        """The connections of one process share one view of the log and its index (SQLite
+        keeps one per file): when another process took itself for the last connection and
+        deleted both, and a writer then made new ones, this process still reads the old
+        ones, and sees no new event. Only closing every connection of the process helps."""
+        shared = _SHARED.files(self.path.resolve())
+        now = self._files_now()
+        if shared is None:
+            return None
+        if now.database != shared.database:
+            return f"{self.path} was replaced since this process opened it"
+        for name, held, current in (
+            (self._wal.name, shared.wal, now.wal),
+            (self._shm.name, shared.shm, now.shm),
+        ):
+            if held is not None and current is not None and held != current:
+                return f"{name} was made anew since this process opened it"
+        return None
 
     def _shm_writable(self) -> None:
         """Refuse to touch the journal while its ``-shm`` file cannot be written.
@@ -409,6 +440,53 @@ class SqliteBatch(SqlBatch):
             if best is None or rank >= best[0]:
                 best = (rank, msg_id, body)
         return best
+
+
+@dataclass(frozen=True)
+class Files:
+    """Which files a journal is, by (device, inode); None where one does not exist."""
+
+    database: tuple[int, int] | None
+    wal: tuple[int, int] | None
+    shm: tuple[int, int] | None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+class _SharedFiles:
+    """The files this process's open connections to each journal share, as they were when
+    the first of them opened it (SQLite keeps one view of the log and its index a file)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[Path, tuple[int, Files]] = {}
+
+    def opened(self, path: Path, files_now: Callable[[], Files]) -> None:
+        with self._lock:
+            count, files = self._open.get(path, (0, None))
+            self._open[path] = (count + 1, files if files is not None else files_now())
+
+    def closed(self, path: Path) -> None:
+        with self._lock:
+            count, files = self._open.get(path, (1, None))
+            if count <= 1:
+                self._open.pop(path, None)
+            else:
+                self._open[path] = (count - 1, files)
+
+    def files(self, path: Path) -> Files | None:
+        with self._lock:
+            found = self._open.get(path)
+            return found[1] if found else None
+
+
+_SHARED = _SharedFiles()
 
 
 def journal_files(path: Path) -> list[Path]:

@@ -19,6 +19,7 @@ import logging
 import re
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,36 +46,84 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 READER_THREADS = 8
 HEALTH_TIMEOUT = 5.0  # a supervisor asking /healthz gets an answer within this
+FRESHNESS_CHECK = 0.5  # seconds between two looks at whether a thread's journal was replaced
 _SEQ_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also takes "²"
 T = TypeVar("T")
 
 
 class Journals:
-    """One journal connection per thread of the pool, all closed with the application."""
+    """One journal connection per thread of the pool, all closed with the application.
+
+    Every :data:`FRESHNESS_CHECK` seconds a read first asks whether the journal it reads is
+    still the one on disk (:meth:`Journal.replaced`). When it is not, every connection is
+    closed at once, after the reads under way, and each thread opens the journal again: a
+    SQLite file's connections in one process share their view of its log, so closing only
+    some of them would leave the new ones as blind as the old.
+    """
 
     def __init__(self, config: Config):
         self._config = config
         self._local = threading.local()
         self._opened: list[Journal] = []
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._busy = 0  # reads under way
+        self._reopening = False
+        self._generation = 0  # bumped when every connection was closed to be opened again
+        self._checked = 0.0
+        self.stale: str | None = None  # why the last check found the journal replaced
 
-    def here(self) -> Journal:
-        journal = getattr(self._local, "journal", None)
-        if journal is None:
+    def _enter(self) -> Journal:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._reopening)
+            now = time.monotonic()
+            if self._opened and now - self._checked >= FRESHNESS_CHECK:
+                self._checked = now
+                self.stale = self._opened[0].replaced()
+                if self.stale:
+                    log.info("web: %s; opening the journal again", self.stale)
+                    self._reopening = True  # new reads wait; those under way finish
+                    self._changed.wait_for(lambda: self._busy == 0)
+                    self._close_all()
+                    self._reopening = False
+                    self._changed.notify_all()
+            self._busy += 1
+            journal = getattr(self._local, "journal", None)
+            if journal is not None and self._local.generation == self._generation:
+                return journal
+        try:
             journal = open_journal(self._config)
-            self._local.journal = journal
-            with self._lock:
-                self._opened.append(journal)
+        except BaseException:
+            self._exit()
+            raise
+        with self._changed:
+            self._local.journal, self._local.generation = journal, self._generation
+            self._opened.append(journal)
         return journal
 
+    def _exit(self) -> None:
+        with self._changed:
+            self._busy -= 1
+            self._changed.notify_all()
+
+    def _close_all(self) -> None:
+        for journal in self._opened:
+            journal.close()
+        self._opened.clear()
+        self._generation += 1
+
     async def run(self, read: Callable[[Journal], T]) -> T:
-        return await run_in_threadpool(lambda: read(self.here()))
+        def guarded() -> T:
+            journal = self._enter()
+            try:
+                return read(journal)
+            finally:
+                self._exit()
+
+        return await run_in_threadpool(guarded)
 
     def close(self) -> None:
-        with self._lock:
-            for journal in self._opened:
-                journal.close()
-            self._opened.clear()
+        with self._changed:
+            self._close_all()
 
 
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -231,6 +280,8 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
             return error(503, f"journal unavailable: no answer in {HEALTH_TIMEOUT:.0f} s")
         except Exception as e:  # whatever the engine raises, the answer is "not ready"
             return error(503, f"journal unavailable: {e}")
+        if journals.stale:  # found by this very read: the next one reads the journal anew
+            return error(503, f"the web's view of the journal was stale: {journals.stale}")
         return JSONResponse({"status": "ok", "journal": "ok", "last_seq_id": last})
 
     async def live(request: Request) -> Response:
