@@ -165,6 +165,11 @@ def chattr(flag: str, path: Path) -> None:
 @pytest.mark.slow
 def test_a_frozen_state_dir_is_451_and_never_kills_the_bridge(tmp_path):
     require(shutil.which("chattr") is not None, "chattr (package e2fsprogs) is not installed")
+    probe = tmp_path / "probe"
+    probe.touch()
+    frozen = subprocess.run(["chattr", "+i", str(probe)], capture_output=True)
+    require(frozen.returncode == 0, f"this filesystem has no immutable flag: {frozen.stderr!r}")
+    chattr("-i", probe)
     for run in range(5):
         state = tmp_path / f"state{run}"
         server = Server(state, config=config_file(tmp_path)).start()
