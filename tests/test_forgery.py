@@ -31,6 +31,7 @@ from tests.helpers import (
     open_journal_at,
     postgres_schema,
     send,
+    start_data,
     wait_until,
 )
 from tests.test_openpgp import CHANGES, Keys, accepted_mail
@@ -332,6 +333,70 @@ def test_replay_mbox_holds_the_forgery_and_journals_the_genuine_upload(tmp_path,
     (held,) = (state / "spool" / "held").glob("*.eml")
     assert b"Mallory" not in held.read_bytes()  # the forged text is in UTF-16
     assert "unsigned" in held.with_suffix(".reason").read_text()
+
+
+def send_raw(server: Server, raw: bytes) -> bytes:
+    """Deliver *raw* byte for byte (smtplib would turn a bare CR into a line end); the
+    server's reply to the end of DATA."""
+    with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=30) as sock:
+        reader = start_data(sock)
+        data = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n").replace(b"\r\n.", b"\r\n..")
+        sock.sendall(data + b"\r\n.\r\n")
+        return reader.readline()
+
+
+@pytest.mark.slow
+def test_the_bare_cr_forgery_over_smtp_and_replay_mbox_is_refused_and_the_real_mail_passes(
+    tmp_path,
+):
+    keys = dkimkit.key_file(tmp_path / "dkim.keys", BTS, STRANGER)
+    trust = f'dkim_keys = "{keys}"\nkeyrings = []\n[trust.policy]\ndebbugs = "hold"\n'
+    config = config_file(tmp_path, trust=trust)
+    genuine = dkimkit.sign(CLOSURE, BTS)
+    forged = smuggled(genuine)
+    server = Server(tmp_path / "state", config=config).start()
+    try:
+        server.wait_for_smtp()
+        assert send_raw(server, forged).startswith(b"250")
+        wait_until(lambda: counters(server).get("failed") == 1, 20, "the forgery refused")
+        assert send(server, genuine) == {}
+        wait_until(lambda: journal_events(server.state_dir), 20, "the genuine closure")
+    finally:
+        server.stop()
+    (event,) = journal_events(server.state_dir)
+    assert event.msg["bug"] == 476162 and event.msg["origin"]["auth"]["verdict"] == "pass"
+    (reason,) = (server.state_dir / "spool" / "failed").glob("*.reason")
+    assert "bare CR" in reason.read_text()
+
+    box = mailbox.mbox(tmp_path / "closures.mbox")
+    for raw in (forged, genuine):
+        box.add(raw)
+    box.flush()
+    state = tmp_path / "replayed"
+    run = bridge("--config", str(config), "--state-dir", str(state), "replay-mbox", box._path)
+    assert run.returncode == 0, run.stderr
+    (event,) = journal_events(state)
+    assert event.msg["bug"] == 476162 and event.msg["origin"]["auth"]["verdict"] == "pass"
+    assert "bare CR" in next((state / "spool" / "failed").glob("*.reason")).read_text()
+
+
+def test_replay_mbox_holds_a_conflict_and_counts_it(tmp_path, uploads):
+    forged, _ = forged_then_genuine(uploads)
+    other = acceptance(
+        encoded_part(str(uploads["forged"]).replace("999999", "123456"), "utf-16")
+    ).replace(b"forged-upload@", b"other-upload@")
+    box = mailbox.mbox(tmp_path / "uploads.mbox")
+    for raw in (forged, other):
+        box.add(raw)
+    box.flush()
+    state = tmp_path / "state"
+    run = bridge("--state-dir", str(state), "replay-mbox", "--json-summary", box._path)
+    assert run.returncode == 0, run.stderr
+    assert b'"conflicts": 1' in run.stdout
+    (event,) = journal_events(state)
+    assert event.msg["closes"] == [999999]
+    (held,) = (state / "spool" / "held").glob("*.reason")
+    assert "conflict: dak.upload.accepted hello/2.10-3/unstable" in held.read_text()
 
 
 # --- A dead resolver ----------------------------------------------------------------------
