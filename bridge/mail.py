@@ -41,7 +41,20 @@ def strip_from_line(raw: bytes) -> bytes:
 
 
 _HEADER_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")
-_LINE_END = re.compile(rb"\r?\n")
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
+def _header_block(raw: bytes) -> bytes:
+    """*raw*'s header block as RFC 5322 reads it: up to the first empty line (a line ends
+    at CRLF or LF), without that last line end. The body is never looked at."""
+    start = raw.find(b"\n") + 1 if raw.startswith(b"From ") else 0  # an mbox From_ line
+    if start == 0 and raw.startswith(b"From "):
+        return b""
+    if raw.startswith((b"\n", b"\r\n"), start):
+        return b""
+    blank = _BLANK_LINE.search(raw, start)  # no copy of the whole mail: it may be large
+    return raw[start : blank.start() if blank else len(raw)].removesuffix(b"\r")
 
 
 def header_block_problem(raw: bytes) -> str | None:
@@ -53,26 +66,33 @@ def header_block_problem(raw: bytes) -> str | None:
     ``Subject:``, a ``DKIM-Signature:`` that shifts every other one). Such a mail has no
     single reading and is refused before anything looks at it.
     """
-    lines = _LINE_END.split(strip_from_line(raw))
-    for number, line in enumerate(lines, 1):
-        if not line:
-            return None  # the blank line: the body, which every reader reads as bytes
-        if b"\r" in line:
-            return (
-                f"header line {number} holds a bare CR (RFC 5322 forbids it; mail readers"
-                " split such a line differently)"
-            )
-    return None
+    head = _header_block(raw)
+    if head.count(b"\r") == head.count(b"\r\n"):
+        return None
+    bare = _BARE_CR.search(head)
+    number = head.count(b"\n", 0, bare.start() if bare else len(head)) + 1
+    return (
+        f"header line {number} holds a bare CR (RFC 5322 forbids it; mail readers split"
+        " such a line differently)"
+    )
+
+
+def header_field_count(raw: bytes) -> int:
+    """How many fields *raw*'s header block holds as RFC 5322 reads it (its lines that do
+    not continue another): a cheap first comparison with a parser's count."""
+    head = _header_block(raw)
+    if not head:
+        return 0
+    return head.count(b"\n") + 1 - head.count(b"\n ") - head.count(b"\n\t")
 
 
 def header_names(raw: bytes) -> list[str] | None:
     """The names of *raw*'s header fields, in order, as RFC 5322 reads the block (lines end
     at CRLF or LF, a line starting with white space continues a field); None when a line of
     the block is neither a field nor a continuation."""
+    head = _header_block(raw)
     names: list[str] = []
-    for line in _LINE_END.split(strip_from_line(raw)):
-        if not line:
-            break
+    for line in head.split(b"\n") if head else []:
         if line[:1] in (b" ", b"\t") and names:
             continue
         match = _HEADER_NAME.match(line)

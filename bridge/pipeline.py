@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from bridge.bodies import EventRefused, normalised
 from bridge.errors import ParseError, SkipMessage
 from bridge.events import Event
-from bridge.mail import Mail, header, header_block_problem, header_names
+from bridge.mail import Mail, header, header_block_problem, header_field_count, header_names
 from bridge.plugins import PluginRefused, schema_version
 from bridge.sdk import Parser, unverified
 
@@ -219,6 +219,8 @@ def two_readings(raw: bytes, headers: Message) -> str | None:
     problem = header_block_problem(raw)
     if problem:
         return problem
+    if header_field_count(raw) == len(headers):
+        return None  # no bare CR and as many fields: the lines are the same lines
     names = header_names(raw)
     ours = [name.lower() for name in headers]
     if names is not None and names != ours:
