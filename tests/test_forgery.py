@@ -10,6 +10,7 @@ import base64
 import mailbox
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -257,6 +258,28 @@ def serve_uploads(tmp_path: Path, keyring: object, policy: str) -> Server:
     return server
 
 
+def forgery_then_real_mail(
+    server: Server, send_forgery: Callable[[], bool], counter: str, real: bytes
+) -> None:
+    """Send the forgery (it lands in *counter*: held, failed), then the real mail, which is
+    journaled; then stop the server."""
+    try:
+        assert send_forgery()
+        wait_until(lambda: counters(server).get(counter) == 1, 20, f"the forgery {counter}")
+        assert send(server, real) == {}
+        wait_until(lambda: journal_events(server.state_dir), 20, "the real mail journaled")
+    finally:
+        server.stop()
+
+
+def mbox_of(path: Path, *mails: bytes) -> Path:
+    box = mailbox.mbox(path)
+    for raw in mails:
+        box.add(raw)
+    box.flush()
+    return path
+
+
 def forged_then_genuine(uploads: dict[str, object]) -> tuple[bytes, bytes]:
     genuine_part = 'Content-Type: text/plain; charset="utf-8"\n\n' + str(uploads["genuine"])
     forged = acceptance(encoded_part(str(uploads["forged"]), "utf-16"))
@@ -268,13 +291,7 @@ def forged_then_genuine(uploads: dict[str, object]) -> tuple[bytes, bytes]:
 def test_over_smtp_the_forgery_is_held_and_the_genuine_upload_published(tmp_path, uploads):
     server = serve_uploads(tmp_path, uploads["keyring"], 'dak = "hold"')
     forged, genuine = forged_then_genuine(uploads)
-    try:
-        assert send(server, forged) == {}
-        wait_until(lambda: counters(server).get("held") == 1, 20, "the forgery held")
-        assert send(server, genuine) == {}
-        wait_until(lambda: journal_events(server.state_dir), 20, "the genuine upload journaled")
-    finally:
-        server.stop()
+    forgery_then_real_mail(server, lambda: send(server, forged) == {}, "held", genuine)
     (event,) = journal_events(server.state_dir)
     assert event.msg["origin"]["auth"]["verdict"] == "pass"
     assert event.msg["closes"] == [] and event.msg["changed_by"]["email"] == "good@example.org"
@@ -316,15 +333,12 @@ def test_over_smtp_a_conflict_is_held_counted_and_shown(tmp_path, uploads):
 
 def test_replay_mbox_holds_the_forgery_and_journals_the_genuine_upload(tmp_path, uploads):
     forged, genuine = forged_then_genuine(uploads)
-    box = mailbox.mbox(tmp_path / "uploads.mbox")
-    for raw in (forged, genuine):
-        box.add(raw)
-    box.flush()
+    box = mbox_of(tmp_path / "uploads.mbox", forged, genuine)
     config = config_file(
         tmp_path, trust=f'keyrings = ["{uploads["keyring"]}"]\n[trust.policy]\ndak = "hold"\n'
     )
     state = tmp_path / "state"
-    run = bridge("--config", str(config), "--state-dir", str(state), "replay-mbox", box._path)
+    run = bridge("--config", str(config), "--state-dir", str(state), "replay-mbox", str(box))
     assert run.returncode == 0, run.stderr
     assert "withheld by the trust policy: 1" in run.stdout.decode() + run.stderr.decode()
     with SqliteJournal(state / JOURNAL_FILE) as journal:
@@ -355,25 +369,18 @@ def test_the_bare_cr_forgery_over_smtp_and_replay_mbox_is_refused_and_the_real_m
     genuine = dkimkit.sign(CLOSURE, BTS)
     forged = smuggled(genuine)
     server = Server(tmp_path / "state", config=config).start()
-    try:
-        server.wait_for_smtp()
-        assert send_raw(server, forged).startswith(b"250")
-        wait_until(lambda: counters(server).get("failed") == 1, 20, "the forgery refused")
-        assert send(server, genuine) == {}
-        wait_until(lambda: journal_events(server.state_dir), 20, "the genuine closure")
-    finally:
-        server.stop()
+    server.wait_for_smtp()
+    forgery_then_real_mail(
+        server, lambda: send_raw(server, forged).startswith(b"250"), "failed", genuine
+    )
     (event,) = journal_events(server.state_dir)
     assert event.msg["bug"] == 476162 and event.msg["origin"]["auth"]["verdict"] == "pass"
     (reason,) = (server.state_dir / "spool" / "failed").glob("*.reason")
     assert "bare CR" in reason.read_text()
 
-    box = mailbox.mbox(tmp_path / "closures.mbox")
-    for raw in (forged, genuine):
-        box.add(raw)
-    box.flush()
+    box = mbox_of(tmp_path / "closures.mbox", forged, genuine)
     state = tmp_path / "replayed"
-    run = bridge("--config", str(config), "--state-dir", str(state), "replay-mbox", box._path)
+    run = bridge("--config", str(config), "--state-dir", str(state), "replay-mbox", str(box))
     assert run.returncode == 0, run.stderr
     (event,) = journal_events(state)
     assert event.msg["bug"] == 476162 and event.msg["origin"]["auth"]["verdict"] == "pass"
@@ -385,12 +392,9 @@ def test_replay_mbox_holds_a_conflict_and_counts_it(tmp_path, uploads):
     other = acceptance(
         encoded_part(str(uploads["forged"]).replace("999999", "123456"), "utf-16")
     ).replace(b"forged-upload@", b"other-upload@")
-    box = mailbox.mbox(tmp_path / "uploads.mbox")
-    for raw in (forged, other):
-        box.add(raw)
-    box.flush()
+    box = mbox_of(tmp_path / "uploads.mbox", forged, other)
     state = tmp_path / "state"
-    run = bridge("--state-dir", str(state), "replay-mbox", "--json-summary", box._path)
+    run = bridge("--state-dir", str(state), "replay-mbox", "--json-summary", str(box))
     assert run.returncode == 0, run.stderr
     assert b'"conflicts": 1' in run.stdout
     (event,) = journal_events(state)
