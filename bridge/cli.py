@@ -312,11 +312,18 @@ def log(state: AppState, topic: str, body: str | None) -> None:
         raise UsageError(f"body is not valid JSON: {e}") from e
     if not isinstance(data, dict):
         raise UsageError("body must be a JSON object")
+    from bridge.schemas import SchemaBreach, installed
+
     event_topic = state.config.naming.event_topic(topic.strip())
     data["origin"] = logged_origin(data.get("origin"))
+    schemas = installed()
+    version = schemas.version(event_topic)
+    if version is not None:  # as the pipeline stamps a parser's bodies
+        data.setdefault("schema_version", version)
     try:
         event = normalised(Event(event_topic, data, dedup_key=f"log:{uuid.uuid4()}"))
-    except EventRefused as e:
+        schemas.check(event_topic, event.body)
+    except (EventRefused, SchemaBreach) as e:
         raise UsageError(f"cannot journal that event: {e}") from e
     with state.journal() as journal:
         journal.append([event], source="log")

@@ -10,6 +10,7 @@ with the reason, and the next mail goes on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import traceback
@@ -26,6 +27,7 @@ from bridge.errors import ParseError, SkipMessage
 from bridge.events import Event
 from bridge.mail import Mail, header, header_block_problem, header_field_count, header_names
 from bridge.plugins import PluginRefused, schema_version
+from bridge.schemas import SchemaBreach, Schemas
 from bridge.sdk import Parser, unverified
 
 if TYPE_CHECKING:
@@ -80,6 +82,7 @@ class Pipeline:
         self.parsers = list(parsers)
         self.trust = trust
         self._schema_versions: dict[tuple[str, str], int | None] = {}
+        self._schemas: dict[str, Schemas] = {}  # each parser's own, compiled once
 
     def process(self, raw: bytes) -> Outcome:
         """What came of *raw*; never raises."""
@@ -161,9 +164,20 @@ class Pipeline:
             return
         try:
             self._stamp(parser, event)
-            outcome.events.append(normalised(event))
-        except EventRefused as e:
+            event = normalised(event)
+            self._fits(parser, event)
+            outcome.events.append(event)
+        except (EventRefused, SchemaBreach) as e:
             outcome.failures.append(f"{parser.name}: event {topic} refused: {e}")
+
+    def _fits(self, parser: Parser, event: Event) -> None:
+        """The body fits the schema the parser ships for its topic (:mod:`bridge.schemas`):
+        a body that breaks its own contract never reaches the journal."""
+        if parser.name not in self._schemas:
+            self._schemas[parser.name] = Schemas([parser])
+        # (a parser used outside the registry may come without its schema files)
+        with contextlib.suppress(OSError):
+            self._schemas[parser.name].check(event.topic, event.body)
 
     def _stamp(self, parser: Parser, event: Event) -> None:
         """Give the body the ``schema_version`` of its topic's schema, so a consumer can tell

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -29,6 +28,7 @@ from bridge.config import Config
 from bridge.errors import JournalError
 from bridge.events import Event
 from bridge.journal import Journal
+from bridge.schemas import SchemaBreach, Schemas, installed
 from bridge.web.tokens import Grant, RateLimit, Tokens
 
 log = logging.getLogger(__name__)
@@ -153,30 +153,20 @@ class Publisher:
             raise Refused(422, str(e)) from None
 
     def _check_schema(self, event_topic: str, msg: dict[str, Any]) -> None:
-        """A topic a parser declares keeps its contract, whoever publishes on it."""
-        schema = self._schemas.get(event_topic)
-        if schema is None:
-            return
-        import jsonschema
-
+        """A topic a parser declares keeps its contract, whoever publishes on it; the body
+        gets the topic's ``schema_version`` as a parser's does."""
+        version = self._schemas.version(event_topic)
+        if version is not None:
+            msg.setdefault("schema_version", version)
         try:
-            jsonschema.validate(msg, schema)
-        except jsonschema.ValidationError as e:
-            where = "/".join(str(p) for p in e.absolute_path) or "msg"
-            raise Refused(422, f"not a {event_topic} body ({where}): {e.message}") from None
+            self._schemas.check(event_topic, msg)
+        except SchemaBreach as e:
+            raise Refused(422, str(e)) from None
 
     @cached_property
-    def _schemas(self) -> dict[str, Any]:
-        """The JSON Schema of each topic an installed parser declares, read once."""
-        from bridge.plugins import discover
-
-        found = {}
-        for parser in discover().parsers:
-            for topic in parser.topics:
-                path = Path(parser.schemas) / f"{topic}.json"
-                if path.is_file():
-                    found[topic] = json.loads(path.read_text(encoding="utf-8"))
-        return found
+    def _schemas(self) -> Schemas:
+        """The JSON Schema of each topic an installed parser declares, compiled once."""
+        return installed()
 
 
 def pushed_origin(grant: Grant, claimed: Any) -> dict[str, Any]:
