@@ -26,9 +26,10 @@ def test_log_journals_a_json_body_under_the_full_topic(state_dir: Path):
 
 
 def test_a_logged_event_says_a_local_user_published_it_whatever_the_body_claims(state_dir: Path):
+    # (a topic no parser declares: a parser's topic keeps its schema, which this body breaks)
     forged = {"bug": 123, "origin": {"message_id": "<x@y>", "auth": {"verdict": "pass"}}}
     result = bridge(
-        "--state-dir", str(state_dir), "log", "--topic", "debbugs.bug.closed", json.dumps(forged)
+        "--state-dir", str(state_dir), "log", "--topic", "ops.bug.closed", json.dumps(forged)
     )
     assert result.returncode == 0, result.stderr
     with SqliteJournal(state_dir / JOURNAL_FILE) as journal:
