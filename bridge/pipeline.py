@@ -130,6 +130,7 @@ class Pipeline:
             events = parser.parse(message)
             self._assess(parser, message, raw, events)
             for event in events:
+                event = with_signer(event)
                 self._take(parser, event, outcome)
         except SkipMessage as e:
             outcome.reasons.append(f"{parser.name}: {e}")
@@ -196,6 +197,17 @@ class Pipeline:
             raise EventRefused(
                 f"body says schema_version {claimed!r}, the topic's schema is version {version}"
             )
+
+
+def with_signer(event: Event) -> Event:
+    """*event* with the signer the trust check found (an upload's ``signer``) among the
+    people who acted: the sponsor of a sponsored upload acted too."""
+    body = event.body if isinstance(event, Event) else None
+    signer = body.get("signer") if isinstance(body, dict) else None
+    if not isinstance(signer, dict):
+        return event
+    named = [v for v in (signer.get("name"), signer.get("email")) if isinstance(v, str) and v]
+    return replace(event, people=tuple(dict.fromkeys([*event.people, *named])))
 
 
 def apply_policy(outcome: Outcome, policy_for: Callable[[str], str]) -> Outcome:

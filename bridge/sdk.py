@@ -167,11 +167,13 @@ def capped(body: dict[str, Any], name: str, text: str, limit: int = BODY_CAP) ->
     """*text* cut to *limit* characters; a cut is recorded in ``body["truncated"]``.
 
     Every free-text field has a cap the contract states; ``truncated`` lists the fields a cap
-    shortened, so a consumer knows the text it holds is not the whole text.
+    shortened, so a consumer knows the text it holds is not the whole text. After any call
+    *body* has a ``truncated`` list (empty when nothing was cut); *name* is added to it, once,
+    when this text was cut. The cut text is returned: store it under *name* yourself.
     """
+    marks = body.setdefault("truncated", [])
     if len(text) <= limit:
         return text
-    marks = body.setdefault("truncated", [])
     if name not in marks:
         marks.append(name)
     return text[:limit]

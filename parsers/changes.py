@@ -69,6 +69,7 @@ def upload_fields(changes: deb822.Changes, body: dict[str, Any]) -> dict[str, An
         "files": file_list(changes),
         "nmu": is_nmu(version, text),
         "signed_by": unverified_signature(),
+        "signer": None,  # who signed, once the signature is verified (bridge.trust)
         "fields": {
             k: capped(body, f"fields.{k}", plain_value(changes.get_as_string(k)), FIELD_CAP)
             for k in changes
@@ -100,6 +101,17 @@ def unverified_signature() -> dict[str, Any]:
         "uid": None,
         "signed_at": None,
         "reason": "no OpenPGP check has run",
+    }
+
+
+def unsigned_signature(reason: str) -> dict[str, Any]:
+    """``signed_by`` of an upload read from no signed text."""
+    return {
+        "status": "unsigned",
+        "fingerprint": None,
+        "uid": None,
+        "signed_at": None,
+        "reason": reason,
     }
 
 

@@ -33,12 +33,13 @@ from parsers.changes import (
     find_changes,
     is_nmu,
     read_changes,
+    unsigned_signature,
     unverified_signature,
     upload_fields,
 )
 
 TRACKER_URL = "https://tracker.debian.org/pkg/"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 REASON_CAP = 8 * 1024
 SCHEMAS = Path(__file__).parent / "schemas"
 _CHANGES_NAME = r"(?P<source>[a-z0-9][a-z0-9+.-]*)_(?P<version>[^_\s]+)_(?P<arch>[^_\s]+)\.changes"
@@ -93,13 +94,17 @@ class DakParser:
     """Accepted, rejected, NEW and received uploads, and removals."""
 
     name = "dak"
-    description = "Debian archive (dak) mail: uploads accepted, rejected, NEW, received; removals"
+    description = (
+        "Debian archive (dak) mail: uploads accepted, rejected, NEW, received or discarded by"
+        " the upload queue; removals"
+    )
     api_version = API_VERSION
     topics = (
         "dak.upload.accepted",
         "dak.upload.rejected",
         "dak.upload.new",
         "dak.upload.received",
+        "dak.upload.discarded",
         "dak.package.removed",
     )
     schemas = SCHEMAS
@@ -169,18 +174,23 @@ class DakParser:
         agent = body.get("changed_by") or addressee(message)
         suite = header(message, "Debian-Suite") or next(iter(body.get("distribution") or []), None)
         _place(body, message, suite, agent)
-        if subject.action == "rejected":
+        action = subject.action
+        if action == "rejected":
             body["reason"] = capped(body, "reason", rejection_reason(text), REASON_CAP)
+        if action == "received":
+            action = _queue_outcome(body, text)
         verb = {
             "rejected": "was rejected",
             "new": "is NEW (waiting for ftp-master review)",
             "received": "was received by the upload queue",
-        }[subject.action]
+            "discarded": f"was discarded by the upload queue ({body.get('cause')})",
+        }[action]
         body["summary"] = summary_line(f"{body['source']} {body['version']} {verb}")
-        key = "/".join(
-            [subject.action, body["source"], body["version"], "+".join(body["architecture"])]
-        )
-        return upload_event(f"dak.upload.{subject.action}", body, key, signed)
+        arch = body["architecture"]
+        if action == "discarded":  # what it lists may be a few files: the .changes name says
+            arch = subject.arch
+        key = "/".join([action, body["source"], body["version"], "+".join(arch)])
+        return upload_event(f"dak.upload.{action}", body, key, signed)
 
     def _removed(self, message: Message, subject: Subject) -> Event:
         text = body_text(message)
@@ -250,14 +260,24 @@ def new_body() -> dict[str, Any]:
 
 def upload_event(topic: str, body: dict[str, Any], key: str, signed: bytes | None) -> Event:
     """An upload event, indexed by its source, the bugs it closes and the people in it;
-    *signed*: the clearsigned block its ``.changes`` was read from."""
+    *signed*: the clearsigned block its ``.changes`` was read from. Without one the upload
+    is ``unsigned``, whether or not a signature check is configured: there is nothing to
+    check."""
+    if signed is None:
+        body["signed_by"] = unsigned_signature(
+            "the .changes was read from no clearsigned block in the mail's bytes"
+            if body.get("fields")
+            else "the mail holds no .changes, so no signature"
+        )
     return Event(
         topic,
         body,
         dedup_key=key,
         packages=tuple(body["packages"]),
         bugs=tuple(body.get("closes") or ()),
-        people=people(body.get("agent"), body.get("changed_by"), body.get("maintainer")),
+        # those who acted: the uploader (and, once trust has checked the signature, the
+        # signer); the Maintainer did not act
+        people=people(body.get("agent"), body.get("changed_by")),
         occurred_at=body["origin"]["date"],
         signed=signed,
     )
@@ -321,8 +341,42 @@ def _from_subject(subject: Subject) -> dict[str, Any]:
         # Debian's NMU version rule (-x.y, +nmuN) is all the subject offers.
         "nmu": is_nmu(subject.version, ""),
         "signed_by": unverified_signature(),
+        "signer": None,
         "fields": {},
     }
+
+
+# What debianqueued says when it drops an upload rather than passing it on, and the cause
+# each sentence gives (the ``cause`` field of ``dak.upload.discarded``).
+_DISCARDED = [
+    (re.compile(r"is already present on target host"), "already-present"),
+    (re.compile(r"couldn't be processed for \d+ hours and is now deleted"), "expired"),
+    (re.compile(r"^Job \S+ removed", re.MULTILINE), "removed"),
+]
+_RECEIVED = re.compile(r"uploaded successfully to")
+
+
+def _queue_outcome(body: dict[str, Any], text: str) -> str:
+    """``received`` or ``discarded``: what the upload queue says it did with the upload.
+
+    debianqueued mails "Processing of X.changes" both when it passed an upload on and when
+    it dropped it; only the text tells them apart. A notice that says neither is not news
+    this parser can vouch for: it is skipped, with its first line as the reason.
+    """
+    for pattern, cause in _DISCARDED:
+        if pattern.search(text):
+            body["cause"] = cause
+            body["reason"] = capped(body, "reason", queue_words(text), REASON_CAP)
+            return "discarded"
+    if _RECEIVED.search(text):
+        return "received"
+    first = next((line.strip() for line in text.split("\n") if line.strip()), "")
+    raise SkipMessage(f"upload-queue notice that says neither received nor discarded: {first!r}")
+
+
+def queue_words(text: str) -> str:
+    """What the queue said, without its greeting and signature."""
+    return text.split("\nGreetings,", 1)[0].strip()
 
 
 def rejection_reason(text: str) -> str:
@@ -348,12 +402,26 @@ def architectures_of(files: list[str]) -> list[str]:
 
 
 def received_files(text: str) -> list[str]:
-    after = text.split("along with the files:", 1)
-    if len(after) < 2:
-        return []
-    names = []
-    for line in after[1].split("\n")[1:]:
-        if not line.startswith((" ", "\t")) or not line.strip():
+    """The files a queue notice names: indented after "along with the files:" (a receipt),
+    comma-separated after "All files it mentions are also removed:" (an expired upload), or
+    one a line after "is already present on target host:" (a duplicate)."""
+    for marker, separator, indented in (
+        ("along with the files:", None, True),
+        ("All files it mentions are also removed:", ",", True),
+        ("is already present on target host:", None, False),
+    ):
+        after = text.split(marker, 1)
+        if len(after) == 2:
+            return _listed_files(after[1], separator, indented)
+    return []
+
+
+def _listed_files(text: str, separator: str | None, indented: bool) -> list[str]:
+    names: list[str] = []
+    for line in text.split("\n")[1:]:
+        if not line.strip() or (indented and not line.startswith((" ", "\t"))):
             break
-        names.append(line.strip())
+        if not indented and " " in line.strip():
+            break  # the sentence after the list ("Either you already uploaded it, …")
+        names += [n.strip() for n in line.split(separator) if n.strip()]
     return names

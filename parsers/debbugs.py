@@ -34,6 +34,7 @@ from bridge.sdk import (
 )
 from parsers.transcript import (
     BUG_VALUED,
+    ERROR_CAP,
     REPLY_LINE_CAP,
     REPLY_LINES_CAP,
     parse_control_lines,
@@ -41,7 +42,7 @@ from parsers.transcript import (
 )
 
 BTS_URL = "https://bugs.debian.org/"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 HEADER_CAP = 1024  # subject and title
 COMMANDS_CAP = 1000
 REPLY_BUDGET = BODY_CAP  # characters of BTS reply kept over a whole transcript
@@ -54,11 +55,21 @@ _SPOOL = re.compile(r"via spool by (\S+?)@bugs\.debian\.org\s+id=([A-Z]+)(\d*)\.
 _PREFIX = re.compile(r"^\s*(?:\[[^\]]*\]\s*|(?:re|fwd?|aw|sv|tr)\s*:\s*)", re.IGNORECASE)
 _BUG_NUMBER = re.compile(r"^\s*(?:debian\s+)?bug\s*#\s*\d+\s*:\s*", re.IGNORECASE)
 _REPLY = re.compile(r"^(?:\s*(?:re|fwd?|aw|sv|tr)\s*:\s*)+", re.IGNORECASE)
+# A further "Bug#N:" (a mail sent to two bugs, a list's copy of a BTS mail), with the list
+# tags and reply markers before it.
+_ANOTHER_BUG = re.compile(
+    r"^\s*(?:\[[^\]]*\]\s*|(?:re|fwd?|aw|sv|tr)\s*:\s*)*(?:debian\s+)?bug\s*#\s*\d+\s*:\s*",
+    re.IGNORECASE,
+)
 _MARKED_DONE = re.compile(r"marked as done \((.*)\)\s*$", re.DOTALL)
 _PSEUDO = re.compile(
     r"^(Package|Source|Version|Severity|Tags|Control|User|Usertags|X-Debbugs-\S+)\s*:\s*(.*)$",
     re.IGNORECASE,
 )
+_DONE = re.compile(r"^Done:[ \t]*(\S.*)$", re.MULTILINE)
+# Where Debian's services send from: nobody there closes a bug in person.
+ROBOT_DOMAINS = frozenset({"bugs.debian.org", "ftp-master.debian.org"})
+ROBOT_LOCAL_PARTS = frozenset({"noreply", "no-reply", "nobody", "mailer-daemon"})
 _FIXED_IN = re.compile(r"\bfixed in \S+ (\S+)", re.IGNORECASE)
 _SOURCE_VERSION = re.compile(r"^Source-Version:\s*(\S+)", re.MULTILINE)
 
@@ -151,7 +162,7 @@ class DebbugsParser:
         # The notice carries the bug's first report: its pseudo-headers are what the bug
         # was filed with.
         filed = first_values(leading_pseudo_headers(report_text(report))) if report else {}
-        agent = author(source)
+        agent = closer(source, text)
         body.update(
             agent=agent,
             severity=_severity(filed) if report is not None else None,
@@ -258,6 +269,8 @@ def bug_title(subject: str) -> str:
             break
         title = stripped
     title = _REPLY.sub("", _BUG_NUMBER.sub("", title, count=1))
+    while _ANOTHER_BUG.match(title):
+        title = _ANOTHER_BUG.sub("", title, count=1)
     done = _MARKED_DONE.match(title)
     return (done.group(1) if done else title).strip()
 
@@ -265,6 +278,29 @@ def bug_title(subject: str) -> str:
 def author(message: Message) -> dict[str, str | None]:
     """The person who wrote the mail (debbugs resends under the author's own From)."""
     return address(header(message, "From") or header(message, "Resent-From"))
+
+
+def closer(closing: Message, text: str) -> dict[str, str | None]:
+    """Who closed the bug: the closing mail's ``Done:`` line, then its ``Reply-To:``, then
+    its ``From:``; the first that is a person, not a robot. dak closes bugs for an upload
+    from ``ftpmaster@ftp-master.debian.org`` and names the uploader in ``Done:`` and
+    ``Reply-To:``; a developer's own ``-done`` mail has them in ``From:``."""
+    head = text.lstrip("\n").split("\n\n", 1)[0]
+    done = _DONE.search(head)
+    candidates = [done.group(1) if done else ""]
+    candidates += [header(closing, name) for name in ("Reply-To", "From", "Resent-From")]
+    people_named = [address(value) for value in candidates if value.strip()]
+    for person in people_named:
+        if person.get("email") and not is_robot(person["email"]):
+            return person
+    return author(closing)
+
+
+def is_robot(email: str) -> bool:
+    """An address of a Debian service rather than of a person (the archive software, the
+    bug tracker and its per-bug addresses)."""
+    local, _, domain = email.lower().rpartition("@")
+    return domain in ROBOT_DOMAINS or local in ROBOT_LOCAL_PARTS
 
 
 def leading_pseudo_headers(text: str) -> list[tuple[str, str]]:
@@ -411,10 +447,15 @@ def _summary(topic_type: str, agent: dict[str, str | None], body: dict[str, Any]
 
 
 def control_summary(agent: dict[str, str | None], commands: list[dict[str, Any]]) -> str:
-    """Who changed what, grouped: ``Jane: #123 tags +patch +sid; closed on 2 bugs; 1 command
-    failed``."""
+    """Who changed what, closings and reopenings first: ``Jane: #123 reopened; #123 tags
+    +patch +sid; closed on 2 bugs; 1 command failed``."""
     effects = [e for c in commands if c["status"] == "applied" for e in c["effects"]]
-    parts = _grouped_changes(effects)
+    states = [e for e in effects if e["field"] == "state"]
+    others = [e for e in effects if e["field"] != "state"]
+    # Whether a bug is open is what most readers look for: it is never folded into a count.
+    parts = _grouped_changes(states, fold=False) + _grouped_changes(others, fold=not states)
+    if states and len(parts) > 4:
+        parts = _grouped_changes(states, fold=False) + _counted(others)
     failed = sum(1 for c in commands if c["status"] == "failed")
     if failed:
         parts.append(f"{failed} command{'s' if failed > 1 else ''} failed")
@@ -424,9 +465,10 @@ def control_summary(agent: dict[str, str | None], commands: list[dict[str, Any]]
     return summary_line(f"{display(agent)}: " + "; ".join(parts))
 
 
-def _grouped_changes(effects: list[dict[str, Any]]) -> list[str]:
+def _grouped_changes(effects: list[dict[str, Any]], fold: bool = True) -> list[str]:
     """Effects in few words: one change on many bugs is said once, many changes to one bug
-    are said together, and past four phrases only the fields changed are counted."""
+    are said together, and (with *fold*) past four phrases only the fields changed are
+    counted."""
     bugs_of: dict[tuple[str, str, str | None], set[int]] = {}
     for e in effects:
         bugs_of.setdefault((e["field"], e["op"], e["value"]), set()).add(e["bug"])
@@ -437,8 +479,15 @@ def _grouped_changes(effects: list[dict[str, Any]]) -> list[str]:
     for (bugs, field), phrases in together.items():
         text = " ".join(phrases[:1] + [p.removeprefix(f"{field} ") for p in phrases[1:]])
         parts.append(f"#{min(bugs)} {text}" if len(bugs) == 1 else f"{text} on {len(bugs)} bugs")
-    if len(parts) <= 4:
+    if not fold or len(parts) <= 4:
         return parts
+    return _counted(effects)
+
+
+def _counted(effects: list[dict[str, Any]]) -> list[str]:
+    """``3 bugs changed (tags, found versions)``, or nothing for no effects."""
+    if not effects:
+        return []
     fields = list(
         dict.fromkeys(FIELD_NAMES.get(e["field"], e["field"].replace("_", " ")) for e in effects)
     )
@@ -473,7 +522,7 @@ def capped_commands(body: dict[str, Any], commands: list[dict[str, Any]]) -> lis
     """The commands within the contract's caps: at most COMMANDS_CAP commands, each reply
     line at most REPLY_LINE_CAP characters and REPLY_LINES_CAP lines, and REPLY_BUDGET
     characters of reply in all (later commands keep their effects and error, not their
-    reply). Each cut is marked in ``truncated``."""
+    reply), each error at most ERROR_CAP characters. Each cut is marked in ``truncated``."""
     kept, spent = [], 0
     for command in commands[:COMMANDS_CAP]:
         reply = [line[:REPLY_LINE_CAP] for line in command["reply"][:REPLY_LINES_CAP]]
@@ -482,7 +531,10 @@ def capped_commands(body: dict[str, Any], commands: list[dict[str, Any]]) -> lis
         spent += sum(map(len, reply))
         if reply != command["reply"]:
             _mark(body, "commands.reply")
-        kept.append({**command, "reply": reply})
+        error = command["error"]
+        if error is not None and len(error) > ERROR_CAP:
+            error = capped(body, "commands.error", error, ERROR_CAP)
+        kept.append({**command, "reply": reply, "error": error})
     if len(commands) > COMMANDS_CAP:
         _mark(body, "commands")
     return kept

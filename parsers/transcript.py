@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.sdk import decode_header_value
+from parsers.answers import bug_line, read_answer
 
 START = re.compile(r"^Processing (?:commands for \S+|control commands):\s*$", re.MULTILINE)
 STOP_VERBS = frozenset(
@@ -40,9 +41,6 @@ REPLY_LINE_CAP = 512
 REPLY_LINES_CAP = 20
 ERROR_CAP = 1024
 
-# A reply names each bug it acts on in a header line: "Bug #N [package] title" (or
-# "Bug #N {Done: …} [package] title"); merged bugs get one such line each.
-_REPLY_BUG = re.compile(r"^Bug #(\d+) [\[{]")
 _FAILURE = re.compile(
     r"^(?:Failed to|Unknown command|Unknown bug|Bug number \d+ not found|No valid bug|"
     r"Unable to|Too many|Unknown/archived|Bug is archived|Attempt to)|not a valid|"
@@ -132,9 +130,8 @@ def _implicit_bug(text: str, echoed: list[tuple[str, list[str]]]) -> int | None:
         parts = words.split()
         if len(parts) > 1 and parts[1] == "-1":
             for line in reply:
-                match = _REPLY_BUG.match(line)
-                if match:
-                    return int(match.group(1))
+                if bug_line(line) is not None:
+                    return bug_line(line)
     return None
 
 
@@ -154,6 +151,7 @@ def _command(words: str, reply: list[str], session: Session, requested: bool) ->
         "effects": [],
         "error": None,
         "reply": reply,
+        "effects_from": None,
     }
     if verb in NOOP_VERBS:
         if verb == "user" and args:
@@ -165,26 +163,45 @@ def _command(words: str, reply: list[str], session: Session, requested: bool) ->
         return command
     if not requested:
         _learn_clones(verb, args, reply, session)
-    effects = grammar(args, session)
+    asked = grammar(args, session)
     targets = _targets(verb, args, session, reply)
-    command["effects"] = [e for bug in targets for e in effects(bug)]
-    command["bugs"] = sorted(
-        set(targets) | {int(e["value"]) for e in command["effects"] if e["field"] in BUG_VALUED}
-    )
+    command["effects"] = [e for bug in targets for e in asked(bug)]
     if requested:
-        command["status"] = "requested"
+        command.update(status="requested", effects_from="command")
     elif not reply:
         # debbugs counts a command it answers with nothing among the transcript's errors.
         command.update(status="failed", effects=[], error="the BTS gave no answer")
-    elif any(_FAILURE.search(line) for line in reply if not _REPLY_BUG.match(line)):
+    elif any(_FAILURE.search(line) for line in reply if bug_line(line) is None):
         command.update(status="failed", effects=[], error=_error(reply))
-    elif all(_UNCHANGED.match(line) or _REPLY_BUG.match(line) for line in reply):
-        command.update(status="unchanged", effects=[])
+    else:
+        _as_answered(command, reply, targets)
+    command["bugs"] = sorted(
+        set(targets)
+        | {e["bug"] for e in command["effects"]}
+        | {int(e["value"]) for e in command["effects"] if e["field"] in BUG_VALUED}
+    )
+    return command
+
+
+def _as_answered(command: dict[str, Any], reply: list[str], targets: list[int]) -> None:
+    """Status and effects of a command the BTS accepted, as its answer reports them.
+
+    When the answer has no line :mod:`parsers.answers` reads (wording it does not know),
+    the effects the command asked for stand, and ``effects_from`` says so.
+    """
+    answer = read_answer(reply, targets, merging=command["verb"] in ("merge", "forcemerge"))
+    if answer.read:
+        command.update(
+            effects=answer.effects,
+            status="applied" if answer.effects else "unchanged",
+            effects_from="answer",
+        )
+    elif all(_UNCHANGED.match(line) or bug_line(line) is not None for line in reply):
+        command.update(status="unchanged", effects=[], effects_from="answer")
     elif not command["effects"]:
         command.update(status="failed", error=_error(reply) or "no bug the command could act on")
     else:
-        command["status"] = "applied"
-    return command
+        command.update(status="applied", effects_from="command")
 
 
 def _decoded(line: str) -> str:
@@ -195,8 +212,7 @@ def _decoded(line: str) -> str:
 
 
 def _error(reply: list[str]) -> str:
-    text = " ".join(line for line in reply if not _REPLY_BUG.match(line))
-    return text[:ERROR_CAP]
+    return " ".join(line for line in reply if bug_line(line) is None)
 
 
 # -- the grammar -------------------------------------------------------------------------
@@ -250,9 +266,9 @@ def _targets(verb: str, args: list[str], session: Session, reply: list[str]) -> 
     bugs = [b for b in named if b is not None]
     if verb in _SHARED and bugs:
         for line in reply:
-            match = _REPLY_BUG.match(line)
-            if match and int(match.group(1)) not in bugs:
-                bugs.append(int(match.group(1)))
+            listed = bug_line(line)
+            if listed is not None and listed not in bugs:
+                bugs.append(listed)
     return bugs
 
 

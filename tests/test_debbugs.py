@@ -289,3 +289,67 @@ def test_bug_number_one_is_a_bug_like_any_other():
 def test_bodies_are_capped_at_the_sdks_body_cap():
     body = report_with_body("Package: hello\n\n" + "x" * 40_000)
     assert len(body["body"]) == BODY_CAP == 16 * 1024
+
+
+def _closing_mail(raw: bytes) -> email.message.Message | None:
+    """The last attached message of a "marked as done" notice, read without the parser."""
+    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    attached = [
+        p.get_payload()[0] for p in message.walk() if p.get_content_type() == "message/rfc822"
+    ]
+    return attached[-1] if attached else None
+
+
+def test_every_corpus_closure_is_credited_to_who_closed_it(corpus: Path):
+    by_dak = credited = 0
+    for path in sorted(corpus.glob("mails/bts-done/*.eml")):
+        raw = path.read_bytes()
+        (event,) = Pipeline([DebbugsParser()]).process(raw).events
+        agent = event.body["agent"]["email"]
+        assert not agent.endswith(("@ftp-master.debian.org", "@bugs.debian.org")), path
+        closing = _closing_mail(raw)
+        if closing is None:
+            continue
+        text = closing.get_payload(decode=True) or b""
+        done = re.search(rb"^Done: .*<([^>]+)>", text.split(b"\n\n", 1)[0], re.MULTILINE)
+        if "ftpmaster@ftp-master.debian.org" in str(closing.get("From", "")):
+            by_dak += 1
+            assert done is not None, path  # dak names who uploaded
+        if done is not None:
+            assert agent == done.group(1).decode(), path
+            credited += 1
+    assert by_dak > 0 and credited >= by_dak
+
+
+def test_a_second_bug_prefix_is_not_part_of_the_title():
+    raw = (FIXTURES / "debbugs" / "report.eml").read_bytes()
+    for subject, title in [
+        (
+            b"Bug#379192: [Pkg-xfce-devel] Bug#379192: user is unable to shut down",
+            "user is unable to shut down",
+        ),
+        (b"Bug#434396: Bug#434396: Bug#434396: sbuild: LVM snapshot", "sbuild: LVM snapshot"),
+        (b"Bug#476906: Re: Bug#457906: mirror submission", "mirror submission"),
+        (b"Bug#1: [PATCH] hello: fix", "[PATCH] hello: fix"),
+        (
+            b"Bug#475332: closed by Jo (Bug#474932: fixed in x 1)",
+            "closed by Jo (Bug#474932: fixed in x 1)",
+        ),
+    ]:
+        mail = re.sub(rb"^Subject: [^\n]*(\n[ \t][^\n]*)*", b"Subject: " + subject, raw, flags=re.M)
+        (event,) = Pipeline([DebbugsParser()]).process(mail).events
+        assert event.body["title"] == title
+        assert "Bug#" not in event.body["summary"].split(":", 1)[-1] or "closed by" in title
+
+
+def test_an_error_cut_at_its_cap_is_marked_truncated():
+    raw = (FIXTURES / "debbugs" / "control-transcript.eml").read_bytes()
+    head = raw.split(b"\n\n", 1)[0].replace(b"quoted-printable", b"8bit")
+    answer = "Failed to set severity of Bug 1: " + "x" * 2000
+    text = f"Processing commands for control@bugs.debian.org:\n\n> severity 1 grave\n{answer}\n"
+    (event,) = Pipeline([DebbugsParser()]).process(head + b"\n\n" + text.encode()).events
+    (command,) = event.body["commands"]
+    assert command["status"] == "failed" and len(command["error"]) == 1024
+    assert command["error"] == answer[:1024]
+    # the answer's one line is over the reply's line cap too
+    assert event.body["truncated"] == ["commands.reply", "commands.error"]

@@ -177,6 +177,40 @@ def test_signed_by_reads_gpgvs_status_lines(signed, status):
         assert verdict["signed_at"].startswith("2020-01-01T12:00")
 
 
+def test_a_sponsored_upload_names_its_sponsor_as_signer_and_among_the_people(signed):
+    """Changed-By prepared the upload; the Good Uploader's key signed it (a sponsor)."""
+    text = CHANGES.format(uid="Nadia Newcomer <nadia@example.org>")
+    raw = accepted_mail(signed["keys"].clearsign(signed["good"], text))
+    pipe = Pipeline([DakParser()], Trust(TrustConfig(dns=False, keyrings=[str(signed["keyring"])])))
+    (event,) = pipe.process(raw).events
+    assert event.body["changed_by"] == {"name": "Nadia Newcomer", "email": "nadia@example.org"}
+    assert event.body["agent"] == event.body["changed_by"]
+    assert event.body["signer"] == {"name": "Good Uploader", "email": "good@example.org"}
+    assert event.people == (
+        "Nadia Newcomer", "nadia@example.org", "Good Uploader", "good@example.org"
+    )  # fmt: skip
+    # the Maintainer (Santiago Vila) did not act
+    assert "sanvila@debian.org" not in event.people
+
+
+@pytest.mark.parametrize(
+    ("status", "signer"),
+    [
+        ("good", "good@example.org"),
+        ("expired-key", "old@example.org"),
+        ("revoked-key", "gone@example.org"),
+        ("unknown-key", None),
+        ("bad", None),
+        ("unsigned", None),
+    ],
+)
+def test_the_signer_is_named_only_for_a_valid_signature(signed, status, signer):
+    pipe = Pipeline([DakParser()], Trust(TrustConfig(dns=False, keyrings=[str(signed["keyring"])])))
+    (event,) = pipe.process(accepted_mail(signed["texts"][status])).events
+    assert (event.body["signer"] or {}).get("email") == signer
+    assert (signer in event.people) if signer else len(event.people) == 2
+
+
 @pytest.mark.parametrize(
     "status", ["good", "expired-key", "revoked-key", "unknown-key", "bad", "unsigned"]
 )

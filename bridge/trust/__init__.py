@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge.events import Event
-from bridge.mail import header
+from bridge.mail import address, header
 from bridge.trust.authresults import BorderResult, dkim_results, untrusted_ids
 from bridge.trust.facts import rule_for, upload_confirmed
 from bridge.trust.keys import KeyStore, read_key_file
@@ -99,11 +99,16 @@ class Trust:
             return
         checked: dict[bytes | None, dict[str, Any]] = {}
         for event in events:
-            if isinstance(event.body.get("signed_by"), dict):
+            signed_by = event.body.get("signed_by")
+            if isinstance(signed_by, dict) and not (
+                event.signed is None and signed_by.get("status") == "unsigned"
+            ):
                 # exactly the block the event was read from, each block checked once
                 if event.signed not in checked:
                     checked[event.signed] = self.gpgv.check(event.signed)
                 event.body["signed_by"] = dict(checked[event.signed])
+                if "signer" in event.body:
+                    event.body["signer"] = signer_of(event.body["signed_by"])
         border = dkim_results(
             [str(v) for v in message.get_all("Authentication-Results") or []],
             self.config.authserv_ids,
@@ -247,6 +252,19 @@ class Trust:
                 f" {', '.join(sorted(set(evidence.ignored_border)))} ignored"
             )
         return "no DKIM signature"
+
+
+# gpgv found a valid signature by a known key (it may have expired or been revoked since)
+SIGNED = ("good", "expired-key", "revoked-key")
+
+
+def signer_of(signed_by: dict[str, Any]) -> dict[str, str | None] | None:
+    """The person whose key made a valid signature, from the key's uid: the uploader of
+    record, who is the sponsor when someone else prepared the upload; None when no valid
+    signature was found."""
+    if signed_by.get("status") not in SIGNED or not signed_by.get("uid"):
+        return None
+    return address(signed_by["uid"])
 
 
 def _set_auth(event: Event, verdict: dict[str, Any]) -> None:
