@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.bodies import EventRefused, normalised
-from bridge.errors import ParseError, SkipMessage
+from bridge.errors import ParseError, SkipMessage, UsageError
 from bridge.events import Event
 from bridge.mail import Mail, header, header_block_problem, header_field_count, header_names
 from bridge.plugins import PluginRefused, schema_version
@@ -69,6 +69,13 @@ class Outcome:
         if self.withheld is not None:
             return self.withheld
         return PUBLISHED if self.events else IGNORED
+
+    @property
+    def journaled(self) -> list[Event]:
+        """The events to journal: those of every parser that read the mail without failing
+        (another parser's failure sends the mail to ``failed/`` too, but costs only its own
+        events), none while the trust policy withholds the mail."""
+        return self.events if self.withheld is None else []
 
     @property
     def reason(self) -> str:
@@ -129,9 +136,9 @@ class Pipeline:
         try:
             events = parser.parse(message)
             self._assess(parser, message, raw, events)
-            for event in events:
-                event = with_signer(event)
-                self._take(parser, event, outcome)
+            taken = [self._take(parser, with_signer(event), outcome) for event in events]
+            if all(event is not None for event in taken):
+                outcome.events.extend(taken)  # a parser's events go out whole, or not at all
         except SkipMessage as e:
             outcome.reasons.append(f"{parser.name}: {e}")
         except ParseError as e:
@@ -154,7 +161,8 @@ class Pipeline:
                 if isinstance(origin, dict):
                     origin["auth"] = unverified(f"the trust check failed: {describe(e)}")
 
-    def _take(self, parser: Parser, event: Event, outcome: Outcome) -> None:
+    def _take(self, parser: Parser, event: Event, outcome: Outcome) -> Event | None:
+        """*event* as the journal takes it, or None (the failure noted) when it is refused."""
         topic = getattr(event, "topic", "?")
         declared = tuple(getattr(parser, "topics", ()))
         if topic not in declared:
@@ -162,14 +170,15 @@ class Pipeline:
                 f"{parser.name}: event refused: topic {topic!r} is not one the parser declares"
                 f" ({', '.join(declared) or 'none'})"
             )
-            return
+            return None
         try:
             self._stamp(parser, event)
             event = normalised(event)
             self._fits(parser, event)
-            outcome.events.append(event)
+            return event
         except (EventRefused, SchemaBreach) as e:
             outcome.failures.append(f"{parser.name}: event {topic} refused: {e}")
+            return None
 
     def _fits(self, parser: Parser, event: Event) -> None:
         """The body fits the schema the parser ships for its topic (:mod:`bridge.schemas`):
@@ -212,8 +221,9 @@ def with_signer(event: Event) -> Event:
 
 def apply_policy(outcome: Outcome, policy_for: Callable[[str], str]) -> Outcome:
     """*outcome*, withheld when one of its events is not ``pass`` and its topic family's
-    policy is ``hold`` or ``drop`` (design §10); ``mark`` publishes it with its verdict."""
-    if outcome.status != PUBLISHED:
+    policy is ``hold`` or ``drop`` (design §10); ``mark`` publishes it with its verdict.
+    The events of a mail another parser failed on are judged the same way."""
+    if not outcome.events or outcome.withheld is not None:
         return outcome
     for event in outcome.events:
         policy = policy_for(event.topic)
@@ -231,11 +241,17 @@ def apply_policy(outcome: Outcome, policy_for: Callable[[str], str]) -> Outcome:
 
 
 def build_pipeline(parser_names: Sequence[str] | None, trust: TrustConfig | None) -> Pipeline:
-    """The installed parsers (those named, if any) with the configured trust check."""
-    from bridge.plugins import discover
+    """The installed parsers (those named, if any: a named one that is missing or refused
+    is a UsageError) with the configured trust check."""
+    from bridge.plugins import chosen, discover
     from bridge.trust import Trust
 
-    return Pipeline(discover(only=parser_names).parsers, Trust(trust) if trust else None)
+    registry = discover(only=parser_names)
+    try:
+        parsers = chosen(registry, parser_names) if parser_names else registry.parsers
+    except PluginRefused as e:
+        raise UsageError(str(e)) from e
+    return Pipeline(parsers, Trust(trust) if trust else None)
 
 
 def two_readings(raw: bytes, headers: Message) -> str | None:

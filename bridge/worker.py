@@ -334,7 +334,7 @@ class Worker:
         done: list[Processed] = []
         with self.journal.batch() as batch:
             for record, outcome in outcomes:
-                published = outcome.events if outcome.status == PUBLISHED else []
+                published = outcome.journaled
                 result = batch.append(published, source, overrule=overrule)
                 if result.conflicts:
                     reason = conflict_reason(result)
