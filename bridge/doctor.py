@@ -41,12 +41,25 @@ def run_checks(config: Config, source: str, postfix_dir: str | None = None) -> I
             f"{name} endpoint", lambda e=endpoint, n=name: _zmq_port(n, e, bridge_running=running)
         )
     yield _guard("state dir", lambda: _state_dir(config.state_path))
+    yield from _parsers()
     yield from _keyrings(config)
     yield _guard("dkim keys", lambda: _dkim_keys(config))
     yield _guard("journal", lambda: _journal(config))
     if config.amqp.url:
         yield _guard("amqp", lambda: _amqp(config))
     yield _guard("mta route", lambda: _mta_route(config, postfix_dir))
+
+
+def _parsers() -> Iterator[Check]:
+    """Each installed parser plugin that is not used is a failure: its mail would go
+    unread."""
+    from bridge.plugins import discover
+
+    registry = discover()
+    for info in registry.failures:
+        yield Check(FAIL, f"parser {info.name}", f"{info.module} is not used: {info.error}")
+    used = ", ".join(p.name for p in registry.plugins if p.parser is not None) or "none"
+    yield Check(OK if registry.parsers else FAIL, "parsers", f"in use: {used}")
 
 
 def _guard(name: str, check: Callable[[], Check]) -> Check:

@@ -72,8 +72,21 @@ def discover(group: str = GROUP, only: Sequence[str] | None = None) -> Registry:
         if only is None or ep.name in only:
             registry.plugins.append(info)
     for failure in registry.failures:
-        log.warning("parser %s (%s) not used: %s", failure.name, failure.module, failure.error)
+        log.error("parser %s (%s) not used: %s", failure.name, failure.module, failure.error)
     return registry
+
+
+def chosen(registry: Registry, names: Sequence[str]) -> list[Parser]:
+    """The parsers *names* asks for, each installed and accepted; otherwise PluginRefused
+    saying which one is not used and why (a command asked for it by name: going on without
+    it would answer another question)."""
+    for name in names:
+        info = next((p for p in registry.plugins if p.name == name), None)
+        if info is None:
+            raise PluginRefused(f"no parser {name!r} is installed")
+        if info.parser is None:
+            raise PluginRefused(f"parser {name} ({info.module}) is not used: {info.error}")
+    return registry.parsers
 
 
 def _load(ep: EntryPoint) -> PluginInfo:

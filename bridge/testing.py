@@ -17,6 +17,15 @@ Corpus runs
 Schemas
     ``validate(event, parser)`` checks a body against the JSON Schema the parser ships for
     the event's topic (or, given a folder, the schema in that folder).
+Loading
+    ``run_case`` refuses a parser ``bridge parsers`` would refuse (API version, topics,
+    schemas), with the same reason; ``check_installed(name)`` loads an installed plugin
+    through its entry point exactly as the bridge does, topic ownership included.
+Two parsers on one mail
+    Every parser that accepts a mail parses it, and the events of each that succeeds are
+    journaled, whatever the others do. ``beside(parser, eml)`` runs a parser with every
+    installed one (as ``bridge serve`` would) and returns the outcome: ``journaled`` is what
+    the journal receives, ``failures`` why the mail also goes to ``failed/``.
 
 A test module of a plugin::
 
@@ -43,8 +52,10 @@ __all__ = [
     "CorpusRun",
     "GoldenCase",
     "as_json",
+    "beside",
     "broken_cases",
     "check_broken",
+    "check_installed",
     "golden_cases",
     "run_case",
     "validate",
@@ -76,13 +87,54 @@ def golden_cases(folder: Path) -> list[GoldenCase]:
 
 
 def run_case(parsers: Sequence[Parser], eml: Path) -> list[dict[str, Any]] | dict[str, str]:
-    """What the pipeline makes of *eml*: its events as JSON-ready dicts, or ``{"skip"}``."""
+    """What the pipeline makes of *eml*: its events as JSON-ready dicts, or ``{"skip":
+    reason}`` for a mail that deliberately gives none. A parser the bridge would refuse to
+    load fails here too, with the reason ``bridge parsers`` gives."""
+    for parser in parsers:
+        _keeps_the_contract(parser)
     outcome = Pipeline(parsers).process(Path(eml).read_bytes())
     if outcome.failures:
         raise AssertionError(f"{Path(eml).name}: {outcome.reason}")
     if not outcome.events:
         return {"skip": outcome.reason}
     return [as_json(e) for e in outcome.events]
+
+
+def _keeps_the_contract(parser: Parser) -> None:
+    from bridge.plugins import PluginRefused, checked_topics
+
+    try:
+        checked_topics(parser)
+    except PluginRefused as e:
+        name = getattr(parser, "name", type(parser).__name__)
+        raise AssertionError(f"bridge parsers would refuse parser {name}: {e}") from e
+
+
+def check_installed(name: str) -> Parser:
+    """The installed parser *name*, loaded through its ``bridge.parsers`` entry point as
+    ``bridge serve`` loads it; AssertionError with the reason when it is missing or refused
+    (another API version, a topic another parser owns, a missing schema)."""
+    from bridge.plugins import discover
+
+    registry = discover()
+    for info in registry.plugins:
+        if info.name == name:
+            if info.parser is None:
+                raise AssertionError(f"parser {name} ({info.module}) is not used: {info.error}")
+            return info.parser
+    names = ", ".join(p.name for p in registry.plugins) or "none"
+    raise AssertionError(f"no parser {name!r} is installed (installed: {names})")
+
+
+def beside(parser: Parser, eml: Path, others: Sequence[Parser] | None = None) -> Outcome:
+    """What the pipeline makes of *eml* with *parser* beside *others* (default: every
+    installed parser but one of the same name), in that order. ``outcome.journaled`` is what
+    the journal receives: each parser's events go out whole unless that parser failed."""
+    from bridge.plugins import discover
+
+    if others is None:
+        others = [p for p in discover().parsers if p.name != parser.name]
+    return Pipeline([*others, parser]).process(Path(eml).read_bytes())
 
 
 def as_json(event: Event) -> dict[str, Any]:

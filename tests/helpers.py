@@ -79,8 +79,10 @@ class Server:
         *args: str,
         config: Path | None = None,
         preexec: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
     ):
         self.state_dir = state_dir
+        self.env = env or child_env()
         self.publish = f"tcp://127.0.0.1:{free_port()}"
         self.replay = f"tcp://127.0.0.1:{free_port()}"
         self.smtp_port = free_port()
@@ -106,7 +108,7 @@ class Server:
         ]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(), preexec_fn=self.preexec
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, preexec_fn=self.preexec
             )
         return self
 

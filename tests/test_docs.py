@@ -59,3 +59,16 @@ def test_the_guides_plugin_passes_its_own_tests_and_installs_by_its_entry_point(
         timeout=60,
     )
     assert "news\tnews_parser\tbridge-parser-news 1.0.0\tok\tnews.release" in listed.stdout
+
+
+def test_every_public_name_of_the_sdk_and_the_test_kit_is_in_the_guide():
+    import bridge.sdk
+    import bridge.testing
+
+    guide = GUIDE.read_text()
+    reference = guide[guide.index("## Reference") :]
+    for module in (bridge.sdk, bridge.testing):
+        missing = [
+            name for name in module.__all__ if not re.search(rf"`{re.escape(name)}[`(]", reference)
+        ]
+        assert missing == [], f"{module.__name__} names the guide does not document"

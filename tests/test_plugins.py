@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.helpers import FIXTURES, bridge, child_env
+from tests.helpers import FIXTURES, Server, bridge, child_env
 
 PLUGINS = '''
 from pathlib import Path
@@ -125,3 +125,98 @@ def test_an_event_on_an_undeclared_topic_fails_its_mail_with_the_reason(tmp_path
     assert replayed.returncode == 0
     (reason,) = (state / "spool" / "failed").glob("*.reason")
     assert "is not one the parser declares" in reason.read_text()
+
+
+def test_a_refused_plugin_is_hard_to_miss(tmp_path):
+    env = install_plugins(tmp_path)
+    mail = FIXTURES / "debbugs" / "report.eml"
+    asked = bridge("parse", "--parser", "future", str(mail), env=env)
+    assert asked.returncode == 2 and asked.stdout == b""
+    assert (
+        asked.stderr.decode()
+        .strip()
+        .endswith(
+            "parser future (shout_plugin) is not used: REFUSED: built for parser API version 2;"
+            " this bridge speaks version 1"
+        )
+    )
+    missing = bridge("parse", "--parser", "nosuch", str(mail), env=env)
+    assert missing.returncode == 2 and "no parser 'nosuch' is installed" in missing.stderr.decode()
+    doctor = bridge("--state-dir", str(tmp_path / "state"), "doctor", env=env)
+    lines = doctor.stdout.decode().splitlines()
+    assert doctor.returncode != 0
+    assert any(line.startswith("FAIL parser future: shout_plugin is not used") for line in lines)
+    assert any(line.startswith("FAIL parser aaa-usurper:") for line in lines)
+    assert any(line.startswith("FAIL parser broken:") for line in lines)
+    server = Server(tmp_path / "served", env=env).start()
+    try:
+        server.wait_for_smtp()
+    finally:
+        server.stop()
+    errors = [line for line in server.log_text().splitlines() if " ERROR " in line]
+    assert any("parser future (shout_plugin) not used: REFUSED" in line for line in errors)
+    assert any("parser aaa-usurper (shout_plugin) not used: REFUSED" in line for line in errors)
+
+
+def test_the_kit_refuses_a_plugin_the_bridge_would_refuse(tmp_path):
+    from bridge.sdk import API_VERSION
+    from bridge.testing import run_case
+
+    class Outdated:
+        name, description, topics, schemas = "outdated", "x", ("x.y",), tmp_path
+        api_version = API_VERSION + 1
+
+        def accepts(self, message):
+            return True
+
+        def parse(self, message):
+            return []
+
+    try:
+        run_case([Outdated()], FIXTURES / "debbugs" / "report.eml")
+    except AssertionError as e:
+        assert "bridge parsers would refuse parser outdated: built for parser API version" in str(e)
+    else:
+        raise AssertionError("run_case took a parser the bridge refuses")
+
+
+def test_two_parsers_on_one_mail_both_journal_and_one_failing_costs_only_its_own(tmp_path):
+    """The kit's beside(): my parser fails, the debbugs event still reaches the journal (and
+    the mail goes to failed/ for my parser's sake)."""
+    from bridge.journal import SqliteJournal
+    from bridge.pipeline import Pipeline
+    from bridge.plugins import discover
+    from bridge.sdk import API_VERSION, ParseError
+    from bridge.spool import Spool
+    from bridge.testing import beside
+    from bridge.worker import Worker
+
+    class Failing:
+        name, description, topics = "failing", "fails on every bug report", ("failing.x",)
+        api_version, schemas = API_VERSION, tmp_path
+
+        def accepts(self, message):
+            return message.get("X-Debian-PR-Message") is not None
+
+        def parse(self, message):
+            raise ParseError("cannot read this")
+
+    (tmp_path / "failing.x.json").write_text(json.dumps(SCHEMA))
+    mail = FIXTURES / "debbugs" / "report.eml"
+    outcome = beside(Failing(), mail)
+    assert [e.topic for e in outcome.journaled] == ["debbugs.bug.report"]
+    assert outcome.failures == ["failing: cannot read this"]
+    assert outcome.parsers == ["debbugs", "failing"]  # those that accepted the mail
+
+    spool = Spool(tmp_path / "spool")
+    spool.start()
+    try:
+        spool.write_now({"n": 1}, mail.read_bytes())
+        journal = SqliteJournal(tmp_path / "journal.sqlite3")
+        worker = Worker(spool, journal, Pipeline([*discover().parsers, Failing()]))
+        assert worker.step() is True
+        assert journal.topic_counts() == {"debbugs.bug.report": 1}
+        (reason,) = spool.failed_dir.glob("*.reason")
+        assert "failing: cannot read this" in reason.read_text()
+    finally:
+        spool.close()
