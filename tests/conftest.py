@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,42 @@ def state_dir(tmp_path: Path) -> Path:
 def corpus() -> Path:
     require(CORPUS.is_dir(), f"the shared corpus of real Debian mail is not at {CORPUS}")
     return CORPUS
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def browser():
+    """Debian's headless Chromium, driven by Selenium through Debian's chromium-driver."""
+    try:
+        from selenium import webdriver
+    except ImportError:
+        require(False, "selenium is not installed (pip install -e '.[test]')")
+    require(
+        shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER),
+        "Debian's chromium and chromium-driver packages are not installed",
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # tests run as root in CI
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1400",
+        # nothing of the browser's own talks to the network either
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
+    driver = webdriver.Chrome(options=options, service=service)
+    yield driver
+    driver.quit()
 
 
 FEDMSG = "fedmsg[commands]==1.1.7"

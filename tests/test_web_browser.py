@@ -6,51 +6,15 @@ and a filter narrows the list. The test leaves a screenshot in tests/artifacts/.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.helpers import Server, bridge, require, send
+from tests.helpers import Server, bridge, send
 from tests.mails import bug_report
 from tests.test_replay_mbox import write_mbox
 from tests.web import WebServer
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
-
-@pytest.fixture
-def browser():
-    try:
-        from selenium import webdriver
-    except ImportError:
-        require(False, "selenium is not installed (pip install -e '.[test]')")
-    require(
-        shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER),
-        "Debian's chromium and chromium-driver packages are not installed",
-    )
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # tests run as root in CI
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1400",
-        # nothing of the browser's own talks to the network either
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
-    driver = webdriver.Chrome(options=options, service=service)
-    yield driver
-    driver.quit()
 
 
 def requested_urls(driver) -> list[str]:

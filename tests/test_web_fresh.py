@@ -1,6 +1,8 @@
-"""``bridge web`` never shows a frozen history: under a running web with a live stream open,
-``bridge serve`` is restarted, SIGKILLed, and its journal replaced or its write-ahead log made
-anew, and /raw and /metrics catch up within seconds each time."""
+"""``bridge web`` never shows a frozen history: under a running web with a live stream open
+(and, in a real browser, the live page), ``bridge serve`` is restarted, SIGKILLed, and its
+journal replaced or its write-ahead log made anew, and /raw, /metrics and the page catch up
+within seconds each time; /healthz/ready never answers 200 from a view older than the
+journal."""
 
 from __future__ import annotations
 
@@ -109,5 +111,75 @@ def test_the_web_catches_up_after_serve_is_restarted_killed_and_its_journal_rene
         assert "opening the journal again" in web.log_text()
     finally:
         stream.close()
+        web.stop()
+        server.stop()
+
+
+def journal_last(state: Path) -> int:
+    with SqliteJournal(state / JOURNAL_FILE) as journal:
+        return journal.last_seq_id()
+
+
+def ready_never_lies(web: WebServer, state: Path, seconds: float) -> int:
+    """Ask /healthz/ready over and over for *seconds*: a 200 must report a view at least as
+    new as the journal was when the question was sent. Returns how many 503s it gave."""
+    refusals = 0
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        before = journal_last(state)
+        reply = web.get("/healthz/ready")
+        if reply.status == 200:
+            assert reply.json()["last_seq_id"] >= before, (
+                "ready, with a view older than the journal"
+            )
+        else:
+            assert reply.status == 503, reply.status
+            refusals += 1
+        time.sleep(0.05)
+    return refusals
+
+
+def newest_on_page(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    events = driver.find_elements(By.CSS_SELECTOR, "#events li.event")
+    return events[0].text if events else ""
+
+
+@pytest.mark.slow
+def test_the_open_page_catches_up_after_serve_is_restarted_and_killed(tmp_path, browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    state = tmp_path / "state"
+    server = Server(state).start()
+    server.wait_for_smtp()
+    mails(server, 1, 3)
+    web = WebServer(state).start()
+    try:
+        browser.get(web.base + "/")
+        WebDriverWait(browser, 10).until(lambda d: "#3 " in newest_on_page(d))
+        for first, how in (
+            (100, "restarted"),
+            (200, "killed"),
+            (300, "restarted"),
+            (400, "killed"),
+        ):
+            if how == "killed":
+                server.kill()
+            else:
+                server.stop()
+            server = Server(state).start()
+            server.wait_for_smtp()
+            mails(server, first, 3)
+            newest = f"#{first + 2} "
+            started = time.monotonic()
+            WebDriverWait(browser, CATCH_UP, poll_frequency=0.05).until(
+                lambda d, n=newest: n in newest_on_page(d)
+            )
+            shown = time.monotonic() - started
+            caught_up(web, state)
+            print(f"  {how}: the open page showed {newest.strip()} after {shown:.2f} s")
+            ready_never_lies(web, state, 1.0)
+    finally:
         web.stop()
         server.stop()
