@@ -26,14 +26,18 @@ def query(state: Path, *args: str) -> list[dict]:
 def test_query_filters_by_topic_package_bug_person_and_time(tmp_path):
     state = replayed(tmp_path)
     closed = query(state, "--topic", "debbugs.bug.closed")
-    assert [e["msg"]["bug"] for e in closed] == [476162]
+    # newest first: closed-marked-as-done.eml comes after closed-by-upload.eml in the mbox
+    assert [e["msg"]["bug"] for e in closed] == [476162, 1079001]
     hello = {e["topic"].split(".", 3)[3] for e in query(state, "--package", "hello")}
     assert hello == {
         "debbugs.bug.report",
         "debbugs.bug.forwarded",
+        "debbugs.bug.closed",
+        "debbugs.bug.control",
         "dak.upload.accepted",
         "dak.upload.rejected",
         "dak.upload.received",
+        "dak.upload.discarded",
     }
     by_bug = query(state, "--bug", "1056001")
     assert {e["topic"].rsplit(".", 1)[1] for e in by_bug} == {"report", "forwarded", "accepted"}
