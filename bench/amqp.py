@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 import pika  # noqa: E402
 
-from bridge.amqp import AmqpSink, builtin_topics, connection_parameters, message_of  # noqa: E402
 from bridge.events import Envelope, Event, Naming  # noqa: E402
 from bridge.journal import SqliteJournal  # noqa: E402
 from bridge.pipeline import Pipeline  # noqa: E402
+from bridge.sinks.amqp import AmqpSink, builtin_topics, connection_parameters, message_of  # noqa: E402
 from parsers.debbugs import DebbugsParser  # noqa: E402
 
 REPORT = (ROOT / "fixtures" / "debbugs" / "report.eml").read_bytes()

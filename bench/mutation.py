@@ -7,9 +7,9 @@ catch is *killed*; one they miss *survives* and is listed with its line, to be r
 a test is missing or the mutant changes nothing observable.
 
     python bench/mutation.py                       # every target module, 2 processes
-    python bench/mutation.py bridge/spool.py       # one module
+    python bench/mutation.py bridge/intake/spool.py       # one module
     python bench/mutation.py --planted             # the six bugs an audit planted by hand
-    python bench/mutation.py --list bridge/worker.py   # show the mutants, run nothing
+    python bench/mutation.py --list bridge/pipeline/worker.py   # show the mutants, run nothing
 
 Not run in CI: a full run takes the better part of an hour on two cores.
 """
@@ -43,14 +43,14 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_debbugs.py",
         "tests/test_dak.py",
     ],
-    "bridge/spool.py": [
+    "bridge/intake/spool.py": [
         "tests/test_spool.py",
         "tests/test_durability.py",
         "tests/test_worker.py",
         "tests/test_hostile.py::test_damaged_spool_records_are_kept_aside_and_every_valid_one_is_processed",
         "tests/test_hostile.py::test_a_wiped_spool_under_a_kept_journal_does_not_skip_new_mail",
     ],
-    "bridge/segment.py": [
+    "bridge/intake/segment.py": [
         "tests/test_spool.py",
         "tests/test_hostile.py::test_damaged_spool_records_are_kept_aside_and_every_valid_one_is_processed",
     ],
@@ -64,17 +64,17 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_hostile.py::test_a_damaged_journal_is_refused_in_one_line_and_fsck_salvages_it",
         "tests/test_replay_mbox.py",
     ],
-    "bridge/worker.py": [
+    "bridge/pipeline/worker.py": [
         "tests/test_worker.py",
         "tests/test_durability.py::test_the_spool_position_never_moves_without_its_events",
         "tests/test_hostile.py",
     ],
-    "bridge/smtp.py": ["tests/test_durability.py", "tests/test_smtp.py", "tests/test_hostile.py"],
+    "bridge/intake/smtp.py": ["tests/test_durability.py", "tests/test_smtp.py", "tests/test_hostile.py"],
 }
 
 # The audit's six bugs, as (module, text, replacement).
 PLANTED = [
-    ("bridge/spool.py", "            os.fdatasync(self._fd)\n", ""),
+    ("bridge/intake/spool.py", "            os.fdatasync(self._fd)\n", ""),
     (
         "parsers/dak.py",
         '[subject.action, body["source"], body["version"], "+".join(body["architecture"])]',
@@ -92,7 +92,7 @@ PLANTED = [
     ),
     ("parsers/dak.py", '            or header(message, "Debian-Suite")\n', ""),
     (
-        "bridge/smtp.py",
+        "bridge/intake/smtp.py",
         'self.addresses = {e.lower() for e in entries if not e.startswith("@")}',
         'self.addresses = {e for e in entries if not e.startswith("@")}',
     ),

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bridge.pipeline import Pipeline  # noqa: E402
-from bridge.plugins import discover  # noqa: E402
-from bridge.schemas import Schemas  # noqa: E402
+from bridge.pipeline.plugins import discover  # noqa: E402
+from bridge.pipeline.schemas import Schemas  # noqa: E402
 
 
 def best_of(rounds: int, work) -> float:

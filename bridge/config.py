@@ -238,7 +238,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     config = _build(Config, data, where="")
     networks("smtp.allowed_peers", config.smtp.allowed_peers)  # checked when read
     if config.bus.signing.key or config.bus.signing.certificate:
-        from bridge.signing import signer_of
+        from bridge.sinks.signing import signer_of
 
         signer_of(config.bus.signing.key, config.bus.signing.certificate)  # loads, or says why
     if config.journal.url and not config.journal.url.startswith(("postgresql://", "postgres://")):

@@ -101,7 +101,7 @@ def run_case(parsers: Sequence[Parser], eml: Path) -> list[dict[str, Any]] | dic
 
 
 def _keeps_the_contract(parser: Parser) -> None:
-    from bridge.plugins import PluginRefused, checked_topics
+    from bridge.pipeline.plugins import PluginRefused, checked_topics
 
     try:
         checked_topics(parser)
@@ -114,7 +114,7 @@ def check_installed(name: str) -> Parser:
     """The installed parser *name*, loaded through its ``bridge.parsers`` entry point as
     ``bridge serve`` loads it; AssertionError with the reason when it is missing or refused
     (another API version, a topic another parser owns, a missing schema)."""
-    from bridge.plugins import discover
+    from bridge.pipeline.plugins import discover
 
     registry = discover()
     for info in registry.plugins:
@@ -130,7 +130,7 @@ def beside(parser: Parser, eml: Path, others: Sequence[Parser] | None = None) ->
     """What the pipeline makes of *eml* with *parser* beside *others* (default: every
     installed parser but one of the same name), in that order. ``outcome.journaled`` is what
     the journal receives: each parser's events go out whole unless that parser failed."""
-    from bridge.plugins import discover
+    from bridge.pipeline.plugins import discover
 
     if others is None:
         others = [p for p in discover().parsers if p.name != parser.name]

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from bridge.bodies import EventRefused, normalised
 from bridge.events import Event
+from bridge.pipeline.bodies import EventRefused, normalised
 
 
 def test_lone_surrogates_become_replacement_characters_in_values_keys_and_dedup_keys():

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from bridge.config import SmtpConfig
+from bridge.intake.smtp import IntakeServer
+from bridge.intake.spool import Spool
 from bridge.journal import SqliteJournal
 from bridge.pipeline import Pipeline
-from bridge.plugins import discover
-from bridge.smtp import IntakeServer
-from bridge.spool import Spool
-from bridge.worker import CURSOR, Worker
+from bridge.pipeline.plugins import discover
+from bridge.pipeline.worker import CURSOR, Worker
 from tests.helpers import (
     RCPT,
     Server,

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from bridge.journal import SqliteJournal
 from bridge.mail import Mail, strip_from_line
 from bridge.pipeline import FAILED, IGNORED, PUBLISHED, Pipeline
-from bridge.plugins import discover
+from bridge.pipeline.plugins import discover
 from tests.helpers import CORPUS, FIXTURES, bridge
 
 EXAMPLES = int(os.environ.get("BRIDGE_FUZZ_EXAMPLES", "300"))

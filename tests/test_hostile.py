@@ -14,8 +14,8 @@ from pathlib import Path
 import zmq
 
 from bridge.events import Event
+from bridge.intake.spool import Spool, encode
 from bridge.journal import JOURNAL_FILE, Criteria, SqliteJournal
-from bridge.spool import Spool, encode
 from tests.helpers import (
     FIXTURES,
     RCPT,

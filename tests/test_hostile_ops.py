@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.backfill import resume_key
 from bridge.journal import JOURNAL_FILE, SqliteJournal
+from bridge.pipeline.backfill import resume_key
 from tests.helpers import (
     OFFLINE_TRUST,
     Server,

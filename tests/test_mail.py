@@ -16,7 +16,7 @@ from bridge.mail import (
     text_body,
 )
 from bridge.pipeline import FAILED, IGNORED, Pipeline
-from bridge.plugins import discover
+from bridge.pipeline.plugins import discover
 
 
 def test_encoded_words_in_any_declared_charset_are_decoded():

@@ -183,13 +183,13 @@ def test_the_kit_refuses_a_plugin_the_bridge_would_refuse(tmp_path):
 def test_two_parsers_on_one_mail_both_journal_and_one_failing_costs_only_its_own(tmp_path):
     """The kit's beside(): my parser fails, the debbugs event still reaches the journal (and
     the mail goes to failed/ for my parser's sake)."""
+    from bridge.intake.spool import Spool
     from bridge.journal import SqliteJournal
     from bridge.pipeline import Pipeline
-    from bridge.plugins import discover
+    from bridge.pipeline.plugins import discover
+    from bridge.pipeline.worker import Worker
     from bridge.sdk import API_VERSION, ParseError
-    from bridge.spool import Spool
     from bridge.testing import beside
-    from bridge.worker import Worker
 
     class Failing:
         name, description, topics = "failing", "fails on every bug report", ("failing.x",)

@@ -12,7 +12,7 @@ import zmq
 
 from bridge.events import Event
 from bridge.journal import SqliteJournal
-from bridge.replay import ReplayServer
+from bridge.sinks.replay import ReplayServer
 from tests.helpers import free_port, sql
 
 LIMIT = 50

@@ -9,7 +9,7 @@ from pathlib import Path
 from bridge.events import Event
 from bridge.journal import JOURNAL_FILE, SqliteJournal
 from bridge.pipeline import FAILED, Pipeline
-from bridge.schemas import Schemas
+from bridge.pipeline.schemas import Schemas
 from tests.helpers import bridge
 from tests.mails import bug_report
 
@@ -96,7 +96,7 @@ def test_each_schema_is_compiled_once_and_names_the_shallowest_breach(tmp_path):
 
 
 def test_the_fast_check_is_taken_only_where_both_drafts_read_the_schema_alike():
-    from bridge.schemas import read_alike
+    from bridge.pipeline.schemas import read_alike
 
     assert read_alike(SCHEMA)
     assert read_alike({"type": "object", "properties": {"a": {"anyOf": [{"type": "string"}]}}})

@@ -114,7 +114,7 @@ def test_cap_cuts_at_the_limit_and_not_before():
 def test_a_plugin_must_declare_its_topics_as_a_tuple():
     import pytest
 
-    from bridge.plugins import PluginRefused, checked_topics
+    from bridge.pipeline.plugins import PluginRefused, checked_topics
     from parsers.debbugs import DebbugsParser
 
     class OneString(DebbugsParser):

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from bridge.errors import ConfigError
-from bridge.signing import EnvelopeSigner, signer_of
+from bridge.sinks.signing import EnvelopeSigner, signer_of
 from tests.helpers import Server, Subscriber, bridge, cached_venv, config_file, free_port
 
 # fedmsg's X.509 check needs cryptography and pyOpenSSL; pyOpenSSL 24.3 removed the CRL

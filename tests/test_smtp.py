@@ -11,8 +11,8 @@ import time
 
 import pytest
 
+from bridge.intake.smtp import Peers
 from bridge.journal import JOURNAL_FILE, SqliteJournal
-from bridge.smtp import Peers
 from tests.helpers import (
     FIXTURES,
     RCPT,

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from bridge.errors import SpoolError
-from bridge.segment import records, valid_length
-from bridge.spool import Spool, encode, pack, unpack
+from bridge.intake.segment import records, valid_length
+from bridge.intake.spool import Spool, encode, pack, unpack
 
 
 def test_records_come_back_in_order_with_their_envelope(tmp_path: Path):
@@ -149,8 +149,8 @@ def test_spool_files_are_private(tmp_path):
 
 def test_the_service_expires_processed_segments_past_the_retention(tmp_path):
     from bridge.config import Config
-    from bridge.service import Service
-    from bridge.worker import CURSOR
+    from bridge.ops.service import Service
+    from bridge.pipeline.worker import CURSOR
 
     config = Config(state_dir=str(tmp_path / "state")).with_section("spool", retention_days=1.0)
     service = Service(config)
@@ -323,9 +323,9 @@ def test_a_saved_position_in_a_missing_middle_segment_resumes_at_the_next_one(tm
 
 
 def test_a_write_that_fails_halfway_is_cut_back_so_later_mail_reads_cleanly(tmp_path, monkeypatch):
-    import bridge.spool as spool_module
+    import bridge.intake.spool as spool_module
 
-    real_write = spool_module._write_all
+    real_write = spool_module.write_all
     failures = iter([True])
 
     def half_then_full_disk(fd: int, data: bytes) -> None:
@@ -334,7 +334,7 @@ def test_a_write_that_fails_halfway_is_cut_back_so_later_mail_reads_cleanly(tmp_
             raise OSError(28, "No space left on device")
         real_write(fd, data)
 
-    monkeypatch.setattr(spool_module, "_write_all", half_then_full_disk)
+    monkeypatch.setattr(spool_module, "write_all", half_then_full_disk)
     spool = Spool(tmp_path / "spool")
     spool.start()
     refused = spool.submit({}, b"refused mail" * 50)

@@ -150,7 +150,7 @@ def test_a_forgery_that_reuses_a_real_handler_id_is_superseded_by_the_real_mail(
 
 
 def test_an_operator_drops_a_held_mail_into_rejected(tmp_path):
-    from bridge.spool import Spool
+    from bridge.intake.spool import Spool
 
     state = tmp_path / "state"
     spool = Spool(state / "spool")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from bridge.intake.spool import Spool
 from bridge.journal import SqliteJournal
 from bridge.pipeline import Pipeline
-from bridge.plugins import discover
-from bridge.spool import Spool
-from bridge.worker import CURSOR, Worker
+from bridge.pipeline.plugins import discover
+from bridge.pipeline.worker import CURSOR, Worker
 from tests.helpers import sql
 from tests.mails import bug_report
 
@@ -109,7 +109,7 @@ def test_one_info_line_per_mail_with_its_message_id_and_exact_counters(spool, tm
     spool.write_now({}, b"no headers at all\n")
     journal = SqliteJournal(tmp_path / "journal.sqlite3")
     worker = worker_for(spool, journal)
-    with caplog.at_level("INFO", logger="bridge.worker"):
+    with caplog.at_level("INFO", logger="bridge.pipeline.worker"):
         assert worker.step() is True
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("mail ")]
     assert len(lines) == 3

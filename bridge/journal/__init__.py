@@ -19,16 +19,22 @@ from bridge.journal.model import (
     ReplaySelection,
     Row,
 )
-from bridge.journal.sqlite import (
-    APPEND_CACHE_KIB,
-    CACHE_KIB,
-    JOURNAL_FILE,
-    SqliteJournal,
-    classify,
-)
 
 if TYPE_CHECKING:
     from bridge.config import Config
+    from bridge.journal.sqlite import JOURNAL_FILE, SqliteJournal, classify
+
+# The embedded engine's names, loaded on first use: importing the journal's model (its
+# types, its periods) costs no database library.
+_ENGINE = ("APPEND_CACHE_KIB", "CACHE_KIB", "JOURNAL_FILE", "SqliteJournal", "classify")
+
+
+def __getattr__(name: str) -> object:
+    if name in _ENGINE:
+        from bridge.journal import sqlite
+
+        return getattr(sqlite, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "JOURNAL_FILE",
@@ -58,6 +64,8 @@ def open_journal(config: Config, *, durable: bool = True, appending: bool = Fals
         from bridge.journal.postgres import PostgresJournal
 
         return PostgresJournal(config.journal.url, config.naming)
+    from bridge.journal.sqlite import APPEND_CACHE_KIB, CACHE_KIB, JOURNAL_FILE, SqliteJournal
+
     cache = APPEND_CACHE_KIB if appending else CACHE_KIB
     return SqliteJournal(
         config.state_path / JOURNAL_FILE, config.naming, durable=durable, cache_kib=cache

@@ -22,6 +22,7 @@ from typing import Any
 
 from bridge.errors import JournalDamaged, JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming
+from bridge.files import private_dir
 from bridge.journal.model import AppendResult, Conflict
 from bridge.journal.rows import (
     LOOKUP_TOTALS_FROM_LOOKUPS,
@@ -38,7 +39,6 @@ from bridge.journal.rows import (
     trust_rank,
     unpack,
 )
-from bridge.spool import private_dir
 
 log = logging.getLogger(__name__)
 JOURNAL_FILE = "journal.sqlite3"

@@ -11,7 +11,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from bridge.config import Config
 from bridge.journal import Journal
-from bridge.status import status_report
+from bridge.ops.status import status_report
 
 # status fields that are a count of kept mail, each one gauge
 _GAUGES = {

@@ -23,12 +23,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.bodies import EventRefused, normalised
 from bridge.config import Config
 from bridge.errors import JournalError
 from bridge.events import Event
 from bridge.journal import Journal
-from bridge.schemas import SchemaBreach, Schemas, installed
+from bridge.pipeline.bodies import EventRefused, normalised
+from bridge.pipeline.schemas import SchemaBreach, Schemas, installed
 from bridge.web.tokens import Grant, RateLimit, Tokens
 
 log = logging.getLogger(__name__)

@@ -8,13 +8,12 @@ creating and syncing one file per mail, not the disk, is what limits intake.
 A record counts as accepted only once its batch is synced; on start-up a torn record at the
 tail (a crash mid-write, before any ``250``) is cut off, while damage inside a segment is
 left for the reader, which keeps the damaged bytes aside in ``damaged/`` and salvages every
-whole record after them (see :mod:`bridge.segment`). Mails the pipeline cannot use are
+whole record after them (see :mod:`bridge.intake.segment`). Mails the pipeline cannot use are
 copied to ``failed/`` or ``ignored/`` with a ``.reason`` file beside them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -25,7 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import SpoolError
-from bridge.segment import Record, encode, pack, records, spool_id, unpack, valid_length
+from bridge.files import private_dir, write_all
+from bridge.intake import kept
+from bridge.intake.segment import Record, encode, pack, records, spool_id, unpack, valid_length
 
 if TYPE_CHECKING:
     from bridge.config import Config
@@ -138,7 +139,7 @@ class Spool:
                 start_size = self._size
             for record, _ in batch:
                 ids.append(spool_id(self._segment, self._size))
-                _write_all(self._fd, record)
+                write_all(self._fd, record)
                 self._size += len(record)
             os.fdatasync(self._fd)
         except OSError as e:
@@ -268,12 +269,8 @@ class Spool:
             "rejected": self.rejected_dir,
             "inbox": self.inbox_dir,
         }.get(folder, self.ignored_dir)
-        suffix = ".bin" if folder == "damaged" else ".eml"
-        path = target / f"{record_id}{suffix}"
-        write_private(path, raw, sync=True)
-        reason_text = f"{reason}\n\nenvelope: {json.dumps(meta, sort_keys=True)}\n"
-        write_private(path.with_suffix(".reason"), reason_text.encode("utf-8"))
-        return path
+        suffix = ".bin" if folder == "damaged" else kept.MAIL
+        return kept.store(target, f"{record_id}{suffix}", raw, reason, meta)
 
     def expire(self, processed: int, retention_seconds: float, now: float | None = None) -> int:
         """Delete whole segments before *processed* that are older than the retention."""
@@ -294,13 +291,6 @@ class Spool:
         return removed
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def _truncate_quietly(fd: int, size: int) -> None:
     try:
         os.ftruncate(fd, size)
@@ -319,23 +309,3 @@ def _fsync_dir(path: Path) -> None:
 def spool_of(config: Config) -> Spool:
     """The spool in *config*'s state directory."""
     return Spool(config.state_path / SPOOL_DIR, commit_window=config.spool.group_commit_window)
-
-
-def private_dir(path: Path) -> None:
-    """Create *path*, and any missing parent, for the bridge's user only (mail is private)."""
-    missing = [p for p in [path, *path.parents] if not p.exists()]
-    for folder in reversed(missing):
-        folder.mkdir(mode=0o700, exist_ok=True)
-
-
-def write_private(path: Path, data: bytes, *, sync: bool = False) -> None:
-    """Write *path* atomically (temp file, rename), readable by the bridge's user only."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        _write_all(fd, data)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)

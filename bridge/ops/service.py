@@ -27,21 +27,22 @@ from typing import Any
 
 import zmq
 
-from bridge.amqp import AmqpSink, builtin_topics, connection_parameters
 from bridge.config import Config
 from bridge.errors import BridgeError, JournalDamaged, JournalError
-from bridge.inbox import AutoForward
+from bridge.files import private_dir
+from bridge.intake.spool import spool_of
 from bridge.journal import open_journal
+from bridge.ops.inbox import AutoForward
 from bridge.pipeline import Pipeline, describe
-from bridge.plugins import discover
-from bridge.publisher import Publisher
-from bridge.replay import ReplayServer
+from bridge.pipeline.plugins import discover
+from bridge.pipeline.worker import Worker, spool_cursor
 from bridge.runner import run_loop, start_thread
-from bridge.signing import signer_of
-from bridge.spool import private_dir, spool_of
+from bridge.sinks.amqp import AmqpSink, builtin_topics, connection_parameters
+from bridge.sinks.replay import ReplayServer
+from bridge.sinks.signing import signer_of
+from bridge.sinks.zeromq import Publisher
 from bridge.systemd import notify, watchdog
 from bridge.trust import Trust
-from bridge.worker import Worker, spool_cursor
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Service:
     """The intake process of one running bridge."""
 
     def __init__(self, config: Config, parser_names: list[str] | None = None):
-        from bridge.smtp import IntakeServer
+        from bridge.intake.smtp import IntakeServer
 
         self.config = config
         private_dir(config.state_path)

@@ -24,9 +24,10 @@ from typing import Any, BinaryIO
 
 from bridge.config import TrustConfig
 from bridge.events import Naming, event_line
+from bridge.intake.spool import Spool
 from bridge.journal import AppendResult, Journal
-from bridge.mbox import MboxMessage, MboxReader
-from bridge.pipeline import (
+from bridge.pipeline.mbox import MboxMessage, MboxReader
+from bridge.pipeline.process import (
     FAILED,
     HELD,
     REJECTED,
@@ -36,8 +37,7 @@ from bridge.pipeline import (
     apply_policy,
     build_pipeline,
 )
-from bridge.spool import Spool
-from bridge.worker import TRANSIENT, conflict_reason, log_outcome, refused
+from bridge.pipeline.worker import TRANSIENT, conflict_reason, log_outcome, refused
 
 BATCH = 256
 # Mails parsed at once in each parsing process: while one waits for gpgv (a process of its

@@ -21,7 +21,7 @@ import zmq
 from bridge.errors import ReplayError
 from bridge.journal import Journal, ReplaySelection, Row
 from bridge.runner import run_loop
-from bridge.signing import EnvelopeSigner
+from bridge.sinks.signing import EnvelopeSigner
 
 log = logging.getLogger(__name__)
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.config import Config
+from bridge.intake.spool import SPOOL_DIR, spool_id, spool_of, unpack
 from bridge.journal import Journal
-from bridge.spool import SPOOL_DIR, spool_id, spool_of, unpack
 
 
 def status_report(config: Config, journal: Journal) -> dict[str, Any]:
     """Counters, spool depths, journal and cursor positions. The spool figures are there
     when this host has a spool (a web front on another host reads only the journal)."""
-    from bridge.worker import spool_cursor
+    from bridge.pipeline.worker import spool_cursor
 
     report: dict[str, Any] = {
         "state_dir": str(config.state_path),

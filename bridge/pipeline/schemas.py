@@ -125,6 +125,6 @@ def _depth(error: Any) -> int:
 
 def installed() -> Schemas:
     """The schemas of every parser the plugin registry loads."""
-    from bridge.plugins import discover
+    from bridge.pipeline.plugins import discover
 
     return Schemas(discover().parsers)

@@ -29,8 +29,10 @@ from pathlib import Path
 
 from bridge.config import Config
 from bridge.errors import JournalDamaged, JournalUnavailable
+from bridge.intake import kept
+from bridge.intake.spool import Record, Spool, spool_id, unpack
 from bridge.journal import AppendResult, Journal
-from bridge.pipeline import (
+from bridge.pipeline.process import (
     FAILED,
     HELD,
     IGNORED,
@@ -42,7 +44,6 @@ from bridge.pipeline import (
     describe,
 )
 from bridge.runner import run_loop
-from bridge.spool import Record, Spool, spool_id, unpack
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,7 @@ class Worker:
                 outcome = apply_policy(outcome, self.policy_for)
             processed = self._journal_alone(item, outcome, source="retry", name=path.stem)
             if processed.outcome.status != FAILED:
-                _remove_kept(path)
+                kept.remove(path)
             done.append(processed)
         return done
 
@@ -302,7 +303,7 @@ class Worker:
             item, self.pipeline.process(raw), source="held", name=path.stem, overrule=True
         )
         if processed.outcome.status != FAILED:
-            _remove_kept(path)
+            kept.remove(path)
         return processed
 
     def _journal(
@@ -356,8 +357,3 @@ class Worker:
 
 
 _COUNTER = {"retry": "retried", "held": "released"}
-
-
-def _remove_kept(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    path.with_suffix(".reason").unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bridge.config import SmtpConfig, networks, parse_hostport
-from bridge.spool import Spool
+from bridge.intake.spool import Spool
 
 log = logging.getLogger(__name__)
 

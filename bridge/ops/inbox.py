@@ -16,6 +16,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 from bridge.config import InboxConfig, parse_hostport
+from bridge.intake import kept
 from bridge.mail import header, parse_message
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ def entries(folder: Path) -> list[Entry]:
     found = []
     for path in sorted(folder.glob("*.eml")):
         message = parse_message(path.read_bytes())
-        reason_file = path.with_suffix(".reason")
         note = path.with_suffix(FORWARDED)
         found.append(
             Entry(
@@ -47,9 +47,7 @@ def entries(folder: Path) -> list[Entry]:
                 path.stat().st_mtime,
                 header(message, "Subject"),
                 header(message, "From"),
-                reason_file.read_text(encoding="utf-8").split("\n", 1)[0]
-                if reason_file.exists()
-                else "",
+                kept.reason_of(path).split("\n", 1)[0],
                 note.read_text(encoding="utf-8").strip() if note.exists() else "",
             )
         )

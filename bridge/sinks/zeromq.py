@@ -17,7 +17,7 @@ import zmq
 from bridge.events import frames
 from bridge.journal import Journal
 from bridge.runner import run_loop
-from bridge.signing import EnvelopeSigner
+from bridge.sinks.signing import EnvelopeSigner
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ def run_checks(config: Config, source: str, postfix_dir: str | None = None) -> I
 def _parsers() -> Iterator[Check]:
     """Each installed parser plugin that is not used is a failure: its mail would go
     unread."""
-    from bridge.plugins import discover
+    from bridge.pipeline.plugins import discover
 
     registry = discover()
     for info in registry.failures:
@@ -200,7 +200,7 @@ def _journal(config: Config) -> Check:
 def _amqp(config: Config) -> Check:
     import pika
 
-    from bridge.amqp import connection_parameters
+    from bridge.sinks.amqp import connection_parameters
 
     connection = pika.BlockingConnection(
         connection_parameters(

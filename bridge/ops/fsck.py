@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bridge.intake.segment import records
+from bridge.intake.spool import Spool
 from bridge.journal.salvage import check_file, salvage
-from bridge.segment import records
-from bridge.spool import Spool
 
 
 @dataclass

@@ -4,7 +4,7 @@ Read the mail's headers, offer the mail to each parser that accepts it on them (
 is parsed only then, once), and say what came of it: events, a deliberate skip, nobody
 interested, or a parser failure. Expected outcomes are values. Nothing a single mail does
 escapes :meth:`Pipeline.process`: a parser that raises, an event the journal could not
-hold (:mod:`bridge.bodies`) or a fault of the pipeline itself becomes that mail's failure,
+hold (:mod:`bridge.pipeline.bodies`) or a fault of the pipeline itself becomes that mail's failure,
 with the reason, and the next mail goes on.
 """
 
@@ -22,12 +22,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bridge.bodies import EventRefused, normalised
 from bridge.errors import ParseError, SkipMessage, UsageError
 from bridge.events import Event
 from bridge.mail import Mail, header, header_block_problem, header_field_count, header_names
-from bridge.plugins import PluginRefused, schema_version
-from bridge.schemas import SchemaBreach, Schemas
+from bridge.pipeline.bodies import EventRefused, normalised
+from bridge.pipeline.plugins import PluginRefused, schema_version
+from bridge.pipeline.schemas import SchemaBreach, Schemas
 from bridge.sdk import Parser, unverified
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ class Pipeline:
             return None
 
     def _fits(self, parser: Parser, event: Event) -> None:
-        """The body fits the schema the parser ships for its topic (:mod:`bridge.schemas`):
+        """The body fits the schema the parser ships for its topic (:mod:`bridge.pipeline.schemas`):
         a body that breaks its own contract never reaches the journal."""
         if parser.name not in self._schemas:
             self._schemas[parser.name] = Schemas([parser])
@@ -243,7 +243,7 @@ def apply_policy(outcome: Outcome, policy_for: Callable[[str], str]) -> Outcome:
 def build_pipeline(parser_names: Sequence[str] | None, trust: TrustConfig | None) -> Pipeline:
     """The installed parsers (those named, if any: a named one that is missing or refused
     is a UsageError) with the configured trust check."""
-    from bridge.plugins import chosen, discover
+    from bridge.pipeline.plugins import chosen, discover
     from bridge.trust import Trust
 
     registry = discover(only=parser_names)
