@@ -237,10 +237,6 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         ) from e
     config = _build(Config, data, where="")
     networks("smtp.allowed_peers", config.smtp.allowed_peers)  # checked when read
-    if config.bus.signing.key or config.bus.signing.certificate:
-        from bridge.sinks.signing import signer_of
-
-        signer_of(config.bus.signing.key, config.bus.signing.certificate)  # loads, or says why
     if config.journal.url and not config.journal.url.startswith(("postgresql://", "postgres://")):
         raise ConfigError(
             f"config key 'journal.url' must start postgresql://, not {config.journal.url!r}"
@@ -249,10 +245,6 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(
             f"config key 'amqp.url' must start amqp:// or amqps://, not {config.amqp.url!r}"
         )
-    if config.trust.dkim_keys:
-        from bridge.trust.keys import read_key_file
-
-        read_key_file(Path(config.trust.dkim_keys).expanduser())  # a bad file is a config error
     for family, policy in config.trust.policy.items():
         if policy not in POLICIES:
             raise ConfigError(

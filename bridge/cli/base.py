@@ -40,8 +40,11 @@ class AppState:
         return self._config
 
     def load(self) -> None:
-        """Read and validate the configuration now (a ConfigError is one line)."""
-        _ = self.config
+        """Read and validate the configuration now, key files included (a ConfigError is
+        one line)."""
+        from bridge.ops.keys import check_key_files
+
+        check_key_files(self.config)
 
     def journal(self, appending: bool = False) -> Journal:
         from bridge.journal import open_journal
