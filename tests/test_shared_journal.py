@@ -160,7 +160,7 @@ def test_when_the_publishing_instance_dies_the_other_takes_over_within_5s(tmp_pa
     sub = Subscriber(one.publish)
     sub.sock.connect(two.publish)
     try:
-        wait_until(lambda: bool(journal.leaders().get("publisher")), 20, "a publisher")
+        wait_until(lambda: bool(journal.leaders(["publisher"]).get("publisher")), 20, "a publisher")
         holder = leader(journal)
         victim, survivor = (one, two) if holder in descendants(one.proc.pid) else (two, one)  # type: ignore[union-attr]
         sub.warm_up_journal(journal)
@@ -241,5 +241,5 @@ def _cursor_names(journal: PostgresJournal) -> list[str]:
 
 def leader(journal: PostgresJournal) -> int | None:
     """The process id of the instance that holds the publisher's lock."""
-    holder = journal.leaders().get("publisher")
+    holder = journal.leaders(["publisher"]).get("publisher")
     return int(holder.rsplit(":", 1)[1]) if holder else None

@@ -318,3 +318,48 @@ def test_metrics_and_health(history):
     assert f'bridge_sink_lag{{sink="zeromq"}} {float(len(envelopes))}' in lines
     health = server.get("/healthz").json()
     assert health == {"status": "ok", "journal": "ok", "last_seq_id": len(envelopes)}
+
+
+def test_live_streams_wake_on_postgresqls_notification_not_on_a_timer():
+    """The web's one journal watcher wakes when PostgreSQL says rows were committed, as the
+    sinks do: with a poll interval of a minute, a new row is seen at once."""
+    import asyncio
+    import threading
+    import time
+
+    from bridge.events import Event
+    from bridge.web.streams import JournalWatch
+    from tests.helpers import open_journal_at, postgres_schema
+
+    url, drop = postgres_schema()
+    reader, writer = open_journal_at(url), open_journal_at(url)
+    try:
+        lock = threading.Lock()
+
+        async def run(read):
+            def locked():
+                with lock:  # one connection, one call at a time (as the web's pool does)
+                    return read(reader)
+
+            return await asyncio.to_thread(locked)
+
+        def append_later() -> None:
+            time.sleep(1.0)
+            with writer.batch() as batch:
+                batch.append([Event("bridge.probe", {"summary": "x"}, dedup_key="k")], "log")
+
+        async def wait_for_row() -> tuple[int, float]:
+            watch = JournalWatch(run, poll=60.0)
+            await watch.newest()
+            threading.Thread(target=append_later, daemon=True).start()
+            started = time.monotonic()
+            newest = await watch.beyond(0, timeout=20.0)
+            return newest, time.monotonic() - started
+
+        newest, waited = asyncio.run(wait_for_row())
+        assert newest == 1
+        assert waited < 10.0, f"{waited:.1f} s: the watcher waited for its timer"
+    finally:
+        reader.close()
+        writer.close()
+        drop()

@@ -36,6 +36,7 @@ def __getattr__(name: str) -> object:
         return getattr(sqlite, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "JOURNAL_FILE",
     "PERIODS",

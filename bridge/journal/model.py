@@ -245,8 +245,8 @@ class Journal(ABC):
         instance uses always says yes."""
         return True
 
-    def leaders(self) -> dict[str, str]:
-        """Which instance runs each sink, where the engine can tell."""
+    def leaders(self, sinks: Sequence[str]) -> dict[str, str]:
+        """Which instance runs each of *sinks*, where the engine can tell."""
         return {}
 
     def watch(self, callback: Callable[[], None]) -> bool:

@@ -465,10 +465,10 @@ class PostgresJournal(SqlJournal):
             return True
         return False
 
-    def leaders(self) -> dict[str, str]:
-        """Which connection (host and process) holds each sink's lock."""
+    def leaders(self, sinks: Sequence[str]) -> dict[str, str]:
+        """Which connection (host and process) holds the lock of each of *sinks*."""
         found = {}
-        for sink in ("publisher", "amqp"):
+        for sink in sinks:
             rows = self._rows(
                 "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a"
                 " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"

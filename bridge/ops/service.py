@@ -37,10 +37,9 @@ from bridge.pipeline import Pipeline, describe
 from bridge.pipeline.plugins import discover
 from bridge.pipeline.worker import Worker, spool_cursor
 from bridge.runner import run_loop, start_thread
-from bridge.sinks.amqp import AmqpSink, builtin_topics, connection_parameters
+from bridge.sinks.registry import build as build_sinks
 from bridge.sinks.replay import ReplayServer
 from bridge.sinks.signing import signer_of
-from bridge.sinks.zeromq import Publisher
 from bridge.systemd import notify, watchdog
 from bridge.trust import Trust
 
@@ -256,15 +255,7 @@ class PipelineProcess:
         registry = discover(only=parser_names)
         signer = signer_of(config.bus.signing.key, config.bus.signing.certificate)
         try:
-            self.publisher = Publisher(
-                open_journal(config, durable=False),
-                config.bus.publish,
-                context=self._context,
-                poll_interval=config.bus.poll_interval,
-                startup_delay=config.bus.startup_delay,
-                send_hwm=config.bus.send_hwm,
-                signer=signer,
-            )
+            self.sinks = build_sinks(config, self._context, signer)
             self.replay = ReplayServer(
                 open_journal(config, durable=False),
                 config.bus.replay,
@@ -278,7 +269,6 @@ class PipelineProcess:
             self._context.destroy(linger=0)
             raise
         self.spool = spool_of(config)
-        self.amqp = amqp_sink(config)
         self.worker = Worker(
             self.spool,
             open_journal(config),
@@ -291,25 +281,20 @@ class PipelineProcess:
         self._threads: list[threading.Thread] = []
 
     def _appended(self) -> None:
-        self.publisher.wake()
-        if self.amqp is not None:
-            self.amqp.wake()
+        for sink in self.sinks:
+            sink.wake()
 
     def run(self, wake: Connection, parent: int) -> None:
-        threads = [
-            ("publisher", self.publisher.run),
-            ("replay", self.replay.run),
-            ("worker", self._work),
-        ]
-        if self.amqp is not None:
-            threads.append(("amqp", self.amqp.run))
+        threads = [(sink.name, sink.run) for sink in self.sinks]
+        threads += [("replay", self.replay.run), ("worker", self._work)]
         self._threads = [start_thread(name, target, self.stop_event) for name, target in threads]
         self._watch(wake, parent)
         self.stop_event.set()
-        self.publisher.wake()
+        self._appended()  # every sink looks once more, and sees the stop
         for thread in self._threads:
             thread.join(60)
-        self.publisher.close()
+        for sink in self.sinks:
+            sink.close()
         self.replay.close()
         self._context.term()
 
@@ -329,21 +314,6 @@ class PipelineProcess:
 
     def _work(self, stop: threading.Event) -> None:
         self.worker.run(stop)
-
-
-def amqp_sink(config: Config) -> AmqpSink | None:
-    """The AMQP sink ``[amqp] url`` asks for, on its own journal connection, or None."""
-    if not config.amqp.url:
-        return None
-    parameters = connection_parameters(
-        config.amqp.url, config.amqp.ca_certificate, config.amqp.certificate, config.amqp.key
-    )
-    return AmqpSink(
-        open_journal(config, durable=False),
-        parameters,
-        exchange=config.amqp.exchange,
-        known_topics=builtin_topics(),
-    )
 
 
 def pipeline_main(

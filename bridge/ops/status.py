@@ -8,6 +8,7 @@ from typing import Any
 from bridge.config import Config
 from bridge.intake.spool import SPOOL_DIR, spool_id, spool_of, unpack
 from bridge.journal import Journal
+from bridge.sinks.registry import NAMES, configured
 
 
 def status_report(config: Config, journal: Journal) -> dict[str, Any]:
@@ -20,9 +21,10 @@ def status_report(config: Config, journal: Journal) -> dict[str, Any]:
         "journal": journal.location,
         "journal_bytes": journal.storage_bytes(),
         "last_seq_id": journal.last_seq_id(),
-        "publisher_cursor": journal.cursor("publisher"),
-        "publisher_lag": journal.unsent("publisher"),
     }
+    for name in configured(config):  # publisher_cursor, publisher_lag, amqp_cursor, ...
+        report[f"{name}_cursor"] = journal.cursor(name)
+        report[f"{name}_lag"] = journal.unsent(name)
     if (config.state_path / SPOOL_DIR).is_dir():
         spool = spool_of(config)
         try:
@@ -43,13 +45,9 @@ def status_report(config: Config, journal: Journal) -> dict[str, Any]:
         finally:
             spool.close()
     report["counters"] = journal.counters()
-    leaders = journal.leaders()
+    leaders = journal.leaders(NAMES)
     if leaders:
         report["sinks"] = leaders
-    if config.amqp.url:
-        sent = journal.cursor("amqp")
-        report["amqp_cursor"] = sent
-        report["amqp_lag"] = journal.unsent("amqp")
     return report
 
 

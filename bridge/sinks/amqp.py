@@ -19,20 +19,20 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge.events import Envelope
-from bridge.journal import Journal
+from bridge.journal import Journal, Row
+from bridge.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
 CURSOR = "amqp"
 SEVERITY_INFO = 20
 SCHEMA_PREFIX = "debian_bus."  # the schema package's entry points: debian_bus.<event topic>
-BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,12 @@ def connection_parameters(
     return parameters
 
 
-class AmqpSink:
-    """Sends journal rows to the broker. Call :meth:`run` in its own thread."""
+class AmqpSink(Sink):
+    """Sends journal rows to the broker, each confirmed. Call :meth:`run` in its own thread."""
+
+    name = CURSOR
+    label = "AMQP sink"
+    bus = "AMQP broker"
 
     def __init__(
         self,
@@ -121,112 +125,49 @@ class AmqpSink:
         batch_size: int = 500,
         poll_interval: float = 0.2,
     ):
-        self.journal = journal
+        super().__init__(journal, batch_size=batch_size, poll_interval=poll_interval)
         self.parameters = parameters
         self.exchange = exchange
         self.known_topics = known_topics
-        self.batch_size = batch_size
-        self.poll_interval = poll_interval
-        self.cursor = journal.cursor(CURSOR)
-        self._wake = threading.Event()
         self._connection: Any = None
         self._channel: Any = None
-        self._leading = False
-        self._notified = False
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    # -- connection ----------------------------------------------------------------------
-
-    def _connect(self) -> None:
+    def connect(self) -> bool:
+        if self._channel is not None:
+            return False
         import pika
 
         self._connection = pika.BlockingConnection(self.parameters)
         self._channel = self._connection.channel()
         self._channel.confirm_delivery()
+        return True
 
-    def _disconnect(self) -> None:
+    def disconnect(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and connection.is_open:
             with contextlib.suppress(Exception):  # already broken: nothing more to release
                 connection.close()
 
-    # -- sending -------------------------------------------------------------------------
-
-    def publish_pending(self) -> int:
-        """Send every live row after the cursor, each confirmed; return how many."""
+    def send(self, rows: Sequence[Row]) -> None:
+        """Each row published and confirmed by the broker, in order (pika raises on a nack
+        or a lost connection: the cursor then stays before the batch)."""
         import pika
 
-        if not self.journal.lead(CURSOR):
-            self._leading = False
-            return 0
-        if not self._leading:  # taking over: from the shared cursor
-            self.cursor, self._leading = self.journal.cursor(CURSOR), True
-        sent = 0
-        while True:
-            last = self.journal.last_seq_id()
-            rows = self.journal.rows_after(self.cursor, self.batch_size, live_only=True)
-            if not rows:
-                if last > self.cursor:  # only history rows remain: step over them
-                    self._advance(last)
-                return sent
-            for row in rows:
-                envelope = Envelope.from_json(row.envelope)
-                event_topic = self.journal.naming.event_topic(envelope.topic)
-                message = message_of(envelope, event_topic, self.known_topics)
-                self._channel.basic_publish(
-                    self.exchange,
-                    message.routing_key,
-                    message.body,
-                    pika.BasicProperties(**message.properties),
-                )
-                # confirmed: advance in memory, and durably once per batch
-                self.cursor = row.seq_id
-                sent += 1
-            self._advance(self.cursor)
+        for row in rows:
+            envelope = Envelope.from_json(row.envelope)
+            event_topic = self.journal.naming.event_topic(envelope.topic)
+            message = message_of(envelope, event_topic, self.known_topics)
+            self._channel.basic_publish(
+                self.exchange,
+                message.routing_key,
+                message.body,
+                pika.BasicProperties(**message.properties),
+            )
+            self.cursor = row.seq_id  # confirmed: a retry starts after it (durably per batch)
 
-    def _advance(self, seq_id: int) -> None:
-        self.cursor = seq_id
-        self.journal.set_cursor(CURSOR, seq_id)
-
-    # -- the loop ------------------------------------------------------------------------
-
-    def run(self, stop: threading.Event) -> None:
-        self._notified = self.journal.watch(self.wake)
-        failures = 0
-        down_since: float | None = None
-        while not stop.is_set():
-            try:
-                if self._channel is None:
-                    self._connect()
-                    if down_since is not None:
-                        log.warning(
-                            "AMQP broker back after %.0fs; sending from seq_id %d",
-                            time.monotonic() - down_since,
-                            self.cursor + 1,
-                        )
-                    else:
-                        log.info("AMQP sink connected; sending from seq_id %d", self.cursor + 1)
-                    failures, down_since = 0, None
-                if self.publish_pending() == 0:
-                    self._idle(stop)
-            except Exception as e:  # pika's errors, sockets, a broker that went away
-                self._disconnect()
-                if down_since is None:
-                    down_since = time.monotonic()
-                    log.warning("AMQP sink cannot send (%s: %s); retrying", type(e).__name__, e)
-                pause = BACKOFF[min(failures, len(BACKOFF) - 1)]
-                failures += 1
-                stop.wait(pause)
-        self._disconnect()
-
-    def _idle(self, stop: threading.Event) -> None:
-        """Wait for a wake-up or the poll interval, keeping the connection alive."""
-        # not leading: ask for the lock again soon, the instance holding it may be gone
-        busy = 30.0 if self._notified else self.poll_interval
-        pause = busy if self._leading else 1.0
-        deadline = time.monotonic() + pause
+    def wait(self, stop: threading.Event, seconds: float) -> None:
+        """Wait for a wake-up or *seconds*, keeping the connection alive (heartbeats)."""
+        deadline = time.monotonic() + seconds
         while not stop.is_set() and not self._wake.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:

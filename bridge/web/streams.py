@@ -11,6 +11,7 @@ search of the new rows, never a search of the whole journal again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -19,10 +20,13 @@ from bridge.journal import Journal
 
 STREAM_BATCH = 100
 KEEP_ALIVE = 15.0  # seconds of quiet before a comment keeps proxies from cutting a stream
+NOTIFIED_IDLE = 30.0  # with notifications: the longest a lost one could delay a stream
 
 
 class JournalWatch:
-    """The newest ``seq_id``, read every *poll* seconds while anyone waits for a new one."""
+    """The newest ``seq_id``, read while anyone waits for a new one: when the journal says
+    it has new rows, where its engine can (PostgreSQL's notifications, which the sinks wake
+    on too), else every *poll* seconds."""
 
     def __init__(self, run: Callable[[Callable[[Journal], Any]], Awaitable[Any]], poll: float):
         self._run = run
@@ -31,6 +35,8 @@ class JournalWatch:
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._waiting = 0
+        self._notified: bool | None = None  # None until asked; False: the engine cannot tell
+        self._nudge = asyncio.Event()  # set when the journal says rows were committed
 
     async def newest(self) -> int:
         """The newest ``seq_id`` now, read from the journal."""
@@ -56,6 +62,7 @@ class JournalWatch:
         return self._newest or 0
 
     async def _watch(self) -> None:
+        await self._subscribe()
         while True:
             try:
                 newest = await self._run(lambda j: j.last_seq_id())
@@ -65,9 +72,34 @@ class JournalWatch:
                 self._newest = newest
                 async with self._changed:
                     self._changed.notify_all()
-            await asyncio.sleep(self._poll)
+            await self._pause()
             if not self._waiting:
                 return  # nobody is watching: stop asking the journal
+
+    async def _subscribe(self) -> None:
+        """Once per process: ask the journal to say when rows are committed."""
+        if self._notified is not None:
+            return
+        loop = asyncio.get_running_loop()
+        nudge = self._nudge
+
+        def nudged() -> None:  # on the journal's listening thread
+            loop.call_soon_threadsafe(nudge.set)
+
+        try:
+            self._notified = bool(await self._run(lambda j: j.watch(nudged)))
+        except Exception:  # the journal is away: poll now, ask again next time
+            self._notified = None
+
+    async def _pause(self) -> None:
+        """Until the journal says it has new rows (NOTIFIED_IDLE at most, in case a
+        notification was lost in a reconnect), or the poll interval without notifications."""
+        if not self._notified:
+            await asyncio.sleep(self._poll)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._nudge.wait(), NOTIFIED_IDLE)
+        self._nudge.clear()
 
 
 class TooManyStreams(Exception):
