@@ -119,7 +119,7 @@ def test_envelopes_of_every_stored_form_read_back_the_same():
     import json
     import zlib
 
-    from bridge.journal.rows import pack, unpack
+    from bridge.journal.codec import pack, unpack
 
     text = json.dumps(
         {"msg": {"body": "We believe that the bug you reported is fixed\n" * 3}, "seq_id": 7}
@@ -144,7 +144,7 @@ def test_a_damaged_or_foreign_envelope_is_an_error_not_a_wrong_answer():
     import pytest
 
     from bridge.errors import JournalError
-    from bridge.journal.rows import pack, unpack
+    from bridge.journal.codec import pack, unpack
 
     packed = pack('{"msg": {"summary": "a fact"}}')
     with pytest.raises(JournalError, match="damaged: its compressed stream is cut short"):

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from bridge.events import Event, Naming
-from bridge.journal import Criteria, ReplaySelection, SqliteJournal, rows
+from bridge.journal import Criteria, ReplaySelection, SqliteJournal, reads
 
 NAMING = Naming("org.debian", "test", "svc")
 DAY = 86400
@@ -159,7 +159,7 @@ def test_text_searches_answer_what_reading_every_envelope_answers(
     stopped, merge several streams and keep their order."""
     from collections import Counter
 
-    monkeypatch.setattr(rows, "CHUNK", chunk)
+    monkeypatch.setattr(reads, "CHUNK", chunk)
     every = journal.find(Criteria(), newest_first=False, limit=1000)
     others = journal.find(replace(criteria, contains=()), newest_first=False, limit=1000)
     wanted = {e.seq_id for e in others}

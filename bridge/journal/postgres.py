@@ -28,23 +28,16 @@ from typing import Any
 
 from bridge.errors import JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming
+from bridge.journal.codec import new_envelope, pack, stored_as_json, unpack
 from bridge.journal.model import AppendResult, Conflict
-from bridge.journal.rows import (
-    DAY,
-    LOOKUP_TOTALS_FROM_LOOKUPS,
-    LOOKUPS,
-    POSTGRES,
-    SQL_DAY,
+from bridge.journal.planning import DAY, LOOKUP_TOTALS_FROM_LOOKUPS, LOOKUPS, POSTGRES, SQL_DAY
+from bridge.journal.reads import SqlJournal
+from bridge.journal.writes import (
     SUPERSEDING,
     SqlBatch,
-    SqlJournal,
     dedup_key_of,
     differing_facts,
-    new_envelope,
-    pack,
-    stored_as_json,
     trust_rank,
-    unpack,
     write_index,
 )
 

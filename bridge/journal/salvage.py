@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.journal.rows import LOOKUP_TOTALS_FROM_LOOKUPS, LOOKUPS, SQL_DAY
+from bridge.journal.planning import LOOKUP_TOTALS_FROM_LOOKUPS, LOOKUPS, SQL_DAY
 from bridge.journal.sqlite import (
     _COLUMNS,
     INSERT_EVENT,

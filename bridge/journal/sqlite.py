@@ -23,22 +23,11 @@ from typing import Any
 from bridge.errors import JournalDamaged, JournalError, JournalUnavailable
 from bridge.events import Envelope, Event, Naming
 from bridge.files import private_dir
+from bridge.journal.codec import new_envelope, pack, unpack
 from bridge.journal.model import AppendResult, Conflict
-from bridge.journal.rows import (
-    LOOKUP_TOTALS_FROM_LOOKUPS,
-    SQL_DAY,
-    SQLITE,
-    SUPERSEDING,
-    SqlBatch,
-    SqlJournal,
-    dedup_key_of,
-    differing_facts,
-    new_envelope,
-    pack,
-    person_keys,
-    trust_rank,
-    unpack,
-)
+from bridge.journal.planning import LOOKUP_TOTALS_FROM_LOOKUPS, SQL_DAY, SQLITE, person_keys
+from bridge.journal.reads import SqlJournal
+from bridge.journal.writes import SUPERSEDING, SqlBatch, dedup_key_of, differing_facts, trust_rank
 
 log = logging.getLogger(__name__)
 JOURNAL_FILE = "journal.sqlite3"
