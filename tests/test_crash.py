@@ -68,7 +68,7 @@ def test_random_sigkills_lose_nothing_and_duplicate_nothing(state_dir: Path):
         server.stop()
     with SqliteJournal(state_dir / JOURNAL_FILE) as journal:
         events = list(journal.envelopes(journal.rows_after(0, limit=10 * MAILS)))
-        keys = [row[0] for row in sql(journal.path, "SELECT dedup_key FROM events")]
+        keys = [row[0] for row in sql(journal.path, "SELECT base_key FROM events")]
     per_bug = Counter(e.msg["bug"] for e in events)
     assert set(per_bug) == set(bugs), "a mail that got 250 produced no event"
     assert set(per_bug.values()) == {1}, "a mail produced its event twice"

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.events import Event, Naming
+from bridge.events import Envelope, Event, Naming
 from bridge.journal import Criteria, Journal, ReplaySelection, SqliteJournal
 from bridge.journal.postgres import SCHEMA_VERSION, PostgresJournal, migrate
-from tests.helpers import bridge, postgres_schema
+from tests.helpers import bridge, postgres_schema, sql
 
 NAMING = Naming("org.debian", "test", "svc")
 DAY = 86400
@@ -356,3 +356,68 @@ def test_packing_an_older_journals_envelopes_resumes_where_it_stopped():
         assert pack_envelopes(url) == 0  # nothing left to do
     finally:
         drop()
+
+
+def test_a_version_3_sqlite_journal_gets_its_base_keys_and_trust_ranks_once(tmp_path):
+    """The one write path: upgrading to schema 4 reads each row's base key from its dedup key
+    (a superseding row's carried a suffix) and its rank from its envelope, once; from then on
+    a dedup reads those columns, and a copy of the journal decides exactly as the original."""
+    import sqlite3
+
+    from bridge.journal.codec import pack
+    from bridge.journal.writes import SUPERSEDING
+
+    def body(verdict: str, n: int) -> dict:
+        return {"n": n, "origin": {"auth": {"verdict": verdict}}}
+
+    path = tmp_path / "journal.sqlite3"
+    with SqliteJournal(path, NAMING) as journal:  # today's schema, to be taken back to 3
+        journal.append([Event("a.b", body("none", 1), dedup_key="fact")], "smtp")
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT seq_id, msg_id, topic, event_topic, timestamp, event_time,"
+                          " source, live, envelope FROM events").fetchall()  # fmt: skip
+        db.executescript(
+            "DROP TABLE events;"
+            " CREATE TABLE events (seq_id INTEGER PRIMARY KEY, msg_id TEXT NOT NULL UNIQUE,"
+            " topic TEXT NOT NULL, event_topic TEXT NOT NULL, timestamp INTEGER NOT NULL,"
+            " event_time INTEGER NOT NULL, dedup_key TEXT NOT NULL UNIQUE, source TEXT NOT NULL,"
+            " agent TEXT NOT NULL DEFAULT '', live INTEGER NOT NULL DEFAULT 1,"
+            " envelope BLOB NOT NULL); PRAGMA user_version = 3;"
+        )
+        (row,) = rows
+        superseding = Envelope.from_json(_unpacked(row[8]))
+        db.execute(
+            "INSERT INTO events (seq_id, msg_id, topic, event_topic, timestamp, event_time,"
+            " dedup_key, source, live, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*row[:6], "a.b|fact", *row[6:]),  # as dedup_key_of keys it: topic|dedup key
+        )
+        better = {**superseding.msg, "origin": {"auth": {"verdict": "pass"}}}
+        db.execute(
+            "INSERT INTO events (seq_id, msg_id, topic, event_topic, timestamp, event_time,"
+            " dedup_key, source, live, envelope) VALUES (2, 'x-2', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*row[2:6], f"a.b|fact{SUPERSEDING}2", *row[6:8],
+             pack(_with_msg(superseding, better))),
+        )  # fmt: skip
+    with SqliteJournal(path, NAMING) as journal:
+        columns = sql(path, "SELECT seq_id, base_key, trust_rank FROM events ORDER BY seq_id")
+        assert columns == [(1, "a.b|fact", 1), (2, "a.b|fact", 2)]
+        assert "dedup_key" not in {c[1] for c in sql(path, "PRAGMA table_info(events)")}
+        # the pass-vouched row stands: the same fact vouched for no better is a duplicate,
+        # and one saying otherwise a conflict naming it
+        with journal.batch() as batch:
+            same = batch.append([Event("a.b", body("pass", 1), dedup_key="fact")], "smtp")
+            other = batch.append([Event("a.b", body("pass", 9), dedup_key="fact")], "smtp")
+        assert same.duplicates == 1 and same.seq_ids == []
+        assert [c.stored_msg_id for c in other.conflicts] == ["x-2"]
+
+
+def _unpacked(stored: bytes) -> str:
+    from bridge.journal.codec import unpack
+
+    return unpack(stored)
+
+
+def _with_msg(envelope: Envelope, msg: dict) -> str:
+    from dataclasses import replace
+
+    return replace(envelope, msg=msg, msg_id="x-2", seq_id=2).to_json()

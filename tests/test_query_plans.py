@@ -303,3 +303,18 @@ def test_the_postgresql_check_sees_a_query_no_index_answers(postgres):
     call = lambda: journal._rows("SELECT COUNT(*) FROM events WHERE strpos(topic, 'dak') > 0")  # noqa: E731
     (sql, found), *_ = postgres_plans(journal, url, call)
     assert [scan for scan in found if WHOLE.match(scan)], found
+
+
+def test_sqlites_dedup_probe_reads_the_base_key_index_and_no_envelope_is_unpacked(journal):
+    """The one write path: a batch finds the stored facts of its keys by the base key's
+    index, and their ranks in a column; EXPLAIN QUERY PLAN of the probe names the index."""
+    again = facts()[:3]
+    with journal.batch() as batch:
+        plans = plans_of(
+            journal, lambda: batch._strongest([f"{e.topic}|{e.dedup_key}" for e in again])
+        )
+    (probe,) = [(sql, found) for sql, found in plans if "base_key IN" in sql]
+    assert any("USING INDEX events_base_key" in step for step in probe[1]), probe
+    assert not [step for step in probe[1] if FULL_READ.match(step)], probe
+    with journal.batch() as batch:
+        assert batch.append(again, "smtp").duplicates == 3

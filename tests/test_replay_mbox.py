@@ -52,7 +52,7 @@ def replay(state: Path, *args: str) -> dict:
 
 
 def journal_rows(state: Path) -> list[tuple[str, dict]]:
-    rows = sql(state / JOURNAL_FILE, "SELECT dedup_key, envelope FROM events ORDER BY seq_id")
+    rows = sql(state / JOURNAL_FILE, "SELECT base_key, envelope FROM events ORDER BY seq_id")
     return [(key, json.loads(unpack(envelope))["msg"]) for key, envelope in rows]
 
 

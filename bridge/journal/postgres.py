@@ -27,17 +27,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from bridge.errors import JournalError, JournalUnavailable
-from bridge.events import Envelope, Event, Naming
-from bridge.journal.codec import new_envelope, pack, stored_as_json, unpack
-from bridge.journal.model import AppendResult, Conflict
+from bridge.events import Naming
+from bridge.journal.codec import pack, stored_as_json, unpack
 from bridge.journal.planning import DAY, LOOKUP_TOTALS_FROM_LOOKUPS, LOOKUPS, POSTGRES, SQL_DAY
 from bridge.journal.reads import SqlJournal
 from bridge.journal.writes import (
-    SUPERSEDING,
+    EVENT_COLUMNS,
     SqlBatch,
-    dedup_key_of,
-    differing_facts,
-    trust_rank,
+    Stored,
     write_index,
 )
 
@@ -45,10 +42,6 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "bridge_journal"
 WRITE_LOCK = "bridge:journal-write"
-_COLUMNS = (
-    "seq_id, msg_id, topic, event_topic, timestamp, event_time, base_key, source, live,"
-    " trust_rank, envelope"
-)
 # The best-vouched stored event (trust rank, msg_id, envelope) of each base key in an array.
 STRONGEST_OF_KEYS = (
     "SELECT k.base_key, s.trust_rank, s.msg_id, s.envelope FROM unnest(%s::text[]) AS k(base_key)"
@@ -56,7 +49,7 @@ STRONGEST_OF_KEYS = (
     " WHERE events.base_key = k.base_key"
     " ORDER BY trust_rank DESC, seq_id DESC LIMIT 1) AS s"
 )
-INSERT_EVENT = f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join(['%s'] * 11)})"
+INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({', '.join(['%s'] * 11)})"
 
 # Each migration brings the schema from its index to the next version.
 MIGRATIONS: list[str] = [
@@ -362,35 +355,6 @@ class PostgresJournal(SqlJournal):
             except psycopg.Error as e:
                 raise JournalError(f"journal write failed: {e}") from e
 
-    def _row(
-        self,
-        seq_id: int,
-        event: Event,
-        base_key: str,
-        source: str,
-        live: bool,
-        supersedes: str | None,
-    ) -> tuple[tuple, str]:
-        """The events row for *event*, and its msg_id."""
-        envelope, event_time = new_envelope(
-            self.naming, next(self._counter), seq_id, event, supersedes, self._not_before
-        )
-        self._not_before = envelope.timestamp
-        row = (
-            seq_id,
-            envelope.msg_id,
-            envelope.topic,
-            event.topic,
-            envelope.timestamp,
-            event_time,
-            base_key,
-            source,
-            live,
-            trust_rank(event.body),
-            pack(envelope.to_json()),
-        )
-        return row, envelope.msg_id
-
     def set_cursor(self, name: str, position: int) -> None:
         # A reader's position needs no write lock: it numbers no rows.
         self._rows(
@@ -500,17 +464,11 @@ class PostgresJournal(SqlJournal):
                 pause = min(pause * 2, 30.0)
 
 
-def _body_of(stored: Any) -> Any:
-    """The body of a stored envelope, as the dedup probe returns it."""
-    return Envelope.from_json(unpack(stored)).msg
-
-
 class PostgresBatch(SqlBatch):
     """The writes of one transaction, under the journal's write lock."""
 
     def __init__(self, journal: PostgresJournal):
-        super().__init__(journal.dialect)
-        self._journal = journal
+        super().__init__(journal, journal.dialect)
         self._db = journal._db
         self.appended = False
         self.last = 0
@@ -522,49 +480,16 @@ class PostgresBatch(SqlBatch):
     def _read(self, sql: str) -> tuple | None:
         return self._db.execute(sql).fetchone()
 
-    def append(
-        self, events: Sequence[Event], source: str, *, live: bool = True, overrule: bool = False
-    ) -> AppendResult:
-        result = AppendResult()
-        if not events:
-            return result
-        last, self._journal._not_before = self._latest()
-        keys = [dedup_key_of(event) for event in events]
-        # the best-vouched stored event of each key, in one query for the whole batch
-        strongest: dict[str, tuple[int, str, Any]] = {
+    def _strongest(self, keys: Sequence[str]) -> dict[str, Stored]:
+        # one query for the whole batch, a probe of the index per key: however stale the
+        # table's statistics, no plan can make this a scan of the whole table
+        return {
             key: (rank, msg_id, stored)
-            # a probe of the index per key: however stale the table's statistics, no plan
-            # can make this a scan of the whole table
-            for key, rank, msg_id, stored in self._db.execute(STRONGEST_OF_KEYS, (keys,))
+            for key, rank, msg_id, stored in self._db.execute(STRONGEST_OF_KEYS, (list(keys),))
         }
-        rows: list[tuple] = []
-        for event, key in zip(events, keys, strict=True):
-            rank = trust_rank(event.body)
-            stored = strongest.get(key)
-            if stored is not None and rank <= stored[0] and not overrule:
-                body = stored[2] if isinstance(stored[2], dict) else _body_of(stored[2])
-                differing = differing_facts(event.body, body)
-                if differing:
-                    result.conflicts.append(
-                        Conflict(event.topic, event.dedup_key or "", stored[1], tuple(differing))
-                    )
-                else:
-                    result.duplicates += 1
-                continue
-            last += 1
-            # the same fact, better vouched for: a row of its own, naming the one it supersedes
-            row, msg_id = self._journal._row(
-                last, event, key, source, live, stored[1] if stored else None
-            )
-            rows.append(row)
-            self._index(last, event, row[2], row[5])  # its topic and event_time
-            strongest[key] = (rank, msg_id, event.body)
-            result.seq_ids.append(last)
-        if rows:
-            self._write(INSERT_EVENT, rows)
-            self._write_index()
-            self.appended, self.last = True, last
-        return result
+
+    def _appended(self, last: int) -> None:
+        self.appended, self.last = True, last
 
 
 def pack_envelopes(
@@ -626,6 +551,8 @@ def copy_from_sqlite(
     """
     import sqlite3
 
+    from bridge.journal.sqlite import events_in_shape
+
     migrate(url)
     source = sqlite3.connect(f"file:{os.fspath(sqlite_path)}?mode=ro", uri=True)
     target = connect(url)
@@ -643,16 +570,12 @@ def copy_from_sqlite(
                     " copy into an empty one"
                 )
         copied = 0
+        columns = events_in_shape(source)
         while done < total:
-            rows = [
-                (*row[:9], unpack(row[9]))  # the envelope's JSON, packed anew below
-                for row in source.execute(
-                    "SELECT seq_id, msg_id, topic, event_topic, timestamp, event_time,"
-                    " dedup_key, source, live, envelope FROM events WHERE seq_id > ?"
-                    " ORDER BY seq_id LIMIT ?",
-                    (done, chunk),
-                )
-            ]
+            rows = source.execute(
+                f"SELECT {columns} FROM events WHERE seq_id > ? ORDER BY seq_id LIMIT ?",
+                (done, chunk),
+            ).fetchall()
             if not rows:
                 break
             first, last = rows[0][0], rows[-1][0]
@@ -667,17 +590,8 @@ def copy_from_sqlite(
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (WRITE_LOCK,))
                 cur.executemany(
                     INSERT_EVENT,
-                    [
-                        (
-                            *row[:6],
-                            row[6].split(SUPERSEDING, 1)[0],  # the base key
-                            row[7],
-                            bool(row[8]),
-                            trust_rank(Envelope.from_json(row[9]).msg),
-                            pack(row[9]),
-                        )
-                        for row in rows
-                    ],
+                    # the same columns; each envelope compressed as today's bridge does
+                    [(*row[:8], bool(row[8]), row[9], pack(unpack(row[10]))) for row in rows],
                 )
                 days = Counter((row[2], row[5] // DAY) for row in rows)  # topic, event_time
                 write_index(cur.executemany, "%s", lookups, days)

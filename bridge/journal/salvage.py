@@ -16,9 +16,9 @@ from pathlib import Path
 
 from bridge.journal.planning import LOOKUP_TOTALS_FROM_LOOKUPS, LOOKUPS, SQL_DAY
 from bridge.journal.sqlite import (
-    _COLUMNS,
     INSERT_EVENT,
     SqliteJournal,
+    events_in_shape,
     journal_files,
     people_from_agents,
     sqlite_check,
@@ -93,12 +93,13 @@ def salvage(path: Path) -> Salvage:
 def _copy_events(source: sqlite3.Connection, target: sqlite3.Connection, done: Salvage) -> set[int]:
     """Copy the readable events; their seq_ids."""
     copied: set[int] = set()
+    columns = events_in_shape(source)
     try:
         (last,) = source.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
     except sqlite3.DatabaseError:
         last = 0
     for low in range(1, last + 1, CHUNK):
-        rows = list(_readable(source, low, min(low + CHUNK - 1, last)))
+        rows = list(_readable(source, columns, low, min(low + CHUNK - 1, last)))
         done.lost += [seq_id for seq_id, row in rows if row is None]
         found = [row for _, row in rows if row is not None]
         target.execute("BEGIN IMMEDIATE")
@@ -110,12 +111,12 @@ def _copy_events(source: sqlite3.Connection, target: sqlite3.Connection, done: S
 
 
 def _readable(
-    db: sqlite3.Connection, low: int, high: int
+    db: sqlite3.Connection, columns: str, low: int, high: int
 ) -> Iterator[tuple[int, tuple[object, ...] | None]]:
     """Each seq_id in [low, high] with its row, or None where it cannot be read (bisecting)."""
     try:
         rows = db.execute(
-            f"SELECT {_COLUMNS} FROM events WHERE seq_id BETWEEN ? AND ? ORDER BY seq_id",
+            f"SELECT {columns} FROM events WHERE seq_id BETWEEN ? AND ? ORDER BY seq_id",
             (low, high),
         ).fetchall()
     except sqlite3.DatabaseError:
@@ -123,8 +124,8 @@ def _readable(
             yield low, None
             return
         middle = (low + high) // 2
-        yield from _readable(db, low, middle)
-        yield from _readable(db, middle + 1, high)
+        yield from _readable(db, columns, low, middle)
+        yield from _readable(db, columns, middle + 1, high)
         return
     found = {row[0]: row for row in rows}
     for seq_id in range(low, high + 1):
@@ -143,7 +144,7 @@ def _copy_index(source: sqlite3.Connection, target: sqlite3.Connection, copied: 
                 if seq_id in copied
             ]
         except sqlite3.DatabaseError:  # the index itself is damaged
-            rows = _rebuilt(target, lookup)
+            rows = _rebuilt(source, target, lookup)
         target.execute("BEGIN IMMEDIATE")
         target.executemany(f"INSERT OR IGNORE INTO {table} (seq_id, {column}) VALUES (?, ?)", rows)
         target.execute("COMMIT")
@@ -157,9 +158,14 @@ def _copy_index(source: sqlite3.Connection, target: sqlite3.Connection, copied: 
     target.execute("COMMIT")
 
 
-def _rebuilt(target: sqlite3.Connection, lookup: str) -> list[tuple[int, object]]:
-    if lookup == "people":
-        return list(people_from_agents(target))
+def _rebuilt(
+    source: sqlite3.Connection, target: sqlite3.Connection, lookup: str
+) -> list[tuple[int, object]]:
+    if lookup == "people":  # only journals before schema 4 have the agent column
+        try:
+            return list(people_from_agents(source))
+        except sqlite3.DatabaseError:
+            return []
     envelopes = target.execute("SELECT seq_id, envelope FROM events")
     return [
         (seq_id, value)

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import JournalDamaged, JournalError, JournalUnavailable
-from bridge.events import Envelope, Event, Naming
+from bridge.events import Envelope, Naming
 from bridge.files import private_dir
-from bridge.journal.codec import new_envelope, pack, unpack
-from bridge.journal.model import AppendResult, Conflict
+from bridge.journal.codec import unpack
 from bridge.journal.planning import LOOKUP_TOTALS_FROM_LOOKUPS, SQL_DAY, SQLITE, person_keys
 from bridge.journal.reads import SqlJournal
-from bridge.journal.writes import SUPERSEDING, SqlBatch, dedup_key_of, differing_facts, trust_rank
+from bridge.journal.writes import EVENT_COLUMNS, SUPERSEDING, SqlBatch, Stored, trust_rank
 
 log = logging.getLogger(__name__)
 JOURNAL_FILE = "journal.sqlite3"
@@ -36,30 +35,36 @@ CACHE_KIB = 64 * 1024
 # edges; a cache it fills early keeps its memory the same whatever the archive's size.
 APPEND_CACHE_KIB = 16 * 1024
 _PERIOD_FORMATS = {"hour": "%Y-%m-%dT%H", "day": "%Y-%m-%d", "week": "%Y-W%W", "month": "%Y-%m"}
-_COLUMNS = (
-    "seq_id, msg_id, topic, event_topic, timestamp, event_time, dedup_key, source, agent,"
-    " live, envelope"
-)
-_MARKS = ", ".join("?" for _ in _COLUMNS.split(","))
-INSERT_EVENT = f"INSERT INTO events ({_COLUMNS}) VALUES ({_MARKS})"
-
-SCHEMA = """
-CREATE TABLE events (
+# The events table as every engine has it (bridge.journal.writes.EVENT_COLUMNS): the base
+# key and trust rank in columns of their own, so deciding a duplicate reads no envelope.
+EVENTS_TABLE = """
+CREATE TABLE {name} (
     seq_id      INTEGER PRIMARY KEY,
     msg_id      TEXT NOT NULL UNIQUE,
     topic       TEXT NOT NULL,
     event_topic TEXT NOT NULL,
     timestamp   INTEGER NOT NULL,
     event_time  INTEGER NOT NULL,
-    dedup_key   TEXT NOT NULL UNIQUE,
+    base_key    TEXT NOT NULL,  -- the fact's dedup key (a superseding row shares it)
     source      TEXT NOT NULL,
-    agent       TEXT NOT NULL DEFAULT '',  -- unused since the people lookup
     live        INTEGER NOT NULL DEFAULT 1,
+    trust_rank  INTEGER NOT NULL DEFAULT 1,
     envelope    BLOB NOT NULL  -- the published JSON, zlib-compressed (see pack)
-);
-CREATE INDEX events_timestamp ON events (timestamp);
-CREATE INDEX events_event_time ON events (event_time);
-CREATE INDEX events_topic ON events (topic);
+)"""
+EVENTS_INDEXES = [
+    "CREATE INDEX events_timestamp ON events (timestamp)",
+    "CREATE INDEX events_event_time ON events (event_time)",
+    "CREATE INDEX events_topic ON events (topic)",
+    "CREATE INDEX events_base_key ON events (base_key)",
+]
+PROBE_KEYS = 500  # base keys a batch looks up in one query (SQLite's parameters are capped)
+INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({', '.join(['?'] * 11)})"
+
+SCHEMA = (
+    EVENTS_TABLE.format(name="events")
+    + ";\n"
+    + ";\n".join(EVENTS_INDEXES)
+    + """;
 CREATE TABLE event_packages (
     package TEXT NOT NULL,
     seq_id  INTEGER NOT NULL,
@@ -101,7 +106,8 @@ CREATE TABLE replay_progress (
     mails  INTEGER NOT NULL
 );
 """
-SCHEMA_VERSION = 3  # PRAGMA user_version
+)
+SCHEMA_VERSION = 4  # PRAGMA user_version
 
 # What brings a journal an older bridge wrote from each version to the next.
 UPGRADES: dict[int, list[str]] = {
@@ -127,7 +133,47 @@ UPGRADES: dict[int, list[str]] = {
         " events INTEGER NOT NULL, PRIMARY KEY (lookup, value)) WITHOUT ROWID",
         *LOOKUP_TOTALS_FROM_LOOKUPS,
     ],
+    # 3 -> 4: the events table as every engine has it: the base key and trust rank in
+    # columns (read once from each row's dedup key and envelope), no agent column
+    3: [
+        EVENTS_TABLE.format(name="events_4"),
+        f"INSERT INTO events_4 ({EVENT_COLUMNS}) SELECT seq_id, msg_id, topic, event_topic,"
+        " timestamp, event_time, base_key_of(dedup_key), source, live, rank_of(envelope),"
+        " envelope FROM events ORDER BY seq_id",  # (events_in_shape's, for a file upgraded)
+        "DROP TABLE events",
+        "ALTER TABLE events_4 RENAME TO events",
+        *EVENTS_INDEXES,
+    ],
 }
+
+
+def base_key_of(dedup_key: str) -> str:
+    """The base key of a row's dedup key as journals before schema 4 kept it (a
+    superseding row's key had a suffix)."""
+    return dedup_key.split(SUPERSEDING, 1)[0]
+
+
+def rank_of(envelope: bytes | str) -> int:
+    """The trust rank of a stored envelope's event (``none``'s when it cannot be read)."""
+    try:
+        return trust_rank(Envelope.from_json(unpack(envelope)).msg)
+    except (JournalError, ValueError, KeyError, TypeError):
+        return trust_rank(None)
+
+
+def events_in_shape(db: sqlite3.Connection) -> str:
+    """What to select from *db*'s events table for rows in today's shape
+    (:data:`EVENT_COLUMNS`), whichever schema version wrote it (before 4, the base key and
+    trust rank are read from the dedup key and the envelope)."""
+    names = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    if "base_key" in names:
+        return EVENT_COLUMNS
+    db.create_function("base_key_of", 1, base_key_of, deterministic=True)
+    db.create_function("rank_of", 1, rank_of, deterministic=True)
+    return (
+        "seq_id, msg_id, topic, event_topic, timestamp, event_time, base_key_of(dedup_key),"
+        " source, live, rank_of(envelope), envelope"
+    )
 
 
 def people_from_agents(db: sqlite3.Connection) -> Iterator[tuple[int, str]]:
@@ -163,6 +209,8 @@ def upgrade(db: sqlite3.Connection, path: Path | str = "") -> None:
                     db.execute(statement)
         else:
             log.warning("journal %s: upgrading its schema from version %d", path, version)
+            db.create_function("base_key_of", 1, base_key_of, deterministic=True)
+            db.create_function("rank_of", 1, rank_of, deterministic=True)
             for step in range(version, SCHEMA_VERSION):
                 for statement in UPGRADES[step]:
                     db.execute(statement)
@@ -317,38 +365,6 @@ class SqliteJournal(SqlJournal):
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
-    def _insert(
-        self,
-        seq_id: int,
-        event: Event,
-        key: str,
-        source: str,
-        live: bool,
-        supersedes: str | None = None,
-    ) -> tuple[str, int]:
-        """Write one event's row; its topic and when it happened (for its batch's index)."""
-        envelope, event_time = new_envelope(
-            self.naming, next(self._counter), seq_id, event, supersedes, self._not_before
-        )
-        self._not_before = envelope.timestamp
-        self._db.execute(
-            INSERT_EVENT,
-            (
-                seq_id,
-                envelope.msg_id,
-                envelope.topic,
-                event.topic,
-                envelope.timestamp,
-                event_time,
-                key,
-                source,
-                "",  # the agent column: people are in their lookup
-                int(live),
-                pack(envelope.to_json()),
-            ),
-        )
-        return envelope.topic, event_time
-
     def forget_resume_point(self, archive: str) -> None:
         with self.batch():
             self._db.execute("DELETE FROM replay_progress WHERE path = ?", (archive,))
@@ -370,8 +386,7 @@ class SqliteBatch(SqlBatch):
     """The writes of one ``BEGIN IMMEDIATE`` transaction."""
 
     def __init__(self, journal: SqliteJournal):
-        super().__init__(journal.dialect)
-        self._journal = journal
+        super().__init__(journal, journal.dialect)
         self._db = journal._db
 
     def _write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -380,55 +395,19 @@ class SqliteBatch(SqlBatch):
     def _read(self, sql: str) -> tuple | None:
         return self._db.execute(sql).fetchone()
 
-    def append(
-        self, events: Sequence[Event], source: str, *, live: bool = True, overrule: bool = False
-    ) -> AppendResult:
-        result = AppendResult()
-        if not events:
-            return result
-        last, self._journal._not_before = self._latest()
-        for event in events:
-            key = dedup_key_of(event)
-            stored = self._strongest(key)
-            if stored is None:
-                last += 1
-                written = self._journal._insert(last, event, key, source, live)
-            else:
-                rank, msg_id, body = stored
-                if trust_rank(event.body) <= rank and not overrule:
-                    differing = differing_facts(event.body, body)
-                    if differing:
-                        result.conflicts.append(
-                            Conflict(event.topic, event.dedup_key or "", msg_id, tuple(differing))
-                        )
-                    else:
-                        result.duplicates += 1
-                    continue
-                # The same fact better vouched for (or an operator's choice): both stay on
-                # record, and the new row says which one it corrects. Its key gets a suffix
-                # to stay unique.
-                last += 1
-                row_key = f"{key}{SUPERSEDING}{last}"
-                written = self._journal._insert(last, event, row_key, source, live, msg_id)
-            self._index(last, event, *written)
-            result.seq_ids.append(last)
-        self._write_index()
-        return result
-
-    def _strongest(self, key: str) -> tuple[int, str, Any] | None:
-        """The trust rank, msg_id and body of the best-vouched event stored under *key*."""
-        rows = self._db.execute(
-            "SELECT msg_id, unpack(envelope) FROM events WHERE dedup_key = ?"
-            " OR (dedup_key > ? AND dedup_key < ?) ORDER BY seq_id",
-            (key, key + SUPERSEDING, key + chr(ord(SUPERSEDING) + 1)),
-        ).fetchall()
-        best: tuple[int, str, Any] | None = None
-        for msg_id, envelope in rows:
-            body = Envelope.from_json(envelope).msg
-            rank = trust_rank(body)
-            if best is None or rank >= best[0]:
-                best = (rank, msg_id, body)
-        return best
+    def _strongest(self, keys: Sequence[str]) -> dict[str, Stored]:
+        found: dict[str, Stored] = {}
+        for start in range(0, len(keys), PROBE_KEYS):
+            chunk = keys[start : start + PROBE_KEYS]
+            # oldest first: the last of the highest rank wins, as on PostgreSQL
+            for key, rank, msg_id, stored in self._db.execute(
+                "SELECT base_key, trust_rank, msg_id, envelope FROM events"
+                f" WHERE base_key IN ({', '.join(['?'] * len(chunk))}) ORDER BY seq_id",
+                chunk,
+            ):
+                if key not in found or rank >= found[key][0]:
+                    found[key] = (rank, msg_id, stored)
+        return found
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,36 @@
-"""What every engine writes the same way: which stored event a new one is the same fact
-as (its dedup key and trust rank), and the index rows a batch adds beside the events."""
+"""What every engine writes the same way, with one algorithm and one row shape: which stored
+event a new one is the same fact as (its base key) and whether it is better vouched for
+(its trust rank, a column of its own: no stored envelope is read to decide a duplicate),
+the events rows, and the index rows a batch adds beside them.
+
+An engine says how a statement runs (:meth:`SqlBatch._write`, :meth:`SqlBatch._read`) and
+how it finds the best-vouched stored event of many keys at once
+(:meth:`SqlBatch._strongest`)."""
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.errors import JournalError
-from bridge.events import Event
-from bridge.journal.model import Batch
+from bridge.events import Envelope, Event
+from bridge.journal.codec import new_envelope, pack, unpack
+from bridge.journal.model import AppendResult, Batch, Conflict
 from bridge.journal.planning import DAY, LOOKUPS, Dialect, person_keys
+
+if TYPE_CHECKING:
+    from bridge.journal.reads import SqlJournal
+
+# The events table's columns, in the order a row is written, the same on every engine.
+EVENT_COLUMNS = (
+    "seq_id, msg_id, topic, event_topic, timestamp, event_time, base_key, source, live,"
+    " trust_rank, envelope"
+)
+# What the best-vouched stored event of a key says: its rank, msg_id and stored envelope
+# (or, for one this batch wrote, its body).
+Stored = tuple[int, str, Any]
 
 # dedup_key + SUPERSEDING + seq_id keys a row that supersedes an earlier one (a control
 # character: no dedup key a parser makes from a mail contains one).
@@ -43,6 +62,13 @@ def differing_facts(body: Any, stored: Any) -> list[str]:
         return []
     names = (set(body) | set(stored)) - set(NOT_FACTS)
     return sorted(name for name in names if body.get(name) != stored.get(name))
+
+
+def body_of(stored: Any) -> Any:
+    """The body of a stored envelope (or the body itself, for one this batch wrote)."""
+    if isinstance(stored, dict):
+        return stored
+    return Envelope.from_json(unpack(stored)).msg
 
 
 def dedup_key_of(event: Event) -> str:
@@ -85,10 +111,87 @@ class SqlBatch(Batch):
     the rows they append, cursors, counters and resume points. An engine says how a
     statement runs."""
 
-    def __init__(self, dialect: Dialect):
+    def __init__(self, journal: SqlJournal, dialect: Dialect):
+        self._journal = journal
         self._mark = dialect.mark
         self._lookups: dict[str, list[tuple[int, Any]]] = {name: [] for name in LOOKUPS}
         self._days: Counter[tuple[str, int]] = Counter()
+        marks = ", ".join([dialect.mark] * len(EVENT_COLUMNS.split(",")))
+        self._insert = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({marks})"
+
+    def append(
+        self, events: Sequence[Event], source: str, *, live: bool = True, overrule: bool = False
+    ) -> AppendResult:
+        """Journal *events*: a fact already stored and vouched for no better is a duplicate
+        (or, saying otherwise, a conflict: not stored); one better vouched for (or an
+        operator's choice, *overrule*) gets a row of its own naming the one it supersedes."""
+        result = AppendResult()
+        if not events:
+            return result
+        last, self._journal._not_before = self._latest()
+        keys = [dedup_key_of(event) for event in events]
+        strongest = self._strongest(sorted(set(keys)))
+        rows: list[tuple] = []
+        for event, key in zip(events, keys, strict=True):
+            rank = trust_rank(event.body)
+            stored = strongest.get(key)
+            if stored is not None and rank <= stored[0] and not overrule:
+                differing = differing_facts(event.body, body_of(stored[2]))
+                if differing:
+                    result.conflicts.append(
+                        Conflict(event.topic, event.dedup_key or "", stored[1], tuple(differing))
+                    )
+                else:
+                    result.duplicates += 1
+                continue
+            last += 1
+            row = self._row(last, event, key, source, live, stored[1] if stored else None)
+            rows.append(row)
+            self._index(last, event, row[2], row[5])  # its topic and event_time
+            strongest[key] = (rank, row[1], event.body)
+            result.seq_ids.append(last)
+        if rows:
+            self._write(self._insert, rows)
+            self._write_index()
+            self._appended(last)
+        return result
+
+    @abstractmethod
+    def _strongest(self, keys: Sequence[str]) -> dict[str, Stored]:
+        """The best-vouched stored event of each of *keys* that has one (the highest trust
+        rank, the newest of those): its rank, msg_id and stored envelope."""
+
+    def _appended(self, last: int) -> None:
+        """Rows up to *last* were written in this batch (an engine that notifies hooks here)."""
+
+    def _row(
+        self,
+        seq_id: int,
+        event: Event,
+        base_key: str,
+        source: str,
+        live: bool,
+        supersedes: str | None,
+    ) -> tuple:
+        """The events row for *event* (:data:`EVENT_COLUMNS`), its envelope made here."""
+        journal = self._journal
+        envelope, event_time = new_envelope(
+            journal.naming, next(journal._counter), seq_id, event, supersedes, journal._not_before
+        )
+        journal._not_before = envelope.timestamp
+        return (
+            seq_id,
+            envelope.msg_id,
+            envelope.topic,
+            event.topic,
+            envelope.timestamp,
+            event_time,
+            base_key,
+            source,
+            live,
+            trust_rank(event.body),
+            pack(envelope.to_json()),
+        )
 
     @abstractmethod
     def _write(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
