@@ -83,6 +83,13 @@ def full_topic(topic_prefix: str, environment: str, event_topic: str) -> str:
     return ".".join(p for p in parts if p)
 
 
+def debian_login(address: str) -> str | None:
+    """The Debian account name of an address: the local part of an ``@debian.org`` one
+    (any case), else None. The one place the bridge decides what a Debian login is."""
+    local, _, domain = address.strip().lower().rpartition("@")
+    return local if domain == "debian.org" and local else None
+
+
 def dumps(obj: Any) -> str:
     """JSON as fedmsg puts it on the wire: sorted keys, compact separators, ASCII only."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)

@@ -39,7 +39,6 @@ from parsers.changes import (
 )
 
 TRACKER_URL = "https://tracker.debian.org/pkg/"
-SCHEMA_VERSION = 3
 REASON_CAP = 8 * 1024
 SCHEMAS = Path(__file__).parent / "schemas"
 _CHANGES_NAME = r"(?P<source>[a-z0-9][a-z0-9+.-]*)_(?P<version>[^_\s]+)_(?P<arch>[^_\s]+)\.changes"
@@ -255,7 +254,7 @@ def addressee(message: Message) -> dict[str, str | None] | None:
 
 def new_body() -> dict[str, Any]:
     """The fields every dak body starts with."""
-    return {"schema_version": SCHEMA_VERSION, "truncated": []}
+    return {"truncated": []}  # schema_version: the pipeline's, from the topic's schema
 
 
 def upload_event(topic: str, body: dict[str, Any], key: str, signed: bytes | None) -> Event:

@@ -17,8 +17,9 @@ import pytest
 
 from bridge.pipeline import Pipeline
 from bridge.sdk import BODY_CAP, SUMMARY_CAP, summary_line
+from parsers.control import REPLY_BUDGET
 from parsers.dak import DakParser
-from parsers.debbugs import REPLY_BUDGET, DebbugsParser
+from parsers.debbugs import DebbugsParser
 from parsers.transcript import NOOP_VERBS
 from tests.helpers import FIXTURES, ROOT
 

@@ -10,7 +10,8 @@ import pytest
 
 from bridge.events import Envelope, Event, Naming
 from bridge.journal import Criteria, Journal, ReplaySelection, SqliteJournal
-from bridge.journal.postgres import SCHEMA_VERSION, PostgresJournal, migrate
+from bridge.journal.migrations import POSTGRES_SCHEMA_VERSION as SCHEMA_VERSION
+from bridge.journal.postgres import PostgresJournal, migrate
 from tests.helpers import bridge, postgres_schema, sql
 
 NAMING = Naming("org.debian", "test", "svc")
@@ -235,7 +236,7 @@ def stored_envelopes(url: str) -> list[bytes]:
 def test_a_postgresql_journal_of_the_first_schema_gets_its_people_lookup():
     import psycopg
 
-    from bridge.journal.postgres import MIGRATIONS
+    from bridge.journal.migrations import MIGRATIONS
 
     url, drop = postgres_schema()
     try:
@@ -313,7 +314,8 @@ def test_a_sqlite_journal_of_the_first_schema_is_brought_up_to_date(tmp_path):
 def test_packing_an_older_journals_envelopes_resumes_where_it_stopped():
     import psycopg
 
-    from bridge.journal.postgres import MIGRATIONS, pack_envelopes
+    from bridge.journal.copying import pack_envelopes
+    from bridge.journal.migrations import MIGRATIONS
 
     url, drop = postgres_schema()
     try:

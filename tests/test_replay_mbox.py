@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bridge.journal import JOURNAL_FILE, SqliteJournal
-from bridge.journal.sqlite import unpack
+from bridge.journal.codec import unpack
 from bridge.mail import strip_from_line
 from tests.helpers import FIXTURES, OFFLINE_TRUST, bridge, child_env, sql, wait_until
 from tests.mails import bug_report

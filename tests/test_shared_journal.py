@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.journal.postgres import PostgresJournal, copy_from_sqlite
+from bridge.journal.copying import copy_from_sqlite
+from bridge.journal.postgres import PostgresJournal
 from tests.helpers import (
     CORPUS,
     FIXTURES,

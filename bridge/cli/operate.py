@@ -109,8 +109,9 @@ def fsck(state: AppState, repair: bool) -> None:
 def migrate(state: AppState, from_state: Path | None, to_url: str | None) -> None:
     """Bring the PostgreSQL journal's schema up to date, or copy a SQLite journal into it."""
     from bridge.journal import JOURNAL_FILE
-    from bridge.journal.postgres import copy_from_sqlite, pack_envelopes, redacted
+    from bridge.journal.copying import copy_from_sqlite, pack_envelopes
     from bridge.journal.postgres import migrate as migrate_schema
+    from bridge.journal.postgres import redacted
     from bridge.pipeline.worker import spool_cursor
 
     url = to_url or state.config.journal.url

@@ -23,6 +23,21 @@ from bridge.intake.spool import Spool
 
 log = logging.getLogger(__name__)
 
+# What the bridge answers, as RFC 5321 reply codes with RFC 3463's enhanced status codes:
+# 2xx accepted, 4xx try again later (the sender keeps the mail), 5xx refused for good.
+NOT_A_RECIPIENT = "550 5.7.1 <{address}>: not a recipient of this bridge (relaying denied)"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+RECIPIENT_OK = "250 2.1.5 OK"
+NO_STORAGE = "452 4.3.1 Insufficient system storage, try again later"
+NOT_STORED = "451 4.3.0 Could not store the mail, try again later"
+QUEUED = "250 2.0.0 OK queued as {spool_id}"
+SERVER_ERROR = "451 4.3.0 Temporary server error, try again later"
+PEER_REFUSED = "554 5.7.1 {host} may not send mail to this bridge"
+TOO_MANY_CONNECTIONS = "421 4.3.2 Too many connections, try again later"
+TOO_MANY_FROM_HOST = "421 4.7.0 Too many connections from your host, try again later"
+DATA_TOO_LONG = "421 4.4.2 DATA took too long, closing connection"
+IDLE_TOO_LONG = "421 4.4.2 Idle for too long, closing connection"
+
 
 class Recipients:
     """The addresses this bridge takes mail for: exact addresses, or ``@domain`` entries."""
@@ -76,11 +91,11 @@ class IntakeHandler:
     ) -> str:
         if address not in self.recipients:
             self.counters["rejected"] += 1
-            return f"550 5.7.1 <{address}>: not a recipient of this bridge (relaying denied)"
+            return NOT_A_RECIPIENT.format(address=address)
         if len(envelope.rcpt_tos) >= self.config.max_recipients:
-            return "452 4.5.3 Too many recipients"
+            return TOO_MANY_RECIPIENTS
         envelope.rcpt_tos.append(address)
-        return "250 2.1.5 OK"
+        return RECIPIENT_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if not self._enough_space():
@@ -88,7 +103,7 @@ class IntakeHandler:
             log.error(
                 "refusing mail: less than %d bytes free in the spool", self.config.min_free_bytes
             )
-            return "452 4.3.1 Insufficient system storage, try again later"
+            return NO_STORAGE
         meta = {
             "peer": list(session.peer) if isinstance(session.peer, tuple) else str(session.peer),
             "helo": session.host_name,
@@ -103,9 +118,9 @@ class IntakeHandler:
         except Exception as e:  # any failure before the commit: the sender must retry
             self.counters["tempfail"] += 1
             log.error("could not spool mail from %s: %s", envelope.mail_from, e)
-            return "451 4.3.0 Could not store the mail, try again later"
+            return NOT_STORED
         self.counters["accepted"] += 1
-        return f"250 2.0.0 OK queued as {spool_id}"
+        return QUEUED.format(spool_id=spool_id)
 
     def _enough_space(self) -> bool:
         """Free space in the spool, looked up at most every 0.5 s (it is one statvfs call)."""
@@ -120,7 +135,7 @@ class IntakeHandler:
         # aiosmtpd would answer a permanent 500; nothing failed for good, so the sender retries.
         log.exception("SMTP session error")
         self.counters["tempfail"] += 1
-        return "451 4.3.0 Temporary server error, try again later"
+        return SERVER_ERROR
 
 
 class BridgeSMTP(SMTP):
@@ -154,13 +169,13 @@ class BridgeSMTP(SMTP):
         if host not in handler.peers:
             handler.counters["refused_peers"] += 1
             log.warning("refusing a connection from %s: not in [smtp] allowed_peers", host)
-            return f"554 5.7.1 {host} may not send mail to this bridge"
+            return PEER_REFUSED.format(host=host)
         if handler.connections >= self.config.max_connections:
             handler.counters["refused_connections"] += 1
-            return "421 4.3.2 Too many connections, try again later"
+            return TOO_MANY_CONNECTIONS
         if handler.per_peer[host] >= self.config.max_connections_per_peer:
             handler.counters["refused_connections"] += 1
-            return "421 4.7.0 Too many connections from your host, try again later"
+            return TOO_MANY_FROM_HOST
         return None
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -195,11 +210,11 @@ class BridgeSMTP(SMTP):
         peer = self.session.peer if self.session else "?"
         log.warning("%r DATA took longer than %ss; closing", peer, self.data_timeout)
         self.bridge_handler.counters["data_timeouts"] += 1
-        self._close_with("421 4.4.2 DATA took too long, closing connection")
+        self._close_with(DATA_TOO_LONG)
 
     def _timeout_cb(self) -> None:
         self.bridge_handler.counters["idle_timeouts"] += 1
-        self._close_with("421 4.4.2 Idle for too long, closing connection")
+        self._close_with(IDLE_TOO_LONG)
 
     def _close_with(self, reply: str) -> None:
         if self.transport is not None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bridge.events import Naming
+from bridge.events import Naming, debian_login
 from bridge.journal.model import Criteria
 
 
@@ -147,7 +147,7 @@ def person_keys(people: Sequence[str]) -> list[str]:
     """What a person search matches for an event's *people*: each name and address in lower
     case, and the Debian login of each ``@debian.org`` address."""
     keys = {p.strip().lower() for p in people if p.strip()}
-    keys |= {k.split("@", 1)[0] for k in keys if k.endswith("@debian.org")}
+    keys |= {login for k in keys if (login := debian_login(k))}
     return sorted(keys)
 
 

@@ -21,21 +21,20 @@ import os
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from bridge.errors import JournalError, JournalUnavailable
 from bridge.events import Naming
-from bridge.journal.codec import pack, stored_as_json, unpack
-from bridge.journal.planning import DAY, LOOKUP_TOTALS_FROM_LOOKUPS, LOOKUPS, POSTGRES, SQL_DAY
+from bridge.journal.migrations import MIGRATIONS, schema_version
+from bridge.journal.migrations import POSTGRES_SCHEMA_VERSION as SCHEMA_VERSION
+from bridge.journal.planning import POSTGRES
 from bridge.journal.reads import SqlJournal
 from bridge.journal.writes import (
     EVENT_COLUMNS,
     SqlBatch,
     Stored,
-    write_index,
 )
 
 log = logging.getLogger(__name__)
@@ -51,116 +50,6 @@ STRONGEST_OF_KEYS = (
 )
 INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({', '.join(['%s'] * 11)})"
 
-# Each migration brings the schema from its index to the next version.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE events (
-        seq_id      BIGINT PRIMARY KEY,
-        msg_id      TEXT NOT NULL UNIQUE,
-        topic       TEXT NOT NULL,
-        event_topic TEXT NOT NULL,
-        timestamp   BIGINT NOT NULL,
-        event_time  BIGINT NOT NULL,
-        dedup_key   TEXT NOT NULL UNIQUE,
-        base_key    TEXT NOT NULL,  -- the dedup key without a superseding row's suffix
-        source      TEXT NOT NULL,
-        agent       TEXT NOT NULL DEFAULT '',
-        live        BOOLEAN NOT NULL DEFAULT TRUE,
-        trust_rank  SMALLINT NOT NULL DEFAULT 1,
-        envelope    TEXT NOT NULL
-    );
-    CREATE INDEX events_timestamp ON events (timestamp);
-    CREATE INDEX events_event_time ON events (event_time);
-    CREATE INDEX events_topic ON events (topic text_pattern_ops);
-    CREATE INDEX events_base_key ON events (base_key);
-    CREATE TABLE event_packages (
-        seq_id  BIGINT NOT NULL REFERENCES events (seq_id),
-        package TEXT NOT NULL
-    );
-    CREATE INDEX event_packages_package ON event_packages (package);
-    CREATE TABLE event_bugs (
-        seq_id BIGINT NOT NULL REFERENCES events (seq_id),
-        bug    BIGINT NOT NULL
-    );
-    CREATE INDEX event_bugs_bug ON event_bugs (bug);
-    CREATE TABLE cursors (name TEXT PRIMARY KEY, seq_id BIGINT NOT NULL);
-    CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
-    CREATE TABLE replay_progress (
-        path     TEXT PRIMARY KEY,
-        "offset" BIGINT NOT NULL,
-        mails    BIGINT NOT NULL
-    );
-    """,
-    # 2: people get a lookup like packages and bugs; each lookup is ordered by seq_id, so a
-    # page of one package's events is read from the index in order
-    """
-    CREATE TABLE event_people (
-        seq_id BIGINT NOT NULL REFERENCES events (seq_id),
-        person TEXT NOT NULL
-    );
-    INSERT INTO event_people (seq_id, person)
-        SELECT DISTINCT seq_id, person FROM (
-            SELECT seq_id, p AS person
-                FROM events, regexp_split_to_table(agent, E'\\n') AS p WHERE p != ''
-            UNION ALL
-            SELECT seq_id, split_part(p, '@', 1)
-                FROM events, regexp_split_to_table(agent, E'\\n') AS p
-                WHERE p LIKE '%@debian.org'
-        ) AS found;
-    CREATE INDEX event_people_lookup ON event_people (person, seq_id);
-    DROP INDEX event_packages_package;
-    CREATE INDEX event_packages_lookup ON event_packages (package, seq_id);
-    DROP INDEX event_bugs_bug;
-    CREATE INDEX event_bugs_lookup ON event_bugs (bug, seq_id);
-    """,
-    # 3: the daily counts per topic that statistics read
-    f"""
-    CREATE TABLE topic_days (
-        topic  TEXT NOT NULL,
-        day    BIGINT NOT NULL,
-        events BIGINT NOT NULL,
-        PRIMARY KEY (topic, day)
-    );
-    INSERT INTO topic_days (topic, day, events)
-        SELECT topic, {SQL_DAY}, COUNT(*) FROM events GROUP BY 1, 2;
-    CREATE INDEX events_topic_seq ON events (topic, seq_id);
-    """,
-    # 4: how many events hold each package, bug and person (the totals /raw shows)
-    """
-    CREATE TABLE lookup_totals (
-        lookup TEXT NOT NULL,
-        value  TEXT NOT NULL,
-        events BIGINT NOT NULL,
-        PRIMARY KEY (lookup, value)
-    );
-    """
-    + ";\n".join(LOOKUP_TOTALS_FROM_LOOKUPS),
-    # 5: less to store per event. Envelopes are kept compressed, as bytes (see pack): TOAST's
-    # own compression keeps three quarters of this JSON, zlib with its dictionary under a
-    # third; the rows already there keep their JSON, as bytes, which unpack reads as it is,
-    # until pack_envelopes compresses them.
-    # The keys only ever probed for equality, a fact's base key and a msg_id, get hash
-    # indexes: a third of a B-tree of these random strings. The dedup key's unique index
-    # goes with its column (the batch's probe reads the base key, under the write lock
-    # that already makes one writer at a time), so does the agent column (people have had
-    # their lookup since 2) and the topic's pattern index (pages are walked by
-    # events_topic_seq; a topic prefix is only ever tested on rows already found).
-    # envelopes_to_pack marks the rows pack_envelopes has still to compress.
-    """
-    CREATE TABLE envelopes_to_pack (from_seq_id BIGINT NOT NULL, to_seq_id BIGINT NOT NULL);
-    INSERT INTO envelopes_to_pack (from_seq_id, to_seq_id)
-        SELECT 1, max(seq_id) FROM events HAVING max(seq_id) IS NOT NULL;
-    ALTER TABLE events DROP COLUMN agent;
-    ALTER TABLE events DROP COLUMN dedup_key;
-    ALTER TABLE events DROP CONSTRAINT events_msg_id_key;
-    DROP INDEX events_base_key;
-    DROP INDEX events_topic;
-    ALTER TABLE events ALTER COLUMN envelope TYPE BYTEA USING convert_to(envelope, 'UTF8');
-    CREATE INDEX events_base_key ON events USING hash (base_key);
-    CREATE INDEX events_msg_id ON events USING hash (msg_id);
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
 _PERIODS = {
     "hour": "to_char(to_timestamp({seconds}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')",
     "day": "to_char(to_timestamp({seconds}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
@@ -238,12 +127,6 @@ def redacted(url: str) -> str:
         user = credentials.split(":", 1)[0]
         return f"{scheme}://{user}@{host}"
     return url
-
-
-def schema_version(db: Any) -> int:
-    db.execute("CREATE TABLE IF NOT EXISTS bridge_schema (version INTEGER NOT NULL)")
-    row = db.execute("SELECT max(version) FROM bridge_schema").fetchone()
-    return int(row[0] or 0)
 
 
 def migrate(url: str) -> tuple[int, int]:
@@ -490,129 +373,3 @@ class PostgresBatch(SqlBatch):
 
     def _appended(self, last: int) -> None:
         self.appended, self.last = True, last
-
-
-def pack_envelopes(
-    url: str, *, chunk: int = 1000, progress: Callable[[int, int], None] | None = None
-) -> int:
-    """Compress the envelopes a journal older than schema version 5 stored as JSON, a chunk
-    of rows per transaction; return how many were packed.
-
-    Resumable (the rows left are kept in ``envelopes_to_pack``) and safe beside running
-    bridges: it numbers no rows, and a row reads the same before and after."""
-    with connect(url) as db:
-        left = db.execute("SELECT from_seq_id, to_seq_id FROM envelopes_to_pack").fetchone()
-        if left is None:
-            return 0
-        start, end = left
-        packed = 0
-        while start <= end:
-            with db.transaction():
-                rows = db.execute(
-                    "SELECT seq_id, envelope FROM events WHERE seq_id BETWEEN %s AND %s"
-                    " ORDER BY seq_id LIMIT %s",
-                    (start, end, chunk),
-                ).fetchall()
-                plain = [
-                    (seq_id, pack(unpack(stored)))
-                    for seq_id, stored in rows
-                    if stored_as_json(stored)
-                ]
-                if plain:
-                    db.execute(
-                        "UPDATE events SET envelope = packed.envelope"
-                        " FROM unnest(%s::bigint[], %s::bytea[]) AS packed(seq_id, envelope)"
-                        " WHERE events.seq_id = packed.seq_id",
-                        ([seq_id for seq_id, _ in plain], [envelope for _, envelope in plain]),
-                    )
-                start = rows[-1][0] + 1 if rows else end + 1
-                db.execute("UPDATE envelopes_to_pack SET from_seq_id = %s", (start,))
-            packed += len(plain)
-            if progress:
-                progress(min(start - 1, end), end)
-        db.execute("DELETE FROM envelopes_to_pack")
-        return packed
-
-
-def copy_from_sqlite(
-    sqlite_path: str | os.PathLike[str],
-    url: str,
-    *,
-    spool_cursor: str,
-    chunk: int = 1000,
-    progress: Callable[[int, int], None] | None = None,
-) -> int:
-    """Copy a SQLite journal into the PostgreSQL one at *url*, keeping every ``seq_id`` and
-    ``msg_id``; return how many rows were copied.
-
-    Resumable: it continues after the highest ``seq_id`` the target holds, once it has
-    checked that the rows they share are the same (same ``msg_id``). The source's spool
-    cursor becomes *spool_cursor* (spool positions are per instance on a shared journal).
-    """
-    import sqlite3
-
-    from bridge.journal.sqlite import events_in_shape
-
-    migrate(url)
-    source = sqlite3.connect(f"file:{os.fspath(sqlite_path)}?mode=ro", uri=True)
-    target = connect(url)
-    try:
-        (total,) = source.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
-        (done,) = target.execute("SELECT COALESCE(MAX(seq_id), 0) FROM events").fetchone()
-        if done:
-            mine = source.execute("SELECT msg_id FROM events WHERE seq_id = ?", (done,)).fetchone()
-            (theirs,) = target.execute(
-                "SELECT msg_id FROM events WHERE seq_id = %s", (done,)
-            ).fetchone()
-            if mine is None or mine[0] != theirs:
-                raise JournalError(
-                    f"the target journal already holds other events (seq_id {done} differs):"
-                    " copy into an empty one"
-                )
-        copied = 0
-        columns = events_in_shape(source)
-        while done < total:
-            rows = source.execute(
-                f"SELECT {columns} FROM events WHERE seq_id > ? ORDER BY seq_id LIMIT ?",
-                (done, chunk),
-            ).fetchall()
-            if not rows:
-                break
-            first, last = rows[0][0], rows[-1][0]
-            lookups = {
-                name: source.execute(
-                    f"SELECT seq_id, {column} FROM {table} WHERE seq_id BETWEEN ? AND ?",
-                    (first, last),
-                ).fetchall()
-                for name, (table, column) in LOOKUPS.items()
-            }
-            with target.transaction(), target.cursor() as cur:
-                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (WRITE_LOCK,))
-                cur.executemany(
-                    INSERT_EVENT,
-                    # the same columns; each envelope compressed as today's bridge does
-                    [(*row[:8], bool(row[8]), row[9], pack(unpack(row[10]))) for row in rows],
-                )
-                days = Counter((row[2], row[5] // DAY) for row in rows)  # topic, event_time
-                write_index(cur.executemany, "%s", lookups, days)
-            done, copied = last, copied + len(rows)
-            if progress:
-                progress(done, total)
-        with target.transaction():
-            for name, seq_id in source.execute("SELECT name, seq_id FROM cursors"):
-                target.execute(
-                    "INSERT INTO cursors (name, seq_id) VALUES (%s, %s)"
-                    " ON CONFLICT (name) DO UPDATE SET seq_id = excluded.seq_id",
-                    (spool_cursor if name == "spool" else name, seq_id),
-                )
-            for name, value in source.execute("SELECT name, value FROM counters"):
-                target.execute(
-                    "INSERT INTO counters (name, value) VALUES (%s, %s)"
-                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    (name, value),
-                )
-            target.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(done)))
-        return copied
-    finally:
-        source.close()
-        target.close()

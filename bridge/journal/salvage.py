@@ -14,16 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bridge.journal.codec import unpack
+from bridge.journal.migrations import events_in_shape, people_from_agents
 from bridge.journal.planning import LOOKUP_TOTALS_FROM_LOOKUPS, LOOKUPS, SQL_DAY
-from bridge.journal.sqlite import (
-    INSERT_EVENT,
-    SqliteJournal,
-    events_in_shape,
-    journal_files,
-    people_from_agents,
-    sqlite_check,
-    unpack,
-)
+from bridge.journal.sqlite import INSERT_EVENT, SqliteJournal, journal_files, sqlite_check
 
 CHUNK = 1000
 _TABLES = ("cursors", "counters", "replay_progress")

@@ -19,14 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from email.message import Message
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.errors import ParseError, SkipMessage, UsageError
 from bridge.events import Event
 from bridge.mail import Mail, header, header_block_problem, header_field_count, header_names
 from bridge.pipeline.bodies import EventRefused, normalised
-from bridge.pipeline.plugins import PluginRefused, schema_version
+from bridge.pipeline.plugins import PluginRefused
 from bridge.pipeline.schemas import SchemaBreach, Schemas
 from bridge.sdk import Parser, unverified
 
@@ -88,7 +87,6 @@ class Pipeline:
     def __init__(self, parsers: Sequence[Parser], trust: Trust | None = None):
         self.parsers = list(parsers)
         self.trust = trust
-        self._schema_versions: dict[tuple[str, str], int | None] = {}
         self._schemas: dict[str, Schemas] = {}  # each parser's own, compiled once
 
     def process(self, raw: bytes) -> Outcome:
@@ -180,25 +178,27 @@ class Pipeline:
             outcome.failures.append(f"{parser.name}: event {topic} refused: {e}")
             return None
 
+    def _schemas_of(self, parser: Parser) -> Schemas:
+        """The schemas *parser* ships, each read and compiled once."""
+        if parser.name not in self._schemas:
+            self._schemas[parser.name] = Schemas([parser])
+        return self._schemas[parser.name]
+
     def _fits(self, parser: Parser, event: Event) -> None:
         """The body fits the schema the parser ships for its topic (:mod:`bridge.pipeline.schemas`):
         a body that breaks its own contract never reaches the journal."""
-        if parser.name not in self._schemas:
-            self._schemas[parser.name] = Schemas([parser])
         # (a parser used outside the registry may come without its schema files)
         with contextlib.suppress(OSError):
-            self._schemas[parser.name].check(event.topic, event.body)
+            self._schemas_of(parser).check(event.topic, event.body)
 
     def _stamp(self, parser: Parser, event: Event) -> None:
-        """Give the body the ``schema_version`` of its topic's schema, so a consumer can tell
-        which version it follows; a body that claims another version is refused."""
-        key = (parser.name, event.topic)
-        if key not in self._schema_versions:
-            try:
-                self._schema_versions[key] = schema_version(Path(parser.schemas), event.topic)
-            except PluginRefused:
-                self._schema_versions[key] = None  # a parser used outside the registry
-        version = self._schema_versions[key]
+        """Give the body the ``schema_version`` of its topic's schema (the one place a body's
+        version comes from), so a consumer can tell which version it follows; a body that
+        claims another version is refused."""
+        try:
+            version = self._schemas_of(parser).version(event.topic)
+        except (OSError, ValueError):
+            version = None  # a parser used outside the registry, without its schema files
         if version is None or not isinstance(event.body, dict):
             return
         claimed = event.body.setdefault("schema_version", version)

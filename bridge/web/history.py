@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.events import iso_epoch
+from bridge.events import debian_login, iso_epoch
 from bridge.journal import Criteria
 
 MAX_ROWS_PER_PAGE = 100
@@ -253,7 +253,7 @@ def debian_logins(body: Mapping[str, Any]) -> list[str]:
     for role in ("agent", "changed_by", "maintainer"):
         person = body.get(role)
         email = (person.get("email") or "") if isinstance(person, Mapping) else ""
-        login, _, domain = email.lower().partition("@")
-        if domain == "debian.org" and login and login not in found:
+        login = debian_login(email)
+        if login and login not in found:
             found.append(login)
     return found
