@@ -18,11 +18,13 @@ PERIODS = ("hour", "day", "week", "month")
 
 @dataclass(frozen=True)
 class Row:
-    """One journal row as the publisher and the replay endpoint need it."""
+    """One journal row as the sinks and the replay endpoint need it: its full topic, its
+    event topic as the journal stored it, and the envelope's JSON."""
 
     seq_id: int
     topic: str
     envelope: str
+    event_topic: str = ""
 
 
 @dataclass(frozen=True)

@@ -51,13 +51,13 @@ class SqlJournal(Journal):
         """An SQL expression naming the day, week or month of the epoch second *seconds*
         (an SQL expression), and its parameters."""
 
-    _select = "SELECT seq_id, topic, envelope FROM events"
+    _select = "SELECT seq_id, topic, envelope, event_topic FROM events"
 
     @staticmethod
     def _read_row(selected: Sequence[Any]) -> Row:
         """A Row of what :attr:`_select` read."""
-        seq_id, topic, stored = selected
-        return Row(int(seq_id), topic, unpack(stored))
+        seq_id, topic, stored, event_topic = selected
+        return Row(int(seq_id), topic, unpack(stored), event_topic)
 
     def find_rows(
         self, criteria: Criteria, *, newest_first: bool = True, limit: int = 50, offset: int = 0
@@ -109,10 +109,10 @@ class SqlJournal(Journal):
         needles = [json.dumps(text)[1:-1].encode("ascii") for text in criteria.contains]
         candidates = self._ordered_ids(replace(criteria, contains=()), newest_first)
         while chunk := list(itertools.islice(candidates, CHUNK)):
-            for seq_id, topic, stored in self._select_ids(chunk):
+            for seq_id, topic, stored, event_topic in self._select_ids(chunk):
                 envelope = unpack_bytes(stored)
                 if any(needle in envelope for needle in needles):
-                    yield Row(int(seq_id), topic, envelope.decode("utf-8"))
+                    yield Row(int(seq_id), topic, envelope.decode("utf-8"), event_topic)
 
     def _ordered_ids(self, criteria: Criteria, newest_first: bool) -> Iterator[int]:
         """Every seq_id matching *criteria*, once each, in order: its streams (see

@@ -155,8 +155,7 @@ class AmqpSink(Sink):
 
         for row in rows:
             envelope = Envelope.from_json(row.envelope)
-            event_topic = self.journal.naming.event_topic(envelope.topic)
-            message = message_of(envelope, event_topic, self.known_topics)
+            message = message_of(envelope, row.event_topic, self.known_topics)
             self._channel.basic_publish(
                 self.exchange,
                 message.routing_key,

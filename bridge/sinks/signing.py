@@ -11,6 +11,7 @@ refused. The journal keeps envelopes unsigned; they are signed as they are sent.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from pathlib import Path
 
@@ -61,9 +62,22 @@ def _lines(text: str, width: int = 76) -> str:
 
 
 def signer_of(key: str, certificate: str) -> EnvelopeSigner | None:
-    """The signer ``[bus.signing]`` asks for, or None when signing is off."""
+    """The signer ``[bus.signing]`` asks for, or None when signing is off.
+
+    The key and certificate are loaded once for as long as their files are unchanged: the
+    check every command makes of its configuration and the sinks share one loading."""
     if not key and not certificate:
         return None
     if not (key and certificate):
         raise ConfigError("[bus.signing] needs both key and certificate, or neither")
-    return EnvelopeSigner(Path(key).expanduser(), Path(certificate).expanduser())
+    paths = [Path(key).expanduser(), Path(certificate).expanduser()]
+    try:
+        stamps = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+    except OSError:
+        return EnvelopeSigner(*paths)  # which says what is missing, as a ConfigError
+    return _loaded(stamps)
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(stamps: tuple[tuple[str, int, int], ...]) -> EnvelopeSigner:
+    return EnvelopeSigner(*(Path(name) for name, _, _ in stamps))

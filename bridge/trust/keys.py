@@ -10,6 +10,7 @@ lookups of one mail and a cache, so one slow resolver costs that mail a verdict
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass
@@ -32,7 +33,20 @@ class Lookup:
 
 
 def read_key_file(path: Path) -> dict[str, bytes]:
-    """The records of a ``dkim_keys`` file by lower-case name (without the final dot)."""
+    """The records of a ``dkim_keys`` file by lower-case name (without the final dot).
+
+    Read once for as long as the file is unchanged: the check every command makes of its
+    configuration and the trust check that uses the keys share one reading."""
+    try:
+        found = path.stat()
+    except OSError as e:
+        raise ConfigError(f"cannot read [trust] dkim_keys file {path}: {e.strerror}") from e
+    return dict(_records(str(path), found.st_mtime_ns, found.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _records(name: str, mtime_ns: int, size: int) -> dict[str, bytes]:
+    path = Path(name)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
