@@ -69,7 +69,11 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_durability.py::test_the_spool_position_never_moves_without_its_events",
         "tests/test_hostile.py",
     ],
-    "bridge/intake/smtp.py": ["tests/test_durability.py", "tests/test_smtp.py", "tests/test_hostile.py"],
+    "bridge/intake/smtp.py": [
+        "tests/test_durability.py",
+        "tests/test_smtp.py",
+        "tests/test_hostile.py",
+    ],
 }
 
 # The audit's six bugs, as (module, text, replacement).
