@@ -73,9 +73,10 @@ def read_answer(reply: list[str], fallback: list[int], merging: bool = False) ->
             continue
         answer.read = True
         answer.effects.extend(reading.spelled)
-        bugs = reading.bugs or _whose(listed or fallback, answered.get(reading.kind, set()))
         if reading.whole_set:
             bugs = list(listed or fallback)
+        else:
+            bugs = reading.bugs or _whose(listed or fallback, answered.get(reading.kind, set()))
         answered.setdefault(reading.kind, set()).update(bugs)
         answer.effects.extend(
             {"bug": bug, "field": f, "op": op, "value": value}

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.sdk import BODY_CAP, capped, display, summary_line
-from parsers.transcript import BUG_VALUED, ERROR_CAP, REPLY_LINE_CAP, REPLY_LINES_CAP
+from parsers.grammar import BUG_VALUED
+from parsers.transcript import ERROR_CAP, REPLY_LINE_CAP, REPLY_LINES_CAP
 
 COMMANDS_CAP = 1000
 REPLY_BUDGET = BODY_CAP  # characters of BTS reply kept over a whole transcript
