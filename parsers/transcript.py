@@ -15,10 +15,10 @@ Each command becomes ``{verb, args, bugs, status, effects, effects_from, error, 
 - ``effects``: ``{bug, field, op, value}``, one per bug and value, in the order debbugs applies
   them: read from the BTS's answer (:mod:`parsers.answers`; ``effects_from`` is ``answer``),
   or, for a ``Control:`` line and an answer in wording not read, what the command asks
-  (:mod:`parsers.grammar`; ``effects_from`` is ``command``). ``op`` is ``set``, ``add``, ``remove`` or ``clear``; ``value`` is a string (a bug
-  number for ``merged_with``, ``blocked_by`` and ``cloned_as``) or null for ``clear``.
-  Usertag effects also carry ``user``.
-
+  (:mod:`parsers.grammar`; ``effects_from`` is ``command``). ``op`` is ``set``, ``add``,
+  ``remove`` or ``clear``; ``value`` is a string (a bug number for ``merged_with``,
+  ``blocked_by`` and ``cloned_as``) or null for ``clear``. Usertag effects also carry
+  ``user``.
 """
 
 from __future__ import annotations
