@@ -70,11 +70,11 @@ def bare_loop(journal: SqliteJournal, url: str, known: frozenset[str]) -> float:
 
 def sink(journal: SqliteJournal, url: str, known: frozenset[str]) -> float:
     amqp = AmqpSink(journal, connection_parameters(url), known_topics=known)
-    amqp._connect()
+    amqp.connect()
     started = time.perf_counter()
     sent = amqp.publish_pending()
     elapsed = time.perf_counter() - started
-    amqp._disconnect()
+    amqp.disconnect()
     return sent / elapsed
 
 
