@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bridge.cli.base import AppState, pass_state
 from bridge.errors import UsageError
+
+if TYPE_CHECKING:
+    from bridge.intake.spool import Spool
 
 
 def _found(folder: Path, kept_id: str, what: str, command: str) -> Path:
@@ -22,7 +26,7 @@ def _found(folder: Path, kept_id: str, what: str, command: str) -> Path:
     return path
 
 
-def _spool(state: AppState):  # noqa: ANN202 - a Spool, imported only when a command runs
+def _spool(state: AppState) -> Spool:
     from bridge.intake.spool import spool_of
 
     return spool_of(state.config)
@@ -89,8 +93,7 @@ def held() -> None:
     """Mail the trust policy holds: list, show, release or drop it."""
 
 
-def _held(state: AppState, ids: tuple[str, ...]) -> list[Path]:
-    folder = _spool(state).held_dir
+def _held(folder: Path, ids: tuple[str, ...]) -> list[Path]:
     return [_found(folder, held_id, "held mail", "bridge held list") for held_id in ids]
 
 
@@ -117,7 +120,7 @@ def held_show(state: AppState, held_id: str) -> None:
     """Why a mail is held, then the mail itself."""
     from bridge.intake import kept
 
-    (path,) = _held(state, (held_id,))
+    (path,) = _held(_spool(state).held_dir, (held_id,))
     click.echo(kept.shown(path))
 
 
@@ -129,8 +132,8 @@ def held_release(state: AppState, ids: tuple[str, ...]) -> None:
     from bridge.pipeline import FAILED, build_pipeline
     from bridge.pipeline.worker import Worker
 
-    paths = _held(state, ids)
     spool = _spool(state)
+    paths = _held(spool.held_dir, ids)
     failed = False
     with state.journal() as journal:
         worker = Worker(spool, journal, build_pipeline(None, state.config.trust))
@@ -156,8 +159,9 @@ def held_drop(state: AppState, ids: tuple[str, ...]) -> None:
     """Move held mails to rejected/ (kept, never published)."""
     from bridge.intake import kept
 
-    paths = _held(state, ids)
-    rejected = _spool(state).rejected_dir
+    spool = _spool(state)
+    paths = _held(spool.held_dir, ids)
+    rejected = spool.rejected_dir
     for path in paths:
         kept.move(path, rejected, "dropped from held/ by an operator")
         click.echo(f"{path.stem}: dropped (kept in {rejected})")

@@ -53,7 +53,6 @@ class Sink(ABC):
         self.poll_interval = poll_interval
         self.startup_delay = startup_delay
         self.cursor = journal.cursor(self.name)
-        self.sent = 0  # rows sent since start, for status
         self._wake = threading.Event()
         self._leading = False
         self._notified = False
@@ -126,7 +125,6 @@ class Sink(ABC):
             self.send(rows)
             self.advance(rows[-1].seq_id)
             sent += len(rows)
-            self.sent += len(rows)
 
     def run(self, stop: threading.Event) -> None:
         """Send until *stop*, retrying a failing bus with growing pauses; then send what is
