@@ -44,8 +44,10 @@ def main(ctx: click.Context, config_path: str | None, state_dir: str | None, ver
         ctx.obj.load()  # every command reads and validates the configuration it is given
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # aiosmtpd logs every SMTP command at INFO; the bridge's own line per mail says enough.
-    logging.getLogger("mail.log").setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+    # aiosmtpd logs every SMTP command at INFO, pika every connection step: the bridge's own
+    # lines (one per mail, one per sink connecting or failing) say enough.
+    for chatty in ("mail.log", "pika"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
 for command in (

@@ -52,6 +52,7 @@ class AppendResult:
     seq_ids: list[int] = field(default_factory=list)
     duplicates: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)  # the event topic of each new row
 
 
 @dataclass(frozen=True)

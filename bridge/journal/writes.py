@@ -150,6 +150,7 @@ class SqlBatch(Batch):
             self._index(last, event, row[2], row[5])  # its topic and event_time
             strongest[key] = (rank, row[1], event.body)
             result.seq_ids.append(last)
+            result.topics.append(event.topic)
         if rows:
             self._write(self._insert, rows)
             self._write_index()

@@ -135,14 +135,16 @@ class Backfill:
             self.summary.resumed_from[str(path)] = start
         started = time.perf_counter()
         mails_before = self.summary.mails
-        with open(path, "rb") as raw:
-            reader = MboxReader(_decompressing(path, raw), start, self.options.max_message_size)
-            batches = _batches(_skip_done(iter(reader), start))
-            for batch, outcomes in self._parsed(batches):
-                self._record(path, key, batch, outcomes)
-                if on_progress:
-                    on_progress(self.summary.mails, raw.tell())
-        self.summary.seconds += time.perf_counter() - started
+        try:
+            with open(path, "rb") as raw:
+                reader = MboxReader(_decompressing(path, raw), start, self.options.max_message_size)
+                batches = _batches(_skip_done(iter(reader), start))
+                for batch, outcomes in self._parsed(batches):
+                    self._record(path, key, batch, outcomes)
+                    if on_progress:
+                        on_progress(self.summary.mails, raw.tell())
+        finally:  # an interrupted replay says how long it ran too
+            self.summary.seconds += time.perf_counter() - started
         if reader.error is None and self.summary.mails == mails_before and not start:
             self.errors.append(
                 f"{path}: holds no mail (an mbox starts each mail with a 'From ' line)"
@@ -199,7 +201,13 @@ class Backfill:
         except Exception:  # one mail's events: journal mail by mail, failing only that mail
             outcomes, results = self._one_by_one(path, key, batch, outcomes)
         for message, outcome, result in zip(batch, outcomes, results, strict=True):
-            self.summary.add(outcome, len(result.seq_ids), result.duplicates, len(result.conflicts))
+            self.summary.add(
+                outcome,
+                len(result.seq_ids),
+                result.duplicates,
+                len(result.conflicts),
+                result.topics,
+            )
             log_outcome(f"mbox={path.name}@{message.offset}", outcome, result)
 
     def _one_by_one(

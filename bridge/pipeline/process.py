@@ -309,7 +309,16 @@ class Tally:
     withheld: int = 0  # held or rejected by the trust policy
     by_topic: Counter[str] = field(default_factory=Counter)
 
-    def add(self, outcome: Outcome, new: int, duplicates: int, conflicts: int = 0) -> None:
+    def add(
+        self,
+        outcome: Outcome,
+        new: int,
+        duplicates: int,
+        conflicts: int = 0,
+        journaled: Sequence[str] | None = None,
+    ) -> None:
+        """Count one mail; *journaled*: the topics of the events the journal took (None:
+        nothing is journaled, as in a dry run, where every event counts)."""
         self.mails += 1
         self.events += new
         self.duplicates += duplicates
@@ -320,4 +329,6 @@ class Tally:
             self.failed += 1
         elif outcome.status in (HELD, REJECTED):
             self.withheld += 1
-        self.by_topic.update(e.topic for e in outcome.events)
+        self.by_topic.update(
+            journaled if journaled is not None else (e.topic for e in outcome.events)
+        )
