@@ -93,6 +93,13 @@ CREATE TABLE replay_progress (
 )
 SCHEMA_VERSION = 4  # PRAGMA user_version
 
+# The columns of today's shape (EVENT_COLUMNS) as a journal before schema 4 holds them: the
+# base key and trust rank read from the dedup key and the envelope (see with_readers).
+COLUMNS_BEFORE_4 = (
+    "seq_id, msg_id, topic, event_topic, timestamp, event_time, base_key_of(dedup_key),"
+    " source, live, rank_of(envelope), envelope"
+)
+
 # What brings a journal an older bridge wrote from each version to the next.
 UPGRADES: dict[int, list[str]] = {
     # 0 -> 1: people get a lookup (filled from the agent column, below); lookups by seq_id
@@ -121,9 +128,8 @@ UPGRADES: dict[int, list[str]] = {
     # columns (read once from each row's dedup key and envelope), no agent column
     3: [
         EVENTS_TABLE.format(name="events_4"),
-        f"INSERT INTO events_4 ({EVENT_COLUMNS}) SELECT seq_id, msg_id, topic, event_topic,"
-        " timestamp, event_time, base_key_of(dedup_key), source, live, rank_of(envelope),"
-        " envelope FROM events ORDER BY seq_id",  # (events_in_shape's, for a file upgraded)
+        f"INSERT INTO events_4 ({EVENT_COLUMNS})"
+        f" SELECT {COLUMNS_BEFORE_4} FROM events ORDER BY seq_id",
         "DROP TABLE events",
         "ALTER TABLE events_4 RENAME TO events",
         *EVENTS_INDEXES,
@@ -152,12 +158,14 @@ def events_in_shape(db: sqlite3.Connection) -> str:
     names = {row[1] for row in db.execute("PRAGMA table_info(events)")}
     if "base_key" in names:
         return EVENT_COLUMNS
+    with_readers(db)
+    return COLUMNS_BEFORE_4
+
+
+def with_readers(db: sqlite3.Connection) -> None:
+    """Teach *db* the SQL functions :data:`COLUMNS_BEFORE_4` calls."""
     db.create_function("base_key_of", 1, base_key_of, deterministic=True)
     db.create_function("rank_of", 1, rank_of, deterministic=True)
-    return (
-        "seq_id, msg_id, topic, event_topic, timestamp, event_time, base_key_of(dedup_key),"
-        " source, live, rank_of(envelope), envelope"
-    )
 
 
 def people_from_agents(db: sqlite3.Connection) -> Iterator[tuple[int, str]]:
@@ -193,8 +201,7 @@ def upgrade(db: sqlite3.Connection, path: Path | str = "") -> None:
                     db.execute(statement)
         else:
             log.warning("journal %s: upgrading its schema from version %d", path, version)
-            db.create_function("base_key_of", 1, base_key_of, deterministic=True)
-            db.create_function("rank_of", 1, rank_of, deterministic=True)
+            with_readers(db)
             for step in range(version, SCHEMA_VERSION):
                 for statement in UPGRADES[step]:
                     db.execute(statement)

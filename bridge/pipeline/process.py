@@ -27,7 +27,7 @@ from bridge.mail import Mail, header, header_block_problem, header_field_count, 
 from bridge.pipeline.bodies import EventRefused, normalised
 from bridge.pipeline.plugins import PluginRefused
 from bridge.pipeline.schemas import SchemaBreach, Schemas
-from bridge.sdk import Parser, unverified
+from bridge.sdk import Parser, people, unverified
 
 if TYPE_CHECKING:
     from bridge.config import TrustConfig
@@ -215,8 +215,7 @@ def with_signer(event: Event) -> Event:
     signer = body.get("signer") if isinstance(body, dict) else None
     if not isinstance(signer, dict):
         return event
-    named = [v for v in (signer.get("name"), signer.get("email")) if isinstance(v, str) and v]
-    return replace(event, people=tuple(dict.fromkeys([*event.people, *named])))
+    return replace(event, people=tuple(dict.fromkeys([*event.people, *people(signer)])))
 
 
 def apply_policy(outcome: Outcome, policy_for: Callable[[str], str]) -> Outcome:

@@ -108,7 +108,7 @@ class Trust:
                     checked[event.signed] = self.gpgv.check(event.signed)
                 event.body["signed_by"] = dict(checked[event.signed])
                 if "signer" in event.body:
-                    event.body["signer"] = signer_of(event.body["signed_by"])
+                    event.body["signer"] = signatory(event.body["signed_by"])
         border = dkim_results(
             [str(v) for v in message.get_all("Authentication-Results") or []],
             self.config.authserv_ids,
@@ -258,7 +258,7 @@ class Trust:
 SIGNED = ("good", "expired-key", "revoked-key")
 
 
-def signer_of(signed_by: dict[str, Any]) -> dict[str, str | None] | None:
+def signatory(signed_by: dict[str, Any]) -> dict[str, str | None] | None:
     """The person whose key made a valid signature, from the key's uid: the uploader of
     record, who is the sponsor when someone else prepared the upload; None when no valid
     signature was found."""
