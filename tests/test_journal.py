@@ -156,3 +156,31 @@ def test_a_damaged_or_foreign_envelope_is_an_error_not_a_wrong_answer():
     foreign = packed[:2] + struct.pack(">I", 0x12345678) + packed[6:]
     with pytest.raises(JournalError, match="unknown dictionary 0x12345678"):
         unpack(foreign)
+
+
+def test_a_second_connection_in_a_process_leaves_the_first_ones_lock_in_place(tmp_path):
+    """Opening a connection must not drop the locks the process's other connections hold
+    (POSIX locks go with any descriptor of the file that is closed): another process
+    closing its last connection would take itself for the last one of all and delete the
+    write-ahead log under them, and they would read a journal that looks damaged."""
+    import os
+
+    from bridge.journal import SqliteJournal
+
+    path = tmp_path / "journal.sqlite3"
+    insert_many(str(path), 0, 1)
+    first = SqliteJournal(path)
+    assert first.last_seq_id() == 1  # reading: it holds the journal open in WAL mode
+    second = SqliteJournal(path)
+    wal = path.with_name(path.name + "-wal")
+    context = multiprocessing.get_context("spawn")
+    for writer in (1, 2):  # another process opens, appends and closes, twice
+        process = context.Process(target=insert_many, args=(str(path), writer, 10))
+        process.start()
+        process.join(60)
+        assert process.exitcode == 0
+        assert os.path.exists(wal), "the other process deleted the log this one reads"
+    assert first.last_seq_id() == second.last_seq_id() == 21
+    assert len(first.rows_after(0, limit=100)) == 21
+    first.close()
+    second.close()

@@ -78,8 +78,7 @@ class SqliteJournal(SqlJournal):
         self._not_before = 0  # the newest row's timestamp, while a batch appends
         try:
             private_dir(self.path.parent)
-            # SQLite gives its -wal and -shm files the database file's mode: create it private.
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            create_private(self.path)
             self._db = sqlite3.connect(
                 str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False
             )
@@ -234,6 +233,23 @@ class Files:
     database: tuple[int, int] | None
     wal: tuple[int, int] | None
     shm: tuple[int, int] | None
+
+
+def create_private(path: Path) -> None:
+    """Create the database file readable by its owner only, if it does not exist: SQLite
+    gives its -wal and -shm files the database file's mode.
+
+    Never open and close a file SQLite may already have open in this process: closing any
+    descriptor of a file drops every POSIX lock the process holds on it, the SHARED lock
+    of this process's other connections included (SQLite counts that lock once a process).
+    Another process closing its last connection would then take itself for the last one
+    and delete the write-ahead log under this process's readers."""
+    if path.exists():
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:  # another process made it just now
+        pass
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
