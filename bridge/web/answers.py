@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.errors import JournalError
-from bridge.web.history import Query
+from bridge.journal.query import Query
 
 log = logging.getLogger("bridge.web.app")
 

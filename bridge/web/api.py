@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.journal import PERIODS, Journal
+from bridge.journal.query import BadRequest, raw_message, read_meta, read_query
 from bridge.web.answers import error, reply
-from bridge.web.history import BadRequest, raw_message, read_meta, read_query
 from bridge.web.pool import Journals
 
 

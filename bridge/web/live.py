@@ -11,9 +11,9 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 
 from bridge.config import Config
 from bridge.journal import Journal
+from bridge.journal.query import BadRequest, read_query
 from bridge.web import page
 from bridge.web.answers import error
-from bridge.web.history import BadRequest, read_query
 from bridge.web.pool import Journals
 from bridge.web.streams import STREAM_BATCH, JournalWatch, StreamSlots, TooManyStreams, events
 
