@@ -8,6 +8,7 @@ of the same fact a counted no-op.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -246,10 +247,8 @@ def create_private(path: Path) -> None:
     and delete the write-ahead log under this process's readers."""
     if path.exists():
         return
-    try:
+    with contextlib.suppress(FileExistsError):  # another process made it just now
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:  # another process made it just now
-        pass
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
