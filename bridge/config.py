@@ -138,6 +138,60 @@ class WebConfig:
     tokens: dict[str, WebToken] = field(default_factory=dict, metadata={"table_of": WebToken})
 
 
+@dataclass(frozen=True)
+class NotifyRule:
+    """One ``[notify.rules.NAME]``: what to deliver (``/raw``'s filters, the trust verdicts,
+    a maintainer's packages) and where, how often and how much."""
+
+    # mailto:ADDRESS, https://… (a webhook) or irc://HOST:PORT/#channel
+    deliver: str = ""
+    # /raw's filters: each any of its values; the not_ forms leave events out
+    topic: list[str] = field(default_factory=list)
+    category: list[str] = field(default_factory=list)
+    package: list[str] = field(default_factory=list)
+    bug: list[str] = field(default_factory=list)
+    user: list[str] = field(default_factory=list)
+    agent: list[str] = field(default_factory=list)
+    contains: list[str] = field(default_factory=list)
+    not_topic: list[str] = field(default_factory=list)
+    not_category: list[str] = field(default_factory=list)
+    not_package: list[str] = field(default_factory=list)
+    not_user: list[str] = field(default_factory=list)
+    not_agent: list[str] = field(default_factory=list)
+    # the trust verdicts to deliver (origin.auth.verdict): ["pass"] never notifies a forgery
+    auth: list[str] = field(default_factory=list)
+    # the packages whose uploads name this address as Maintainer, learned from the journal
+    maintainer: str = ""
+    digest: str = "none"  # none, hourly or daily
+    rate_limit: int = 0  # deliveries per rate_period; 0: no limit
+    rate_period: float = 60.0
+    # over the limit: "digest" sends the held events in one notice when the period ends,
+    # "count" only says how many were held
+    over_limit: str = "digest"
+    secret: str = ""  # webhooks: "whsec_<base64 key>" (Standard Webhooks)
+    # where a new rule starts: "end" (what is journaled from now on) or "beginning"
+    start: str = "end"
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    smtp: str = "127.0.0.1:25"  # the host's MTA, which delivers notification mail
+    sender: str = "bridge@localhost"  # From: and envelope sender of notification mail
+    # The link each notification gives to its rule's settings and preview (the web face).
+    web_url: str = "http://127.0.0.1:8080"
+    irc_nick: str = "debian-bus"
+    irc_burst: int = 4  # lines an IRC connection may send at once
+    irc_interval: float = 2.0  # then one line per this many seconds (servers cut floods)
+    poll_interval: float = 1.0  # how often rules look at the journal without a wake-up
+    # a failing destination is retried with growing pauses, up to retry_max apart, and
+    # disabled (counted, shown) once it has failed for disable_after seconds
+    retry_max: float = 300.0
+    disable_after: float = 86_400.0
+    timeout: float = 10.0  # seconds a delivery may take before it counts as failed
+    digest_items: int = 100  # events a digest lists (the rest are counted)
+    rules: dict[str, NotifyRule] = field(default_factory=dict, metadata={"table_of": NotifyRule})
+
+
 DEBIAN_KEYRINGS = (
     "/usr/share/keyrings/debian-keyring.gpg",
     "/usr/share/keyrings/debian-maintainers.gpg",
@@ -197,6 +251,7 @@ class Config:
     mbox: MboxConfig = field(default_factory=MboxConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     @property
     def state_path(self) -> Path:
@@ -263,7 +318,63 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             )
         if not token.topics:
             raise ConfigError(f"config key 'web.tokens.{name}.topics' must name a topic prefix")
+    _check_notify(config.notify)
     return config
+
+
+DIGESTS = ("none", "hourly", "daily")
+VERDICTS = ("pass", "fail", "none")
+OVER_LIMIT = ("digest", "count")
+RULE_STARTS = ("end", "beginning")
+
+
+def _check_notify(notify: NotifyConfig) -> None:
+    """What each rule's keys must be beyond their types (its filters are checked as
+    ``/raw`` checks them, by :mod:`bridge.notify.rules`)."""
+    try:
+        parse_hostport(notify.smtp)
+    except ConfigError as e:
+        raise ConfigError(f"config key 'notify.smtp': {e}") from None
+    for name, rule in notify.rules.items():
+        key = f"notify.rules.{name}"
+        if not rule.deliver.startswith(("mailto:", "https://", "http://", "irc://", "ircs://")):
+            raise ConfigError(
+                f"config key '{key}.deliver' must be mailto:ADDRESS, https://URL (a webhook)"
+                f" or irc://HOST:PORT/#channel, not {rule.deliver!r}"
+            )
+        choices = (
+            ("digest", rule.digest, DIGESTS),
+            ("over_limit", rule.over_limit, OVER_LIMIT),
+            ("start", rule.start, RULE_STARTS),
+        )
+        for field_name, value, allowed in choices:
+            if value not in allowed:
+                raise ConfigError(
+                    f"config key '{key}.{field_name}' must be one of {', '.join(allowed)},"
+                    f" not {value!r}"
+                )
+        for verdict in rule.auth:
+            if verdict not in VERDICTS:
+                raise ConfigError(
+                    f"config key '{key}.auth' lists {verdict!r}; verdicts are {', '.join(VERDICTS)}"
+                )
+        if rule.deliver.startswith(("https://", "http://")) and not _webhook_secret(rule.secret):
+            raise ConfigError(
+                f"config key '{key}.secret' must be whsec_<base64 key> for a webhook"
+                " (Standard Webhooks); e.g. whsec_ and the base64 of 32 random bytes"
+            )
+
+
+def _webhook_secret(secret: str) -> bool:
+    import base64
+    import binascii
+
+    if not secret.startswith("whsec_"):
+        return False
+    try:
+        return len(base64.b64decode(secret[6:], validate=True)) >= 16
+    except binascii.Error:
+        return False
 
 
 def networks(key: str, values: list[str]) -> list[IPv4Network | IPv6Network]:
@@ -307,12 +418,25 @@ RANGES: dict[str, tuple[float, float]] = {
     "trust.dns_timeout": (0.01, 600.0),
     "trust.dns_budget": (0.01, 3600.0),
     "trust.dns_port": (1, 65_535),
+    "notify.irc_burst": (1, 1000),
+    "notify.irc_interval": (0.0, 600.0),
+    "notify.poll_interval": (0.01, 3600.0),
+    "notify.retry_max": (0.1, DAY),
+    "notify.disable_after": (1.0, 365 * DAY),
+    "notify.timeout": (0.1, 600.0),
+    "notify.digest_items": (1, 10_000),
+    "notify.rules.*.rate_limit": (0, 10**6),
+    "notify.rules.*.rate_period": (1.0, 30 * DAY),
 }
 ANY_NUMBER = (0, 2**31 - 1)  # a number key not listed above
 
 
 def _in_range(key: str, value: float) -> None:
-    low, high = RANGES.get(key, ANY_NUMBER)
+    if key.startswith("notify.rules."):  # one range for the key of every rule
+        key_in_table = "notify.rules.*." + key.rsplit(".", 1)[-1]
+        low, high = RANGES.get(key_in_table, ANY_NUMBER)
+    else:
+        low, high = RANGES.get(key, ANY_NUMBER)
     if not (math.isfinite(value) and low <= value <= high):
         raise ConfigError(f"config key {key!r} must be from {low:g} to {high:g}, not {value!r}")
 

@@ -26,6 +26,22 @@ def corpus() -> Path:
     return CORPUS
 
 
+@pytest.fixture(scope="session")
+def corpus_state(tmp_path_factory, corpus) -> Path:
+    """A state directory whose journal is the whole corpus, replayed by ``bridge
+    replay-mbox``: read it, never write it (the tests that use it share it)."""
+    from tests.helpers import bridge
+    from tests.test_replay_mbox import write_mbox
+
+    tmp = tmp_path_factory.mktemp("corpus-journal")
+    mails = sorted(corpus.glob("mails/*/*.eml"))
+    mbox = write_mbox(tmp / "corpus.mbox", [p.read_bytes() for p in mails])
+    state = tmp / "state"
+    replayed = bridge("--state-dir", str(state), "replay-mbox", str(mbox), timeout=300)
+    assert replayed.returncode == 0, replayed.stderr.decode()
+    return state
+
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 

@@ -107,3 +107,24 @@ def test_web_tokens_are_tables_of_a_hash_and_topic_prefixes(tmp_path):
     path.write_text('[web]\nlisten = "nowhere"\n')
     with pytest.raises(ConfigError, match="HOST:PORT"):
         load_config(path)
+
+
+def test_the_readmes_configuration_examples_are_valid_configurations(tmp_path):
+    """Every ```toml block of the README reads as a configuration (its rules included),
+    once the secrets it elides are filled in."""
+    import re
+
+    from bridge.config import load_config
+    from bridge.notify.rules import read_rules
+    from tests.helpers import ROOT
+
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 2
+    for n, block in enumerate(blocks):
+        path = tmp_path / f"example-{n}.toml"
+        filled = block.replace('"whsec_…"', f'"whsec_{"A" * 44}"').replace(
+            '"sha256:…"', f'"sha256:{"0" * 64}"'
+        )
+        path.write_text(filled)
+        config = load_config(path)
+        read_rules(config)

@@ -66,7 +66,9 @@ def test_without_systemd_nothing_is_sent(monkeypatch):
     assert watchdog_interval() == 2.0
 
 
-@pytest.mark.parametrize("name", ["debian-bus-bridge", "debian-bus-bridge-web"])
+@pytest.mark.parametrize(
+    "name", ["debian-bus-bridge", "debian-bus-bridge-web", "debian-bus-bridge-notify"]
+)
 def test_the_units_pass_systemd_analyze_verify(tmp_path, name):
     import shutil
     import subprocess

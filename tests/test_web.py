@@ -17,25 +17,18 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.helpers import bridge
-from tests.test_replay_mbox import write_mbox
 from tests.web import WebServer
 
 Envelope = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory, corpus) -> Iterator[tuple[WebServer, list[Envelope]]]:
+def history(corpus_state: Path) -> Iterator[tuple[WebServer, list[Envelope]]]:
     """A web server over the replayed corpus, and every envelope in seq_id order as
     ``bridge query --json`` prints them."""
-    tmp = tmp_path_factory.mktemp("web")
-    state = tmp / "state"
-    mails = sorted(corpus.glob("mails/*/*.eml"))
-    mbox = write_mbox(tmp / "corpus.mbox", [p.read_bytes() for p in mails])
-    replayed = bridge("--state-dir", str(state), "replay-mbox", str(mbox), timeout=300)
-    assert replayed.returncode == 0, replayed.stderr.decode()
-    envelopes = query(state)
+    envelopes = query(corpus_state)
     assert len(envelopes) > 500
-    server = WebServer(state).start()
+    server = WebServer(corpus_state).start()
     yield server, envelopes
     server.stop()
 

@@ -1,10 +1,10 @@
 """The ``bridge`` command line: a thin layer over the stages below it.
 
 Each command lives in a module of this package by what it is about (``serving``, ``mail``,
-``backfill``, ``bus``, ``history``, ``kept``, ``operate``); it parses its options, calls one
-function of the layer below and maps errors to exit codes (:mod:`bridge.cli.base`). Each
-imports what it needs when it runs: ``import bridge.cli`` (and so ``bridge --help``) loads
-no engine or bus library, which a test checks.
+``backfill``, ``bus``, ``history``, ``kept``, ``notify``, ``operate``); it parses its
+options, calls one function of the layer below and maps errors to exit codes
+(:mod:`bridge.cli.base`). Each imports what it needs when it runs: ``import bridge.cli``
+(and so ``bridge --help``) loads no engine or bus library, which a test checks.
 
 It may import everything; nothing imports it.
 """
@@ -15,7 +15,7 @@ import logging
 
 import click
 
-from bridge.cli import backfill, bus, history, kept, mail, operate, serving
+from bridge.cli import backfill, bus, history, kept, mail, notify, operate, serving
 from bridge.cli.base import AppState, BridgeGroup
 
 __all__ = ["main"]
@@ -53,6 +53,7 @@ def main(ctx: click.Context, config_path: str | None, state_dir: str | None, ver
 for command in (
     serving.serve,
     serving.web,
+    notify.notify,
     mail.parse,
     mail.log,
     mail.retry,

@@ -42,9 +42,11 @@ class AppState:
     def load(self) -> None:
         """Read and validate the configuration now, key files included (a ConfigError is
         one line)."""
+        from bridge.notify.rules import read_rules
         from bridge.ops.keys import check_key_files
 
         check_key_files(self.config)
+        read_rules(self.config)  # each rule's filters, checked as /raw checks them
 
     def journal(self, appending: bool = False) -> Journal:
         from bridge.journal import open_journal

@@ -4,6 +4,8 @@ route modules:
 - ``/raw``, ``/id``, ``/v1/stats``: datagrepper's history API (:mod:`bridge.web.api`);
 - ``/``: the live page, ``/v1/stream``: its Server-Sent Events (:mod:`bridge.web.live`);
   ``/static/…`` its assets, all served from here;
+- ``/v1/feed``: Atom feeds of any search; ``/notify/NAME``: what a notification rule
+  would deliver (:mod:`bridge.web.feeds`);
 - ``POST /v1/publish``: events pushed by services holding a token (:mod:`bridge.web.push`);
 - ``/metrics`` for Prometheus, ``/healthz`` for load balancers and supervisors
   (:mod:`bridge.web.health`).
@@ -29,6 +31,7 @@ from bridge.config import Config
 from bridge.systemd import notify
 from bridge.web.answers import unanswerable
 from bridge.web.api import HistoryApi
+from bridge.web.feeds import Feeds
 from bridge.web.health import Health
 from bridge.web.live import LivePage
 from bridge.web.pool import Journals
@@ -46,6 +49,7 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
     history = HistoryApi(journals)
     live = LivePage(config, journals, poll_interval)
     health = Health(config, journals)
+    feeds = Feeds(config, journals)
     publisher = Publisher(config, journals.run)
     routes = [
         Route("/", live.home),
@@ -57,6 +61,9 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
         Route("/v2/id", history.by_id),
         Route("/v1/stats", history.stats),
         Route("/v1/stream", live.stream),
+        Route("/v1/feed", feeds.feed),
+        Route("/v1/notify/{name}/preview", feeds.preview_json),
+        Route("/notify/{name}", feeds.preview_page),
         Route("/v1/publish", publisher.endpoint, methods=["POST"]),
         Route("/metrics", health.metrics),
         Route("/healthz", health.ready),

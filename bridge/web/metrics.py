@@ -65,11 +65,48 @@ class JournalCollector:
         if "amqp_lag" in report:
             lag.add_metric(["amqp"], report["amqp_lag"])
         yield lag
+        yield from notify_metrics(self.config, self.journal)
         for field, help_text in _GAUGES.items():
             if field in report:
                 gauge = GaugeMetricFamily(f"bridge_{field}", help_text)
                 gauge.add_metric([], report[field])
                 yield gauge
+
+
+# bridge notify's counters per rule (bridge notify status), each one counter family
+_NOTIFY_COUNTERS = {
+    "delivered": "Notices a rule's destination took (an event, a digest or a held notice).",
+    "events": "Events a rule delivered, in notices of their own or in digests.",
+    "held": "Events a rule held over its rate limit (sent in one notice or counted).",
+    "failed": "Deliveries a rule's destination did not take (each is retried).",
+}
+
+
+def notify_metrics(config: Config, journal: Journal) -> Iterator[Metric]:
+    """Each notification rule's counters, its lag and whether it is disabled."""
+    from bridge.notify.report import rule_status
+
+    rules = rule_status(config, journal)
+    if not rules:
+        return
+    for name, help_text in _NOTIFY_COUNTERS.items():
+        family = CounterMetricFamily(f"bridge_notify_{name}", help_text, labels=["rule"])
+        for entry in rules:
+            family.add_metric([entry["rule"]], entry[name])
+        yield family
+    lag = GaugeMetricFamily(
+        "bridge_notify_lag", "Events journaled after a rule's cursor.", labels=["rule"]
+    )
+    disabled = GaugeMetricFamily(
+        "bridge_notify_disabled",
+        "1 when a rule's destination failed too long and the rule was disabled.",
+        labels=["rule"],
+    )
+    for entry in rules:
+        lag.add_metric([entry["rule"]], entry["lag"] or 0)
+        disabled.add_metric([entry["rule"]], 1 if entry["disabled_at"] else 0)
+    yield lag
+    yield disabled
 
 
 def metrics_response(config: Config, journal: Journal) -> tuple[bytes, str]:
