@@ -81,6 +81,8 @@ class WebhookDestination(Destination):
     """A POST a notice, signed as Standard Webhooks says; any answer but 2xx is a failure
     (redirects included: a signed body is not sent on elsewhere)."""
 
+    connection: http.client.HTTPConnection | None
+
     def __init__(self, url: str, secret: str, timeout: float):
         parts = urlsplit(url)
         self.tls = parts.scheme == "https"
@@ -90,6 +92,9 @@ class WebhookDestination(Destination):
         self.secret = secret
         self.timeout = timeout
         self.label = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        # kept open between notices (HTTP/1.1 keep-alive): a catch-up is not a TCP
+        # handshake an event
+        self.connection: http.client.HTTPConnection | None = None
 
     def deliver(self, notice: Notice) -> None:
         body = webhook_body(notice)
@@ -101,18 +106,42 @@ class WebhookDestination(Destination):
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign_webhook(self.secret, notice.id, timestamp, body),
         }
-        connection_type = http.client.HTTPSConnection if self.tls else http.client.HTTPConnection
-        connection = connection_type(self.host, self.port, timeout=self.timeout)
         try:
-            connection.request("POST", self.path, body=body, headers=headers)
-            answer = connection.getresponse()
-            answer.read(4096)
-        except (TimeoutError, http.client.HTTPException) as e:
+            answer = self._post(body, headers)
+        except (http.client.HTTPException, OSError) as e:
+            self.close()
             raise DeliveryError(f"{self.label}: {type(e).__name__}: {e}") from e
-        finally:
-            connection.close()
         if not 200 <= answer.status < 300:
+            self.close()
             raise DeliveryError(f"{self.label} answered {answer.status} {answer.reason}")
+
+    def _post(self, body: bytes, headers: dict[str, str]) -> http.client.HTTPResponse:
+        """POST on the kept connection; once more on a new one if the kept one was closed
+        by the server while idle (the notice was not taken: sending it again is right)."""
+        for attempt in (1, 2):
+            fresh = self.connection is None
+            if self.connection is None:
+                connection_type = (
+                    http.client.HTTPSConnection if self.tls else http.client.HTTPConnection
+                )
+                self.connection = connection_type(self.host, self.port, timeout=self.timeout)
+            try:
+                self.connection.request("POST", self.path, body=body, headers=headers)
+                answer = self.connection.getresponse()
+                answer.read(1 << 16)
+                if answer.will_close:
+                    self.close()
+                return answer
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if fresh or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
 
 
 class IrcDestination(Destination):

@@ -18,6 +18,7 @@ The rate limit's window is kept in memory: a restart opens a new one.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from bridge.notify.rules import SCAN_PAGE, Matcher, Rule
 log = logging.getLogger(__name__)
 
 PERIODS = {"hourly": 3600, "daily": 86400}
+# The rules of one process take turns to write their state: SQLite lets one writer in at a
+# time and makes the others sleep and retry, which costs far more than waiting here.
+_WRITING = threading.Lock()
 BATCH = 200  # events a rule delivers one by one before it looks at the clock again
 
 
@@ -105,7 +109,7 @@ class RuleFollower:
         return state
 
     def _save(self, counters: dict[str, int] | None = None, **fields: int) -> None:
-        with self.journal.batch() as batch:
+        with _WRITING, self.journal.batch() as batch:
             for name, value in fields.items():
                 setattr(self.state, name, value)
                 batch.set_cursor(self._key() if name == "cursor" else self._key(name), value)
