@@ -52,6 +52,20 @@ class Event:
 
 
 @dataclass(frozen=True)
+class ForeignEvent(Event):
+    """A message of another bus (a fedmsg relay's sender, an upstream bus), journaled as it
+    came: *topic* is its own full topic, and it keeps its own *msg_id* (the journal stores
+    a msg_id once: two bridges that subscribe to each other never loop) and the time it
+    says it was sent. *origin* says how it reached this bridge (``relay`` or ``upstream``,
+    the ``sender``, and ``auth``: the verdict on its signature)."""
+
+    msg_id: str = ""
+    timestamp: int = 0
+    username: str = ""
+    origin: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Naming:
     """How event topics become bus topics, and who the service says it is."""
 
@@ -130,6 +144,8 @@ class Envelope:
     index: Mapping[str, list[Any]] = field(default_factory=dict)
     # The msg_id of the event this one corrects: same fact, better authenticated.
     supersedes: str | None = None
+    # How a message of another bus reached this one (relay or upstream, sender, auth).
+    origin: Mapping[str, Any] | None = None
 
     def to_json(self) -> str:
         data = {
@@ -144,6 +160,8 @@ class Envelope:
         }
         if self.supersedes:
             data["supersedes"] = self.supersedes
+        if self.origin:
+            data["origin"] = self.origin
         return dumps(data)
 
     @property
@@ -167,6 +185,7 @@ class Envelope:
             seq_id=int(data["seq_id"]),
             index=data.get("index") or {},
             supersedes=data.get("supersedes"),
+            origin=data.get("origin"),
         )
 
 

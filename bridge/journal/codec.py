@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from zlib_ng import zlib_ng
 
 from bridge.errors import JournalError
-from bridge.events import Envelope, Event, Naming, new_msg_id
+from bridge.events import Envelope, Event, ForeignEvent, Naming, new_msg_id
 from bridge.journal.dictionary import CURRENT, DICTIONARIES
 
 
@@ -21,18 +21,33 @@ def new_envelope(
     event: Event,
     supersedes: str | None,
     not_before: int = 0,
-) -> tuple[Envelope, int]:
-    """The envelope an event is journaled in (its ``msg_id`` assigned here, once), and the
-    epoch second the fact happened.
+) -> tuple[Envelope, int, int]:
+    """The envelope an event is journaled in (its ``msg_id`` assigned here, once), when it
+    was journaled, and the epoch second the fact happened.
 
-    Its ``timestamp`` is never before *not_before*, the previous row's: journal time does
-    not go back as ``seq_id`` grows (even when the clock does), so a time range is a range
-    of ``seq_id``."""
+    Journal time is never before *not_before*, the previous row's: it does not go back as
+    ``seq_id`` grows (even when the clock does), so a time range is a range of ``seq_id``.
+    A message of another bus keeps its own topic, ``msg_id`` and time."""
     now = datetime.now(UTC)
+    journaled = max(int(now.timestamp()), not_before)
+    if isinstance(event, ForeignEvent):
+        happened = event.timestamp or journaled
+        envelope = Envelope(
+            topic=event.topic,
+            msg=event.body,
+            timestamp=happened,
+            msg_id=event.msg_id,
+            i=i,
+            username=event.username,
+            seq_id=seq_id,
+            index=event.index,
+            origin=event.origin or None,
+        )
+        return envelope, journaled, happened
     envelope = Envelope(
         topic=naming.topic(event.topic),
         msg=event.body,
-        timestamp=max(int(now.timestamp()), not_before),
+        timestamp=journaled,
         msg_id=new_msg_id(now),
         i=i,
         username=naming.username,
@@ -40,7 +55,7 @@ def new_envelope(
         index=event.index,
         supersedes=supersedes,
     )
-    return envelope, event_epoch(event.occurred_at, envelope.timestamp)
+    return envelope, journaled, event_epoch(event.occurred_at, envelope.timestamp)
 
 
 # The FDICT flag of a zlib header's second byte: a preset dictionary's id follows.

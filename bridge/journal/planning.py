@@ -78,7 +78,7 @@ def criteria_where(
 
     for topics, negated in ((criteria.topics, False), (criteria.not_topics, True)):
         if topics:
-            ranges = [topic_range(naming.bus_prefix(t)) for t in topics]
+            ranges = [topic_range(prefix) for prefix in topic_prefixes(topics, naming)]
             test = dialect.topic_range.format(f"{col}topic")
             add(" OR ".join(f"({test})" for _ in ranges), [b for r in ranges for b in r], negated)
     for lookup, values, negated in lookups_of(criteria):
@@ -135,6 +135,14 @@ def single_lookup(criteria: Criteria) -> tuple[str, str] | None:
     if criteria != replace(Criteria(), **{lookup: getattr(criteria, lookup)}):
         return None
     return lookup, str(value)
+
+
+def topic_prefixes(topics: Sequence[str], naming: Naming) -> list[str]:
+    """The full topic prefixes a search for *topics* covers: each on this bridge's bus
+    (full or event-relative), and each as it is written, for the messages of other buses
+    journaled under their own topics (``org.fedoraproject.prod.buildsys``)."""
+    found = {naming.bus_prefix(t) for t in topics} | set(topics)
+    return sorted(found)
 
 
 def topic_range(prefix: str) -> tuple[str, str]:

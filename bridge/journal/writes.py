@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import JournalError
-from bridge.events import Envelope, Event
+from bridge.events import Envelope, Event, ForeignEvent
 from bridge.journal.codec import new_envelope, pack, unpack
 from bridge.journal.model import AppendResult, Batch, Conflict
 from bridge.journal.planning import DAY, LOOKUPS, Dialect, person_keys
@@ -129,6 +129,12 @@ class SqlBatch(Batch):
         if not events:
             return result
         last, self._journal._not_before = self._latest()
+        known = self._known_msg_ids([e.msg_id for e in events if isinstance(e, ForeignEvent)])
+        if known:  # messages of other buses this journal holds already: duplicates
+            result.duplicates += sum(
+                1 for e in events if isinstance(e, ForeignEvent) and e.msg_id in known
+            )
+            events = [e for e in events if not (isinstance(e, ForeignEvent) and e.msg_id in known)]
         keys = [dedup_key_of(event) for event in events]
         strongest = self._strongest(sorted(set(keys)))
         rows: list[tuple] = []
@@ -157,6 +163,15 @@ class SqlBatch(Batch):
             self._appended(last)
         return result
 
+    def _known_msg_ids(self, msg_ids: Sequence[str]) -> set[str]:
+        """Those of *msg_ids* the journal holds (one message of another bus may come by
+        several ways: a relay, two upstreams, a bridge subscribed to this one)."""
+        if not msg_ids:
+            return set()
+        among, params = self._journal.dialect.one_of("msg_id", sorted(set(msg_ids)))
+        rows = self._journal._rows(f"SELECT msg_id FROM events WHERE {among}", params)
+        return {r[0] for r in rows}
+
     @abstractmethod
     def _strongest(self, keys: Sequence[str]) -> dict[str, Stored]:
         """The best-vouched stored event of each of *keys* that has one (the highest trust
@@ -176,16 +191,18 @@ class SqlBatch(Batch):
     ) -> tuple:
         """The events row for *event* (:data:`EVENT_COLUMNS`), its envelope made here."""
         journal = self._journal
-        envelope, event_time = new_envelope(
+        envelope, journaled, event_time = new_envelope(
             journal.naming, next(journal._counter), seq_id, event, supersedes, journal._not_before
         )
-        journal._not_before = envelope.timestamp
+        journal._not_before = journaled
         return (
             seq_id,
             envelope.msg_id,
             envelope.topic,
-            event.topic,
-            envelope.timestamp,
+            journal.naming.event_topic(event.topic)
+            if isinstance(event, ForeignEvent)
+            else event.topic,
+            journaled,
             event_time,
             base_key,
             source,
