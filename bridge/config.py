@@ -139,6 +139,25 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class RelayConfig:
+    # fedmsg's relay_inbound: a SUB socket active publishers connect their PUB socket to
+    # (fedmsg-logger, fedmsg.publish(active=True)); empty: off
+    listen: str = ""
+    name: str = "relay"  # origin.relay of what it journals
+    # fedmsg's trust model, with its key names: a message must be signed by a certificate
+    # the CA issued (and the CRL does not revoke) that routing_policy lets send its topic
+    validate_signatures: bool = True
+    ca_cert_location: str = ""  # PEM file
+    crl_location: str = ""  # PEM file; empty: none
+    routing_policy: dict[str, list[str]] = field(default_factory=dict)
+    routing_nitpicky: bool = False
+    topic_prefixes: list[str] = field(default_factory=list)  # full topics accepted; []: any
+    max_message_bytes: int = 1 << 20
+    rate_limit: float = 200.0  # messages a second from one sender, on average
+    rate_burst: int = 2000
+
+
+@dataclass(frozen=True)
 class NotifyRule:
     """One ``[notify.rules.NAME]``: what to deliver (``/raw``'s filters, the trust verdicts,
     a maintainer's packages) and where, how often and how much."""
@@ -252,6 +271,7 @@ class Config:
     trust: TrustConfig = field(default_factory=TrustConfig)
     web: WebConfig = field(default_factory=WebConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
 
     @property
     def state_path(self) -> Path:
@@ -319,6 +339,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         if not token.topics:
             raise ConfigError(f"config key 'web.tokens.{name}.topics' must name a topic prefix")
     _check_notify(config.notify)
+    relay = config.relay
+    if relay.listen and relay.validate_signatures and not relay.ca_cert_location:
+        raise ConfigError(
+            "config key 'relay.ca_cert_location' must name the fedmsg CA's certificate to"
+            " validate signatures (or set relay.validate_signatures = false)"
+        )
     return config
 
 
@@ -418,6 +444,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "trust.dns_timeout": (0.01, 600.0),
     "trust.dns_budget": (0.01, 3600.0),
     "trust.dns_port": (1, 65_535),
+    "relay.max_message_bytes": (1024, 64 << 20),
+    "relay.rate_limit": (0.01, 10**6),
+    "relay.rate_burst": (1, 10**7),
     "notify.irc_burst": (1, 1000),
     "notify.irc_interval": (0.0, 600.0),
     "notify.poll_interval": (0.01, 3600.0),
@@ -501,7 +530,9 @@ def _table(key: str, value: Any, default: dict[str, Any]) -> dict[str, Any]:
     each value a list of strings (when the defaults hold lists) or a string."""
     if not isinstance(value, dict):
         raise ConfigError(f"config key {key!r} must be a table")
-    lists = any(isinstance(v, list) for v in default.values()) or key.endswith("domains")
+    lists = any(isinstance(v, list) for v in default.values()) or key.endswith(
+        ("domains", "routing_policy")
+    )
     merged = dict(default)
     for name, item in value.items():
         ok = (

@@ -27,6 +27,7 @@ from typing import Any
 
 import zmq
 
+from bridge.buses.relay import RelayInbound
 from bridge.config import Config
 from bridge.errors import BridgeError, JournalDamaged, JournalError
 from bridge.files import private_dir
@@ -278,6 +279,13 @@ class PipelineProcess:
             cursor=spool_cursor(config),
             on_inbox=AutoForward(config.inbox) if config.inbox.forward_to else None,
         )
+        self.relay = (
+            RelayInbound(
+                config.relay, open_journal(config), self._context, on_appended=self._appended
+            )
+            if config.relay.listen
+            else None
+        )
         self._threads: list[threading.Thread] = []
 
     def _appended(self) -> None:
@@ -287,6 +295,8 @@ class PipelineProcess:
     def run(self, wake: Connection, parent: int) -> None:
         threads = [(sink.name, sink.run) for sink in self.sinks]
         threads += [("replay", self.replay.run), ("worker", self._work)]
+        if self.relay is not None:
+            threads.append(("relay", self.relay.run))
         self._threads = [start_thread(name, target, self.stop_event) for name, target in threads]
         self._watch(wake, parent)
         self.stop_event.set()
@@ -296,6 +306,8 @@ class PipelineProcess:
         for sink in self.sinks:
             sink.close()
         self.replay.close()
+        if self.relay is not None:
+            self.relay.close()
         self._context.term()
 
     def _watch(self, wake: Connection, parent: int) -> None:
