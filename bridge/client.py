@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from bridge.discovery import Discovery, DiscoveryError
 from bridge.errors import ReplayError
 from bridge.events import Envelope
 
@@ -127,7 +128,7 @@ class Replayer:
 
 
 def tail(
-    endpoints: Sequence[str],
+    endpoints: Sequence[str] = (),
     topic: str = "",
     *,
     replay: str | None = None,
@@ -137,16 +138,33 @@ def tail(
     timeout: float | None = None,
     context: zmq.Context | None = None,
     rcvhwm: int = 100_000,
+    srv: str | None = None,
+    discovery: Discovery | None = None,
+    replay_from_srv: bool = True,
 ) -> Iterator[Envelope]:
     """Yield envelopes, live, each once and in ``seq_id`` order when *replay* is given.
 
     *since* is a seq_id to start after (or, with *since_time*, epoch seconds to start at).
-    Iteration ends after *timeout* idle seconds (None: never).
+    Iteration ends after *timeout* idle seconds (None: never). With *srv* (a domain), the
+    endpoints are its ``_fedmsg._tcp`` SRV records (and the replay endpoint its
+    ``_fedmsg-replay._tcp`` one, unless *replay* is given or *replay_from_srv* is false),
+    asked again whenever the connection is lost: a bus that moved is followed.
     """
     wanted = filter or Filter(topic=topic)
+    follow = None
+    if srv:
+        from_srv = replay is None and replay_from_srv
+        follow = Following(srv, discovery or Discovery(), from_srv)
+        endpoints = follow.discovery.endpoints(srv)
+        if from_srv:
+            replay = follow.discovery.replay(srv)
+    if not endpoints:
+        raise ValueError("tail needs endpoints or an SRV domain")
     # With gap recovery every seq_id must be seen to tell a drop from another topic.
     sock = subscribe(endpoints, "" if replay else wanted.topic, context=context, rcvhwm=rcvhwm)
     replayer = Replayer(replay, context=context) if replay else None
+    if follow is not None:
+        follow.watch(sock, endpoints, replayer)
     last: int | None = None
     try:
         if replayer is not None and since is not None:
@@ -156,7 +174,7 @@ def tail(
                 last = envelope.seq_id
                 if wanted.matches(envelope):
                     yield envelope
-        for envelope in _live(sock, timeout):
+        for envelope in _live(sock, timeout, follow):
             if last is not None and envelope.seq_id <= last:
                 continue  # already yielded (from history or a gap fill)
             if replayer is not None and last is not None and envelope.seq_id > last + 1:
@@ -165,18 +183,88 @@ def tail(
             if wanted.matches(envelope):
                 yield envelope
     finally:
+        if follow is not None:
+            follow.close()
         sock.close()
         if replayer is not None:
             replayer.close()
 
 
-def _live(sock: zmq.Socket, timeout: float | None) -> Iterator[Envelope]:
+class Following:
+    """A subscription that follows its SRV records: when ZeroMQ reports the connection
+    lost (or failing again), the records are asked again, at most once a second, and the
+    socket (and the replay client) moved to the endpoints they now name."""
+
+    EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+
+    def __init__(self, domain: str, discovery: Discovery, follow_replay: bool):
+        self.domain = domain
+        self.discovery = discovery
+        self.follow_replay = follow_replay
+        self.sock: zmq.Socket | None = None
+        self.monitor: zmq.Socket | None = None
+        self.connected: list[str] = []
+        self.replayer: Replayer | None = None
+        self.asked = 0.0
+
+    def watch(self, sock: zmq.Socket, endpoints: Sequence[str], replayer: Replayer | None) -> None:
+        self.sock, self.connected, self.replayer = sock, list(endpoints), replayer
+        self.monitor = sock.get_monitor_socket(self.EVENTS)
+
+    def event(self) -> None:
+        """A monitor event arrived: read it, and look again if it is time to."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        assert self.monitor is not None and self.sock is not None
+        recv_monitor_message(self.monitor)
+        if time.monotonic() - self.asked < 1.0:
+            return
+        self.asked = time.monotonic()
+        try:
+            found = self.discovery.endpoints(self.domain, fresh=True)
+        except DiscoveryError as e:
+            log.warning("%s", e)
+            return
+        if found != self.connected:
+            for endpoint in set(self.connected) - set(found):
+                self.sock.disconnect(endpoint)
+            for endpoint in found:
+                if endpoint not in self.connected:
+                    self.sock.connect(endpoint)
+            log.info("%s now announces %s; following", self.domain, ", ".join(found))
+            self.connected = found
+        if self.follow_replay and self.replayer is not None:
+            replay = self.discovery.replay(self.domain, fresh=True)
+            if replay and replay != self.replayer.endpoint:
+                self.replayer.close()
+                self.replayer.endpoint = replay
+
+    def close(self) -> None:
+        if self.sock is not None and self.monitor is not None:
+            self.sock.disable_monitor()
+            self.monitor.close()
+
+
+def _live(
+    sock: zmq.Socket, timeout: float | None, follow: Following | None = None
+) -> Iterator[Envelope]:
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
+    if follow is not None and follow.monitor is not None:
+        poller.register(follow.monitor, zmq.POLLIN)
+    idle_since = time.monotonic()
     while True:
-        ready = dict(poller.poll(None if timeout is None else int(timeout * 1000)))
+        wait = None
+        if timeout is not None:
+            wait = max(0, int((idle_since + timeout - time.monotonic()) * 1000))
+        ready = dict(poller.poll(wait))
+        if follow is not None and follow.monitor in ready:
+            follow.event()
         if sock not in ready:
-            return
+            if timeout is not None and time.monotonic() >= idle_since + timeout:
+                return
+            continue
+        idle_since = time.monotonic()
         envelope = decode(sock.recv_multipart())
         if envelope is not None:
             yield envelope

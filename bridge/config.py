@@ -139,6 +139,17 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class DiscoveryConfig:
+    # SRV lookups (bridge tail --srv, upstreams' srv): resolvers to ask (IP addresses;
+    # empty: the system's), their port, how long one lookup may take, and how long an
+    # answer is kept at most (never longer than its TTL)
+    dns_servers: list[str] = field(default_factory=list)
+    dns_port: int = 53
+    timeout: float = 5.0
+    cache_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class RelayConfig:
     # fedmsg's relay_inbound: a SUB socket active publishers connect their PUB socket to
     # (fedmsg-logger, fedmsg.publish(active=True)); empty: off
@@ -272,10 +283,18 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
 
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir).expanduser()
+
+    def discovery_client(self) -> Any:
+        """The SRV lookups ``[discovery]`` sets up."""
+        from bridge.discovery import Discovery
+
+        d = self.discovery
+        return Discovery(list(d.dns_servers), d.dns_port, d.timeout, d.cache_seconds)
 
     @property
     def naming(self) -> Naming:
@@ -444,6 +463,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "trust.dns_timeout": (0.01, 600.0),
     "trust.dns_budget": (0.01, 3600.0),
     "trust.dns_port": (1, 65_535),
+    "discovery.dns_port": (1, 65_535),
+    "discovery.timeout": (0.01, 600.0),
+    "discovery.cache_seconds": (0.0, DAY),
     "relay.max_message_bytes": (1024, 64 << 20),
     "relay.rate_limit": (0.01, 10**6),
     "relay.rate_burst": (1, 10**7),

@@ -22,6 +22,12 @@ from bridge.errors import UsageError
     help="PUB endpoint to subscribe to (repeatable; default [bus] publish).",
 )
 @click.option(
+    "--srv",
+    metavar="DOMAIN",
+    help="Find the bus in DNS: the SRV records of _fedmsg._tcp.DOMAIN (and the replay"
+    " endpoint in _fedmsg-replay._tcp.DOMAIN), followed when it moves.",
+)
+@click.option(
     "--replay",
     "replay_endpoint",
     metavar="ENDPOINT",
@@ -49,6 +55,7 @@ from bridge.errors import UsageError
 def tail(
     state: AppState,
     endpoints: tuple[str, ...],
+    srv: str | None,
     replay_endpoint: str | None,
     no_replay: bool,
     since: str | None,
@@ -70,16 +77,29 @@ def tail(
         _tail_amqp(amqp_url, queue, wanted, as_json, timeout, since)
         return
     start, is_time = _since(since)
-    replay = None if no_replay else (replay_endpoint or config.bus.replay)
+    if srv and endpoints:
+        raise UsageError("give --srv or --connect, not both")
+    # with --srv the replay endpoint, unless given, is the domain's own (or none), and is
+    # followed when it moves
+    discovery = config.discovery_client() if srv else None
+    from_srv = bool(srv) and not no_replay and not replay_endpoint
+    if discovery is not None:
+        click.echo(f"{srv}: {', '.join(discovery.endpoints(srv))}", err=True)
+        replay = replay_endpoint or (discovery.replay(srv) if from_srv else None)
+    else:
+        replay = None if no_replay else (replay_endpoint or config.bus.replay)
     if start is not None and replay is None:
         raise UsageError("--since needs the replay endpoint (drop --no-replay)")
     stream = tail_bus(
-        list(endpoints) or [config.bus.publish],
-        replay=replay,
+        list(endpoints) or ([] if srv else [config.bus.publish]),
+        replay=None if from_srv else replay,
+        replay_from_srv=from_srv,
         since=start,
         since_time=is_time,
         filter=wanted,
         timeout=timeout,
+        srv=srv,
+        discovery=discovery,
     )
     _print_envelopes(stream, wanted, as_json)
 
