@@ -169,6 +169,30 @@ class RelayConfig:
 
 
 @dataclass(frozen=True)
+class UpstreamConfig:
+    """One ``[upstream.NAME]``: another bus whose messages this bridge journals too."""
+
+    # a fedmsg bus: its PUB endpoints, or a domain whose _fedmsg._tcp SRV records name them
+    endpoints: list[str] = field(default_factory=list)
+    srv: str = ""
+    # its replay endpoint, to fetch what a gap in its seq_id lost ("" with srv: the
+    # domain's _fedmsg-replay._tcp record, if any)
+    replay: str = ""
+    topics: list[str] = field(default_factory=list)  # full topic prefixes; []: everything
+    # or an AMQP broker (fedora-messaging's format): a durable queue bound to bindings
+    amqp_url: str = ""
+    amqp_queue: str = ""
+    amqp_exchange: str = "amq.topic"
+    amqp_bindings: list[str] = field(default_factory=lambda: ["#"])
+    # fedmsg's trust model, as [relay] has it (off by default: another bridge's bus)
+    validate_signatures: bool = False
+    ca_cert_location: str = ""
+    crl_location: str = ""
+    routing_policy: dict[str, list[str]] = field(default_factory=dict)
+    routing_nitpicky: bool = False
+
+
+@dataclass(frozen=True)
 class NotifyRule:
     """One ``[notify.rules.NAME]``: what to deliver (``/raw``'s filters, the trust verdicts,
     a maintainer's packages) and where, how often and how much."""
@@ -284,6 +308,10 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    # [upstream.NAME] tables: other buses journaled here too
+    upstream: dict[str, UpstreamConfig] = field(
+        default_factory=dict, metadata={"table_of": UpstreamConfig}
+    )
 
     @property
     def state_path(self) -> Path:
@@ -364,6 +392,20 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             "config key 'relay.ca_cert_location' must name the fedmsg CA's certificate to"
             " validate signatures (or set relay.validate_signatures = false)"
         )
+    for name, upstream in config.upstream.items():
+        key = f"upstream.{name}"
+        ways = [bool(upstream.endpoints), bool(upstream.srv), bool(upstream.amqp_url)]
+        if sum(ways) != 1:
+            raise ConfigError(
+                f"config key '{key}' needs one of endpoints, srv or amqp_url (it has {sum(ways)})"
+            )
+        if upstream.amqp_url and not upstream.amqp_queue:
+            raise ConfigError(f"config key '{key}.amqp_queue' must name the queue to read")
+        if upstream.validate_signatures and not upstream.ca_cert_location:
+            raise ConfigError(
+                f"config key '{key}.ca_cert_location' must name the fedmsg CA's certificate"
+                " to validate signatures"
+            )
     return config
 
 

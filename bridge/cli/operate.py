@@ -44,7 +44,10 @@ def status(state: AppState, as_json: bool) -> None:
         click.echo(json.dumps(report, sort_keys=True))
         return
     for key, value in report.items():
-        if key != "counters":
+        if key == "upstreams":
+            for name, entry in value.items():
+                click.echo(f"upstream.{name}: " + ", ".join(f"{k} {v}" for k, v in entry.items()))
+        elif key != "counters":
             click.echo(f"{key}: {value}")
     for key, value in sorted(report["counters"].items()):
         click.echo(f"counter.{key}: {value}")

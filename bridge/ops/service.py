@@ -28,6 +28,7 @@ from typing import Any
 import zmq
 
 from bridge.buses.relay import RelayInbound
+from bridge.buses.upstream import build_upstreams
 from bridge.config import Config
 from bridge.errors import BridgeError, JournalDamaged, JournalError
 from bridge.files import private_dir
@@ -286,6 +287,9 @@ class PipelineProcess:
             if config.relay.listen
             else None
         )
+        self.upstreams = build_upstreams(
+            config, lambda: open_journal(config), self._context, on_appended=self._appended
+        )
         self._threads: list[threading.Thread] = []
 
     def _appended(self) -> None:
@@ -297,6 +301,7 @@ class PipelineProcess:
         threads += [("replay", self.replay.run), ("worker", self._work)]
         if self.relay is not None:
             threads.append(("relay", self.relay.run))
+        threads += [(f"upstream-{u.name}", u.run) for u in self.upstreams]
         self._threads = [start_thread(name, target, self.stop_event) for name, target in threads]
         self._watch(wake, parent)
         self.stop_event.set()

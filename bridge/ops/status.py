@@ -3,6 +3,7 @@ exposes it to Prometheus."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from bridge.config import Config
@@ -45,10 +46,41 @@ def status_report(config: Config, journal: Journal) -> dict[str, Any]:
         finally:
             spool.close()
     report["counters"] = journal.counters()
+    if config.upstream:
+        report["upstreams"] = upstream_status(config, journal, report["counters"])
     leaders = journal.leaders(NAMES)
     if leaders:
         report["sinks"] = leaders
     return report
+
+
+UPSTREAM_COUNTERS = ("received", "journaled", "duplicates", "recovered", "gaps", "refused")
+SILENT_AFTER = 300  # seconds without a message after which an upstream is said to be silent
+
+
+def upstream_status(config: Config, journal: Journal, counters: dict[str, int]) -> dict:
+    """Each upstream: where it is read from, its state, how far behind its last message
+    is (seconds), the last seq_id seen from it, and its counts."""
+    found = {}
+    now = time.time()
+    for name, settings in sorted(config.upstream.items()):
+        key = f"upstream.{name}"
+        at = journal.cursor(f"{key}.at")
+        entry: dict[str, Any] = {
+            "from": settings.amqp_url.rpartition("@")[2] and f"amqp queue {settings.amqp_queue}"
+            if settings.amqp_url
+            else (f"srv {settings.srv}" if settings.srv else " ".join(settings.endpoints)),
+            "state": "waiting"
+            if not at
+            else ("silent" if now - at > SILENT_AFTER else "receiving"),
+            "last_message_at": at or None,
+            "lag_seconds": round(now - at) if at else None,
+            "last_seq_id": journal.cursor(key) or None,
+        }
+        for counter in UPSTREAM_COUNTERS:
+            entry[counter] = counters.get(f"{key}.{counter}", 0)
+        found[name] = entry
+    return found
 
 
 def _count(paths: Any) -> int:
