@@ -153,3 +153,24 @@ def test_tail_finds_the_bridge_by_srv_and_follows_it_when_it_moves(tmp_path):
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     assert [m["msg"]["text"] for m in lines] == ["before the move", "after the move"]
     assert [m["origin"]["relay"] for m in lines] == ["relay", "relay"]
+
+
+def test_bridge_tail_says_in_one_line_that_a_name_does_not_exist(tmp_path):
+    from tests.helpers import bridge
+
+    dns = Dnsmasq().serve(("_fedmsg._tcp.other.test", 9))
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        "[trust]\ndns = false\n"
+        f'[discovery]\ndns_servers = ["127.0.0.1"]\ndns_port = {dns.port}\ntimeout = 1.0\n'
+    )
+    try:
+        result = bridge("--config", str(config), "tail", "--srv", "nowhere.test")
+    finally:
+        dns.stop()
+    err = result.stderr.decode()
+    assert result.returncode == 1
+    assert (
+        err == "bridge: error: _fedmsg._tcp.nowhere.test does not exist (NXDOMAIN from"
+        f" 127.0.0.1:{dns.port})\n"
+    )

@@ -255,3 +255,63 @@ def test_ten_thousand_messages_from_four_publishers_are_each_journaled_once(tmp_
         mine = [m["msg"]["n"] for m in sorted(found, key=lambda m: m["seq_id"])
                 if m["msg"]["publisher"] == str(n)]  # fmt: skip
         assert mine == list(range(per_publisher))
+
+
+def test_the_relay_bounds_size_topic_and_rate_and_counts_what_it_refuses(tmp_path):
+    import uuid
+
+    import zmq
+
+    relay = f"tcp://127.0.0.1:{free_port()}"
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        "[trust]\ndns = false\n"
+        f'[relay]\nlisten = "{relay}"\nvalidate_signatures = false\n'
+        'topic_prefixes = ["org.debian.dev.mentors."]\nmax_message_bytes = 2048\n'
+        "rate_limit = 0.01\nrate_burst = 3\n"
+    )
+    state = tmp_path / "state"
+    server = Server(state, config=config).start()
+
+    def message(topic: str, text: str) -> list[bytes]:
+        body = {"topic": topic, "msg": {"text": text}, "msg_id": f"2026-{uuid.uuid4()}",
+                "timestamp": int(time.time()), "i": 1, "username": "test"}  # fmt: skip
+        return [topic.encode(), json.dumps(body).encode()]
+
+    mentors = "org.debian.dev.mentors.upload"
+    try:
+        server.wait_for_smtp()
+        sock = zmq.Context.instance().socket(zmq.PUB)
+        sock.setsockopt(zmq.LINGER, 5000)
+        sock.connect(relay)
+        time.sleep(1.0)
+        for frames in (
+            message(mentors, "one"),
+            message("org.example.prod.other", "outside the allowed prefixes"),
+            message(mentors, "x" * 4000),  # above max_message_bytes
+            [b"just one frame"],
+            message(mentors, "two"),
+            message(mentors, "three"),
+            message(mentors, "four: over the rate"),  # the burst of 3 is spent
+        ):
+            sock.send_multipart(frames)
+        sock.close()
+        wait_until(
+            lambda: (
+                sum(v for k, v in counters(state, config).items() if k.startswith("relay.")) >= 7
+            ),
+            30,
+            f"7 messages counted; {server.log_text()[-2000:]}",
+        )
+    finally:
+        server.stop()
+    found = counters(state, config)
+    assert found["relay.accepted"] == 3
+    assert found["relay.refused.topic"] == 1
+    assert found["relay.refused.too_large"] == 1
+    assert found["relay.refused.malformed"] == 1
+    assert found["relay.refused.rate"] == 1
+    texts = [m["msg"]["text"] for m in journaled(state, config, mentors)]
+    assert sorted(texts) == ["one", "three", "two"]
+    log = server.log_text()
+    assert "is outside topic_prefixes" in log and "above max_message_bytes" in log
