@@ -163,10 +163,10 @@ class Notifier:
 class Ngircd:
     """Debian's ngircd on a free loopback port, with a configuration of the test's own."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         require(shutil.which("ngircd") is not None, "ngircd is not installed (package ngircd)")
         self.root = Path(tempfile.mkdtemp(prefix="bridge-ngircd-"))
-        self.port = free_port()
+        self.port = port or free_port()
         self.conf = self.root / "ngircd.conf"
         motd = self.root / "motd"
         motd.write_text("test server\n")

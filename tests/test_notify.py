@@ -216,6 +216,14 @@ def test_a_failing_webhook_is_retried_then_disabled_shown_and_enabled_again(tmp_
         assert "hook: DISABLED since" in line and "0 delivered" in line, line
         failed = int(line.split(" failed")[0].rsplit(" ", 1)[1])
         assert failed >= 2  # retried before giving up
+        web = WebServer(state, config).start()
+        try:
+            metrics = web.get("/metrics").body.decode()
+        finally:
+            web.stop()
+        assert 'bridge_notify_disabled{rule="hook"} 1.0' in metrics
+        assert f'bridge_notify_failed_total{{rule="hook"}} {failed}.0' in metrics
+        assert 'bridge_notify_lag{rule="hook"} 2.0' in metrics
         receiver.failing = False
         enabled = bridge(
             "--config", str(config), "--state-dir", str(state), "notify", "enable", "hook"
@@ -486,3 +494,37 @@ def test_the_feed_is_atom_of_raw_and_the_rule_page_shows_the_preview(tmp_path, c
     assert f"{raw['total']} events would have been delivered" in page.body.decode()
     assert missing.status == 404 and "no rule 'nope'" in missing.json()["error"]
     assert bad.status == 400 and "bug must be a bug number" in bad.json()["error"]
+
+
+def test_the_irc_rule_reconnects_when_the_server_comes_back(tmp_path):
+    ircd = Ngircd().start()
+    config = write_config(
+        tmp_path / "bridge.toml",
+        rule("uploads", f"irc://127.0.0.1:{ircd.port}/#debian-uploads", topic=["dak.upload"])
+        + '[notify]\nirc_nick = "dbus"\npoll_interval = 0.1\nirc_interval = 0.1\n',
+    )
+    state = tmp_path / "state"
+    append_reports(state, 1)
+    notifier = Notifier(state, config).start()
+
+    def upload(n: int) -> Event:
+        return Event("dak.upload.accepted", {"summary": f"pkg{n} accepted"}, f"up-{n}")
+
+    listener = IrcListener(ircd.port, "#debian-uploads")
+    try:
+        with SqliteJournal(state / JOURNAL_FILE, Naming()) as journal:
+            journal.append([upload(1)], "test")
+            wait_until(lambda: len(listener.lines) == 1, 30, "the first line")
+            listener.close()
+            ircd.stop()  # the server goes away; the next upload cannot be said yet
+            journal.append([upload(2)], "test")
+            wait_until(lambda: "did not take the notice" in notifier.log_text(), 30, "a failure")
+            ircd = Ngircd(port=ircd.port).start()  # back, on the same port
+            listener = IrcListener(ircd.port, "#debian-uploads")
+            wait_until(lambda: len(listener.lines) == 1, 60, f"{notifier.log_text()[-2000:]}")
+    finally:
+        notifier.stop()
+        listener.close()
+        ircd.stop()
+    assert listener.lines[0][2] == "dak.upload.accepted: pkg2 accepted"
+    assert "takes notices again" in notifier.log_text()
