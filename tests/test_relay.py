@@ -40,7 +40,8 @@ def fedmsg_config(folder: Path, relay: str, certname: str | None, **extra: objec
         "crypto_backend": "x509",
         "ssldir": str(folder),
         "certnames": {f"shell.{host}": certname or "none"},
-        "post_init_sleep": 1.0,  # let the PUB socket connect before the first message
+        # a PUB socket drops what it sends before the subscriber's handshake: wait for it
+        "post_init_sleep": 2.0,
         "zmq_linger": 5000,
         **extra,
     }

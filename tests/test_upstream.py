@@ -122,10 +122,22 @@ def test_two_bridges_and_a_fedmsg_publisher_make_one_history_without_loops(tmp_p
             f'[upstream.{other}]\nendpoints = ["{servers[other].publish}"]\n'
             f'replay = "{servers[other].replay}"\n'
         )
+
+    def subscribed(server: Server, times: int = 1) -> None:
+        """Wait until *server*'s upstreams have subscribed (*times* since it first started),
+        and a moment more for the handshakes: a PUB socket drops what it sends before."""
+        wait_until(
+            lambda: server.log_text().count("subscribed to") >= 2 * times,
+            60,
+            f"the upstreams of {server.state_dir.name}; {server.log_text()[-2000:]}",
+        )
+        time.sleep(1)
+
     try:
         for server in servers.values():
             server.start().wait_for_smtp()
-        time.sleep(2)  # the upstream subscriptions join their buses
+        for server in servers.values():
+            subscribed(server)
         publisher.send(5, "first")
         send(servers["a"], bug_report(1_600_001, package="hello"))
         send(servers["b"], bug_report(1_600_002, package="other"))
@@ -136,7 +148,7 @@ def test_two_bridges_and_a_fedmsg_publisher_make_one_history_without_loops(tmp_p
         servers["a"].stop()
         publisher.send(3, "while-a-is-down")
         servers["a"].start().wait_for_smtp()
-        time.sleep(2)
+        subscribed(servers["a"], times=2)
         publisher.send(1, "after")
         wait_until(lambda: all(count(s) >= 11 for s in states.values()), 60, "11 in both")
         time.sleep(3)  # a loop would go on adding rows

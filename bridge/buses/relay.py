@@ -26,7 +26,7 @@ import zmq
 from bridge.config import RelayConfig
 from bridge.events import ForeignEvent
 from bridge.journal import Journal
-from bridge.trust.x509 import FedmsgVerifier, Verdict
+from bridge.trust.x509 import Verdict, verifier_for
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +75,7 @@ class RelayInbound:
         self.settings = settings
         self.journal = journal
         self.on_appended = on_appended
-        self.verifier = (
-            FedmsgVerifier(
-                settings.ca_cert_location,
-                settings.crl_location,
-                settings.routing_policy,
-                settings.routing_nitpicky,
-            )
-            if settings.validate_signatures
-            else None
-        )
+        self.verifier = verifier_for(settings)
         self.rates = SenderRates(settings.rate_limit, settings.rate_burst)
         self.socket = context.socket(zmq.SUB)
         self.socket.setsockopt(zmq.SUBSCRIBE, b"")

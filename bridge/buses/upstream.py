@@ -31,7 +31,7 @@ from bridge.config import UpstreamConfig
 from bridge.discovery import Discovery, DiscoveryError
 from bridge.events import ForeignEvent
 from bridge.journal import Journal
-from bridge.trust.x509 import FedmsgVerifier, Verdict
+from bridge.trust.x509 import Verdict, verifier_for
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,7 @@ class Upstream:
         self.journal = journal
         self.on_appended = on_appended
         self.key = f"upstream.{name}"
-        self.verifier = (
-            FedmsgVerifier(
-                settings.ca_cert_location,
-                settings.crl_location,
-                settings.routing_policy,
-                settings.routing_nitpicky,
-            )
-            if settings.validate_signatures
-            else None
-        )
+        self.verifier = verifier_for(settings)
 
     def event_of(self, message: Mapping[str, Any], sender: str) -> ForeignEvent | str:
         """The message as an event to journal, or why it is refused."""

@@ -134,6 +134,19 @@ class FedmsgVerifier:
         return None
 
 
+def verifier_for(settings: Any) -> FedmsgVerifier | None:
+    """The verifier fedmsg's keys in *settings* ask for (``[relay]``, an ``[upstream.NAME]``),
+    or None when ``validate_signatures`` is off."""
+    if not settings.validate_signatures:
+        return None
+    return FedmsgVerifier(
+        settings.ca_cert_location,
+        settings.crl_location,
+        settings.routing_policy,
+        settings.routing_nitpicky,
+    )
+
+
 def _name(certificate: x509.Certificate) -> str:
     names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else certificate.subject.rfc4514_string()
