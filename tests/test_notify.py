@@ -528,3 +528,59 @@ def test_the_irc_rule_reconnects_when_the_server_comes_back(tmp_path):
         ircd.stop()
     assert listener.lines[0][2] == "dak.upload.accepted: pkg2 accepted"
     assert "takes notices again" in notifier.log_text()
+
+
+class Recorder:
+    """A destination that records notices, and fails the next *fail* of them (the network
+    boundary, stood in for, to drive a rule's clock by hand)."""
+
+    label = "recorder"
+
+    def __init__(self) -> None:
+        self.notices: list[Any] = []
+        self.fail = 0
+
+    def deliver(self, notice: Any) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise OSError("the destination is down")
+        self.notices.append(notice)
+
+    def idle(self) -> None:
+        pass
+
+
+def test_a_held_notice_that_fails_is_sent_again_as_one_notice(tmp_path):
+    from bridge.config import NotifyConfig, NotifyRule
+    from bridge.notify.follow import RuleFollower
+    from bridge.notify.rules import read_rule
+
+    state = tmp_path / "state"
+    append_reports(state, 20, package="other")
+    now = [1_000_000.0]
+    rule = read_rule(
+        "limited",
+        NotifyRule(deliver="mailto:a@example.org", rate_limit=5, start="beginning"),
+    )
+    destination = Recorder()
+    with SqliteJournal(state / JOURNAL_FILE, Naming()) as journal:
+        follower = RuleFollower(
+            rule,
+            journal,
+            destination,
+            NotifyConfig(),
+            clock=lambda: now[0],  # type: ignore[arg-type]
+        )
+        while follower.step():
+            pass
+        assert [n.kind for n in destination.notices] == ["event"] * 5
+        now[0] += 61  # the minute is over, and the destination is down
+        destination.fail = 1
+        assert follower.step() is False
+        now[0] += 5  # past the retry pause
+        assert follower.step() is True
+        assert [n.kind for n in destination.notices] == ["event"] * 5 + ["held"]
+        held = destination.notices[-1]
+        assert held.count == 15 and held.title().startswith("15 more events")
+        assert journal.cursor("notify.limited") == 20
+        assert journal.counters()["notify.limited.failed"] == 1

@@ -156,8 +156,11 @@ class RuleFollower:
         if self.holding:
             if now < self.window_start + settings.rate_period:  # type: ignore[operator]
                 return False
-            self.holding, self.window_start, self.window_sent = False, None, 0
-            return self._send_held(upto)
+            # the period is over: what was held goes as one notice (if it fails, it is
+            # tried again as one notice), and a new period begins with it
+            sent = self._send_held(upto)
+            self.holding, self.window_start, self.window_sent = False, self.clock(), int(sent)
+            return sent
         events, read_to = self.matcher.matches(self.journal, self.state.cursor, upto, BATCH)
         if not events:
             if read_to > self.state.cursor:
@@ -184,7 +187,7 @@ class RuleFollower:
         return True
 
     def _send_held(self, upto: int) -> bool:
-        """The period is over: what was held goes as one notice."""
+        """What was held, as one notice; False when nothing is left to send."""
         listed, more, read_to = self._pending(upto)
         if not listed:
             return False
@@ -192,7 +195,6 @@ class RuleFollower:
             listed, more = [], more + len(listed)
         notice = Notice(self.rule.name, tuple(listed), "held", more)
         self._deliver(notice, read_to, held=notice.count)
-        self.window_start, self.window_sent = self.clock(), 1
         return True
 
     def _digest_step(self, now: float, upto: int) -> bool:
