@@ -311,6 +311,28 @@ def test_metrics_and_health(history):
     assert f'bridge_sink_lag{{sink="zeromq"}} {float(len(envelopes))}' in lines
     health = server.get("/healthz").json()
     assert health == {"status": "ok", "journal": "ok", "last_seq_id": len(envelopes)}
+    # when each list and topic family was last heard from: the newest journal time of its
+    # events (what an operator alerts on when a subscription lapses)
+    newest: dict[tuple[str, str], int] = {}
+    for e in envelopes:
+        family = e["topic"].split(".")[3]
+        listed = (e["msg"].get("origin") or {}).get("list")
+        for key in [("family", family)] + ([("list", listed.strip("<>"))] if listed else []):
+            newest[key] = max(newest.get(key, 0), e["timestamp"])
+    assert {k for k, _ in newest} == {"family", "list"}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    heard = {
+        (kind, sample.labels[kind]): sample.value
+        for family in text_string_to_metric_families(metrics.body.decode())
+        for kind in ("list", "family")
+        if family.name == f"bridge_{kind}_last_event_timestamp_seconds"
+        for sample in family.samples
+    }
+    assert heard == newest
+    assert any(line.startswith('bridge_build_info{python="') for line in lines)
+    assert "bridge_web_view_fresh 1.0" in lines
+    assert any(line.startswith("process_cpu_seconds_total ") for line in lines)
 
 
 def test_live_streams_wake_on_postgresqls_notification_not_on_a_timer():

@@ -221,6 +221,10 @@ class Journal(ABC):
         """A reader's recorded position, 0 when it has none."""
 
     @abstractmethod
+    def cursors(self, prefix: str) -> dict[str, int]:
+        """Every recorded position whose name starts with *prefix*, by name."""
+
+    @abstractmethod
     def counters(self) -> dict[str, int]: ...
 
     @abstractmethod

@@ -396,6 +396,12 @@ class SqlJournal(Journal):
         rows = self._rows(f"SELECT seq_id FROM cursors WHERE name = {m}", (name,))
         return int(rows[0][0]) if rows else 0
 
+    def cursors(self, prefix: str) -> dict[str, int]:
+        low, high = topic_range(prefix)
+        m = self.dialect.mark
+        sql = f"SELECT name, seq_id FROM cursors WHERE name >= {m} AND name < {m} ORDER BY name"
+        return {name: int(value) for name, value in self._rows(sql, (low, high))}
+
     def counters(self) -> dict[str, int]:
         return {n: int(v) for n, v in self._rows("SELECT name, value FROM counters ORDER BY name")}
 

@@ -160,8 +160,24 @@ class SqlBatch(Batch):
         if rows:
             self._write(self._insert, rows)
             self._write_index()
+            self._note_last_heard(events, self._journal._not_before)
             self._appended(last)
         return result
+
+    def _note_last_heard(self, events: Sequence[Event], when: int) -> None:
+        """When each mailing list and each topic family last brought an event (``last.list.*``
+        and ``last.family.*`` positions, in epoch seconds): a list that goes quiet is how an
+        operator learns a subscription lapsed (``/metrics``)."""
+        heard: set[str] = set()
+        for event in events:
+            family = self._journal.naming.event_topic(event.topic).split(".", 1)[0]
+            heard.add(f"last.family.{family}")
+            origin = event.body.get("origin") if isinstance(event.body, dict) else None
+            listed = origin.get("list") if isinstance(origin, dict) else None
+            if isinstance(listed, str) and listed:
+                heard.add(f"last.list.{listed.strip('<>')[:200]}")
+        for name in sorted(heard):
+            self.set_cursor(name, when)
 
     def _known_msg_ids(self, msg_ids: Sequence[str]) -> set[str]:
         """Those of *msg_ids* the journal holds (one message of another bus may come by

@@ -26,7 +26,8 @@ class Health:
 
     async def metrics(self, request: Request) -> Response:
         config = self.config
-        body, media_type = await self.journals.run(lambda j: metrics_response(config, j))
+        journals = self.journals
+        body, media_type = await journals.run(lambda j: metrics_response(config, j, journals))
         return Response(body, media_type=media_type)
 
     async def ready(self, request: Request) -> Response:

@@ -4,9 +4,15 @@ from the journal (and the spool, on the host that has one)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from bridge.config import Config
@@ -66,6 +72,7 @@ class JournalCollector:
             lag.add_metric(["amqp"], report["amqp_lag"])
         yield lag
         yield from notify_metrics(self.config, self.journal)
+        yield from last_heard(self.journal)
         for field, help_text in _GAUGES.items():
             if field in report:
                 gauge = GaugeMetricFamily(f"bridge_{field}", help_text)
@@ -109,8 +116,83 @@ def notify_metrics(config: Config, journal: Journal) -> Iterator[Metric]:
     yield disabled
 
 
-def metrics_response(config: Config, journal: Journal) -> tuple[bytes, str]:
-    """The exposition text and its content type."""
+def last_heard(journal: Journal) -> Iterator[Metric]:
+    """When each mailing list and each topic family last brought an event: alert on
+    ``time() - bridge_list_last_event_timestamp_seconds > 86400`` to learn that a list
+    subscription lapsed (the bus just goes quiet)."""
+    for kind, label, help_text in (
+        ("list", "list", "When the bridge last journaled an event from each mailing list."),
+        ("family", "family", "When the bridge last journaled an event of each topic family."),
+    ):
+        gauge = GaugeMetricFamily(
+            f"bridge_{kind}_last_event_timestamp_seconds", help_text, labels=[label]
+        )
+        prefix = f"last.{kind}."
+        for name, when in journal.cursors(prefix).items():
+            gauge.add_metric([name[len(prefix) :]], when)
+        yield gauge
+
+
+class WebCollector:
+    """The web process itself: its build, and the freshness of its view of the journal."""
+
+    def __init__(self, freshness: Freshness | None):
+        self.freshness = freshness
+
+    def collect(self) -> Iterator[Metric]:
+        info = InfoMetricFamily("bridge_build", "The bridge's version and what it runs on.")
+        info.add_metric([], build_info())
+        yield info
+        if self.freshness is None:
+            return
+        fresh = GaugeMetricFamily(
+            "bridge_web_view_fresh",
+            "1 while the web reads the journal on disk, 0 once it found it replaced (it then"
+            " reads it anew).",
+        )
+        fresh.add_metric([], 0 if self.freshness.stale else 1)
+        yield fresh
+        checked = GaugeMetricFamily(
+            "bridge_web_view_checked_age_seconds",
+            "Seconds since the web last checked that its view is the journal on disk.",
+        )
+        checked.add_metric([], self.freshness.checked_age())
+        yield checked
+
+
+class Freshness(Protocol):
+    stale: str | None
+
+    def checked_age(self) -> float: ...
+
+
+def build_info() -> dict[str, str]:
+    import platform
+    import sqlite3
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        bridge_version = version("debian-bus-bridge")
+    except PackageNotFoundError:
+        bridge_version = "unknown"
+    return {
+        "version": bridge_version,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+    }
+
+
+def metrics_response(
+    config: Config, journal: Journal, freshness: Freshness | None = None
+) -> tuple[bytes, str]:
+    """The exposition text and its content type: the journal's state, the web process's
+    build and freshness, and prometheus-client's process and platform collectors."""
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(JournalCollector(config, journal))  # type: ignore[arg-type]
+    registry.register(WebCollector(freshness))  # type: ignore[arg-type]
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     return generate_latest(registry), CONTENT_TYPE_LATEST

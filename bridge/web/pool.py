@@ -79,6 +79,11 @@ class Journals:
         self._opened.clear()
         self._generation += 1
 
+    def checked_age(self) -> float:
+        """Seconds since a read last checked that the journal is the one on disk (0 before
+        any read: nothing is open yet)."""
+        return time.monotonic() - self._checked if self._checked else 0.0
+
     async def run(self, read: Callable[[Journal], T]) -> T:
         def guarded() -> T:
             journal = self._enter()
