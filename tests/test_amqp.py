@@ -7,6 +7,7 @@ import re
 import signal
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -207,6 +208,12 @@ def test_bridge_tail_reads_a_durable_queue_on_the_broker(tmp_path):
         connection.close()
     assert later.returncode == 0, later.stderr
     (line,) = later.stdout.decode().splitlines()
-    assert line.startswith("2 org.debian.dev.debbugs.bug.report ") and "#1110002" in line
+    seq_id, when, topic, verdict, summary = line.split(" ", 4)
+    (event,) = [e for e in journal_events(server.state_dir) if e.bugs == [1110002]]
+    assert (int(seq_id), topic) == (event.seq_id, "org.debian.dev.debbugs.bug.report")
+    assert when == datetime.fromtimestamp(event.timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert verdict == f"[{event.msg['origin']['auth']['verdict']}]"
+    assert summary == event.msg["summary"] and "#1110002" in summary
+    assert later.stderr.decode().startswith("bridge tail: 127.0.0.1:")
     bad = bridge("tail", "--amqp", "http://example.org")
     assert bad.returncode == 2 and bad.stderr.count(b"\n") == 1

@@ -90,8 +90,14 @@ def tail(
         replay = None if no_replay else (replay_endpoint or config.bus.replay)
     if start is not None and replay is None:
         raise UsageError("--since needs the replay endpoint (drop --no-replay)")
+    connect = list(endpoints) or ([] if srv else [config.bus.publish])
+    click.echo(
+        f"bridge tail: {', '.join(connect) or 'the bus ' + str(srv)} (replay"
+        f" {replay or ('from ' + str(srv) if from_srv else 'off')}); Ctrl-C to stop",
+        err=True,
+    )
     stream = tail_bus(
-        list(endpoints) or ([] if srv else [config.bus.publish]),
+        connect,
         replay=None if from_srv else replay,
         replay_from_srv=from_srv,
         since=start,
@@ -114,11 +120,23 @@ def _print_envelopes(stream: Any, wanted: Any, as_json: bool) -> None:
             if as_json:
                 click.echo(envelope_json(envelope))
             else:
-                summary = envelope.msg.get("summary") or json.dumps(envelope.msg)[:200]
-                click.echo(f"{envelope.seq_id} {envelope.topic} {summary}")
+                click.echo(tail_line(envelope))
             sys.stdout.flush()
     except KeyboardInterrupt:
         pass
+
+
+def tail_line(envelope: Any) -> str:
+    """One event as ``tail`` prints it: seq_id, when it was journaled (UTC), topic, the
+    trust verdict and the summary (a short rendering of a body that has none)."""
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(envelope.timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    origin = envelope.msg.get("origin") if isinstance(envelope.msg.get("origin"), dict) else {}
+    auth = (origin or envelope.origin or {}).get("auth") or {}
+    verdict = auth.get("verdict") or "none"
+    summary = envelope.msg.get("summary") or json.dumps(envelope.msg)[:200]
+    return f"{envelope.seq_id} {when} {envelope.topic} [{verdict}] {summary}"
 
 
 def _tail_amqp(
@@ -138,6 +156,8 @@ def _tail_amqp(
         raise UsageError(f"--amqp takes an amqp:// or amqps:// URL, not {url!r}")
     if since is not None:
         raise UsageError("--since reads the replay endpoint; with --amqp use a durable --queue")
+    where = url.rpartition("@")[2]  # no password on the terminal
+    click.echo(f"bridge tail: {where}, queue {queue or '(a temporary one)'}", err=True)
     try:
         _print_envelopes(consume(url, wanted.topic, queue=queue, timeout=timeout), wanted, as_json)
     except Exception as e:  # pika's connection errors: one readable line

@@ -98,8 +98,9 @@ class Service:
         self._spawn("stats", self._stats)
         self._spawn("pipeline-supervisor", self._supervise_pipeline)
         self._spawn("watchdog", lambda stop: watchdog(stop, self._healthy))
-        if self._wait_ready():
-            notify(f"READY=1\nSTATUS=SMTP on {self.intake.hostname}:{self.intake.port}")
+        if not self._wait_ready():
+            return  # said why; "serving" would be untrue (the supervisor goes on trying)
+        notify(f"READY=1\nSTATUS=SMTP on {self.intake.hostname}:{self.intake.port}")
         log.info(
             "bridge serving: SMTP %s:%s, publish %s, replay %s",
             self.intake.hostname,
