@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.helpers import bridge
+from tests.helpers import ROOT, bridge
 from tests.web import WebServer
 
 Envelope = dict[str, Any]
@@ -378,3 +378,23 @@ def test_live_streams_wake_on_postgresqls_notification_not_on_a_timer():
         reader.close()
         writer.close()
         drop()
+
+
+def test_every_topic_bridge_parsers_lists_has_its_schema_on_the_web(history):
+    server, _ = history
+    listed = bridge("parsers").stdout.decode().splitlines()
+    topics = sorted(
+        t for line in listed if "\tok\t" in line for t in line.split("\t")[4].split(",")
+    )
+    assert "security.advisory" in topics  # a plugin's topic too
+    index = server.get("/v1/schemas").json()["topics"]
+    assert sorted(index) == topics
+    for topic in ("debbugs.bug.report", "org.debian.dev.dak.upload.accepted"):
+        reply = server.get(f"/v1/schemas/{topic}")
+        assert reply.status == 200
+        event_topic = topic.removeprefix("org.debian.dev.")
+        shipped = ROOT / "parsers" / "schemas" / f"{event_topic}.json"
+        assert reply.json() == json.loads(shipped.read_text(encoding="utf-8"))
+        assert index[event_topic]["schema"] == f"/v1/schemas/{event_topic}"
+    missing = server.get("/v1/schemas/no.such.topic")
+    assert missing.status == 404 and "no installed parser declares" in missing.json()["error"]

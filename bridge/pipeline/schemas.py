@@ -42,6 +42,15 @@ class Schemas:
     def declared(self, topic: str) -> bool:
         return topic in self._folders
 
+    def topics(self) -> list[str]:
+        """Every topic a parser declares, in order."""
+        return sorted(self._folders)
+
+    def text(self, topic: str) -> str | None:
+        """*topic*'s JSON Schema as its parser ships it (None: no parser declares it)."""
+        folder = self._folders.get(topic)
+        return None if folder is None else (folder / f"{topic}.json").read_text(encoding="utf-8")
+
     def version(self, topic: str) -> int | None:
         """The ``version`` of *topic*'s schema (None: no parser declares it)."""
         schema = self._schema(topic)

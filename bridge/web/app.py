@@ -4,6 +4,8 @@ route modules:
 - ``/raw``, ``/id``, ``/v1/stats``: datagrepper's history API (:mod:`bridge.web.api`);
 - ``/``: the live page, ``/v1/stream``: its Server-Sent Events (:mod:`bridge.web.live`);
   ``/static/…`` its assets, all served from here;
+- ``/v1/schemas``, ``/v1/schemas/TOPIC``: each topic's JSON Schema
+  (:mod:`bridge.web.contracts`);
 - ``/v1/feed``: Atom feeds of any search; ``/notify/NAME``: what a notification rule
   would deliver (:mod:`bridge.web.feeds`);
 - ``POST /v1/publish``: events pushed by services holding a token (:mod:`bridge.web.push`);
@@ -31,6 +33,7 @@ from bridge.config import Config
 from bridge.systemd import notify
 from bridge.web.answers import unanswerable
 from bridge.web.api import HistoryApi
+from bridge.web.contracts import Contracts
 from bridge.web.feeds import Feeds
 from bridge.web.health import Health
 from bridge.web.live import LivePage
@@ -50,6 +53,7 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
     live = LivePage(config, journals, poll_interval)
     health = Health(config, journals)
     feeds = Feeds(config, journals)
+    contracts = Contracts(config)
     publisher = Publisher(config, journals.run)
     routes = [
         Route("/", live.home),
@@ -62,6 +66,8 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
         Route("/v1/stats", history.stats),
         Route("/v1/stream", live.stream),
         Route("/v1/feed", feeds.feed),
+        Route("/v1/schemas", contracts.index),
+        Route("/v1/schemas/{topic}", contracts.schema),
         Route("/v1/notify/{name}/preview", feeds.preview_json),
         Route("/notify/{name}", feeds.preview_page),
         Route("/v1/publish", publisher.endpoint, methods=["POST"]),
