@@ -79,6 +79,11 @@ class Query:
     meta: list[str] = field(default_factory=list)
     callback: str | None = None
 
+    @property
+    def offset(self) -> int:
+        """How many matches the pages before this one hold."""
+        return (self.page - 1) * self.rows_per_page
+
     def criteria(self, after: int | None = None, upto: int | None = None) -> Criteria:
         """The journal search: each filter any of its values, ``not_`` ones left out."""
         f = self.filters

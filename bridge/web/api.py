@@ -26,7 +26,6 @@ class HistoryApi:
         except BadRequest as e:
             return error(e.status, str(e))
         criteria = query.criteria()
-        offset = (query.page - 1) * query.rows_per_page
 
         def read(journal: Journal) -> tuple[int, list[dict[str, Any]]]:
             total = journal.count(criteria)
@@ -34,7 +33,7 @@ class HistoryApi:
                 criteria,
                 newest_first=query.order == "desc",
                 limit=query.rows_per_page,
-                offset=offset,
+                offset=query.offset,
             )
             return total, [raw_message(row.envelope, query.meta) for row in found]
 

@@ -85,9 +85,9 @@ class Feeds:
         except BadRequest as e:
             return error(e.status, str(e))
         criteria = query.criteria()
-        offset = (query.page - 1) * query.rows_per_page
+        limit, offset = query.rows_per_page, query.offset
         envelopes = await self.journals.run(
-            lambda j: j.find(criteria, newest_first=True, limit=query.rows_per_page, offset=offset)
+            lambda j: j.find(criteria, newest_first=True, limit=limit, offset=offset)
         )
         described = ", ".join(f"{k}={' '.join(v)}" for k, v in query.filters.items() if v)
         body = atom_feed(
