@@ -198,12 +198,13 @@ class RuleFollower:
         return True
 
     def _digest_step(self, now: float, upto: int) -> bool:
-        listed, more, read_to = self._pending(upto)
-        if not listed:
-            if read_to > self.state.cursor:
-                self._save(cursor=read_to)
-            return False
         if not self.state.due:
+            # one match begins a digest; until then the cursor steps over what does not match
+            first, read_to = self.matcher.matches(self.journal, self.state.cursor, upto, 1)
+            if not first:
+                if read_to > self.state.cursor:
+                    self._save(cursor=read_to)
+                return False
             due = period_end(now, PERIODS[self.rule.settings.digest])
             self._save(due=due)
             log.info(
@@ -212,6 +213,10 @@ class RuleFollower:
                 time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(due)),
             )
         if now < self.state.due:
+            return False  # what it holds is read once, when it is sent
+        listed, more, read_to = self._pending(upto)
+        if not listed:  # the rule's filters changed meanwhile: no digest, none pending
+            self._save(cursor=max(read_to, self.state.cursor), due=0)
             return False
         self._deliver(Notice(self.rule.name, tuple(listed), "digest", more), read_to, due=0)
         return True
