@@ -118,25 +118,25 @@ class WebhookDestination(Destination):
     def _post(self, body: bytes, headers: dict[str, str]) -> http.client.HTTPResponse:
         """POST on the kept connection; once more on a new one if the kept one was closed
         by the server while idle (the notice was not taken: sending it again is right)."""
-        for attempt in (1, 2):
-            fresh = self.connection is None
-            if self.connection is None:
-                connection_type = (
-                    http.client.HTTPSConnection if self.tls else http.client.HTTPConnection
-                )
-                self.connection = connection_type(self.host, self.port, timeout=self.timeout)
-            try:
-                self.connection.request("POST", self.path, body=body, headers=headers)
-                answer = self.connection.getresponse()
-                answer.read(1 << 16)
-                if answer.will_close:
-                    self.close()
-                return answer
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self.close()
-                if fresh or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        kept = self.connection is not None
+        try:
+            return self._post_once(body, headers)
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            self.close()
+            if not kept:
+                raise
+            return self._post_once(body, headers)
+
+    def _post_once(self, body: bytes, headers: dict[str, str]) -> http.client.HTTPResponse:
+        if self.connection is None:
+            kind = http.client.HTTPSConnection if self.tls else http.client.HTTPConnection
+            self.connection = kind(self.host, self.port, timeout=self.timeout)
+        self.connection.request("POST", self.path, body=body, headers=headers)
+        answer = self.connection.getresponse()
+        answer.read(1 << 16)
+        if answer.will_close:
+            self.close()
+        return answer
 
     def close(self) -> None:
         if self.connection is not None:
