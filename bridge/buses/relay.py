@@ -113,13 +113,14 @@ class RelayInbound:
             except Refused as e:
                 counts[f"relay.refused.{e.kind}"] += 1
                 log.warning("relay: refused a message from %s: %s", _peer(frames), e)
-        result = self.journal.append(accepted, "relay") if accepted else None
-        if result is not None:
+        if not accepted and not counts:
+            return
+        with self.journal.batch() as journal:  # the events and their counts commit together
+            result = journal.append(accepted, "relay")
             counts["relay.accepted"] += len(result.seq_ids)
             counts["relay.duplicates"] += result.duplicates
-        if counts:
-            self.journal.add_counters(dict(counts))
-        if result is not None and result.seq_ids:
+            journal.add_counters({k: v for k, v in counts.items() if v})
+        if result.seq_ids:
             self.on_appended()
 
     def check(self, frames: list[zmq.Frame]) -> ForeignEvent:

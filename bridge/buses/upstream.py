@@ -108,16 +108,17 @@ class Upstream:
                 log.warning("upstream %s: refused a message from %s: %s", self.name, sender, found)
                 continue
             events.append(found)
-        result = self.journal.append(events, f"upstream:{self.name}") if events else None
-        if result is not None:
+        # the messages, the last seq_id seen and the counts commit together: a restart asks
+        # the replay endpoint for exactly what was not journaled
+        with self.journal.batch() as batch:
+            result = batch.append(events, f"upstream:{self.name}")
             counts["journaled"] += len(result.seq_ids)
             counts["duplicates"] += result.duplicates
-        with self.journal.batch() as batch:
             if last:
                 batch.set_cursor(self.key, last)
             batch.set_cursor(f"{self.key}.at", int(time.time()))
             batch.add_counters({f"{self.key}.{k}": v for k, v in counts.items() if v})
-        if result is not None and result.seq_ids:
+        if result.seq_ids:
             self.on_appended()
 
 
@@ -213,7 +214,7 @@ class FedmsgUpstream(Upstream):
             if isinstance(seq_id, int) and self.last and seq_id > self.last + 1:
                 messages += [(m, f"{self.name} replay") for m in self.fill(seq_id, counts)]
             if isinstance(seq_id, int):
-                self.last = max(self.last, seq_id) if seq_id > self.last else seq_id
+                self.last = seq_id  # a lower one than before: the upstream started over
             messages.append((message, sender))
         self.journal_messages(messages, counts, self.last)
 
