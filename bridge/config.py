@@ -150,18 +150,24 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True)
-class RelayConfig:
-    # fedmsg's relay_inbound: a SUB socket active publishers connect their PUB socket to
-    # (fedmsg-logger, fedmsg.publish(active=True)); empty: off
-    listen: str = ""
-    name: str = "relay"  # origin.relay of what it journals
-    # fedmsg's trust model, with its key names: a message must be signed by a certificate
-    # the CA issued (and the CRL does not revoke) that routing_policy lets send its topic
+class FedmsgTrust:
+    """fedmsg's trust model, with its key names (``[relay]`` and each ``[upstream.NAME]``):
+    a message must be signed by a certificate the CA issued (and the CRL does not revoke)
+    that routing_policy lets send its topic."""
+
     validate_signatures: bool = True
     ca_cert_location: str = ""  # PEM file
     crl_location: str = ""  # PEM file; empty: none
     routing_policy: dict[str, list[str]] = field(default_factory=dict)
     routing_nitpicky: bool = False
+
+
+@dataclass(frozen=True)
+class RelayConfig(FedmsgTrust):
+    # fedmsg's relay_inbound: a SUB socket active publishers connect their PUB socket to
+    # (fedmsg-logger, fedmsg.publish(active=True)); empty: off
+    listen: str = ""
+    name: str = "relay"  # origin.relay of what it journals
     topic_prefixes: list[str] = field(default_factory=list)  # full topics accepted; []: any
     max_message_bytes: int = 1 << 20
     rate_limit: float = 200.0  # messages a second from one sender, on average
@@ -169,8 +175,11 @@ class RelayConfig:
 
 
 @dataclass(frozen=True)
-class UpstreamConfig:
+class UpstreamConfig(FedmsgTrust):
     """One ``[upstream.NAME]``: another bus whose messages this bridge journals too."""
+
+    # signatures are not checked unless asked for: another bridge's bus, by default
+    validate_signatures: bool = False
 
     # a fedmsg bus: its PUB endpoints, or a domain whose _fedmsg._tcp SRV records name them
     endpoints: list[str] = field(default_factory=list)
@@ -184,12 +193,6 @@ class UpstreamConfig:
     amqp_queue: str = ""
     amqp_exchange: str = "amq.topic"
     amqp_bindings: list[str] = field(default_factory=lambda: ["#"])
-    # fedmsg's trust model, as [relay] has it (off by default: another bridge's bus)
-    validate_signatures: bool = False
-    ca_cert_location: str = ""
-    crl_location: str = ""
-    routing_policy: dict[str, list[str]] = field(default_factory=dict)
-    routing_nitpicky: bool = False
 
 
 @dataclass(frozen=True)

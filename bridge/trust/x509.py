@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from bridge.config import FedmsgTrust
 from bridge.errors import ConfigError
 from bridge.events import dumps
 
@@ -134,7 +135,7 @@ class FedmsgVerifier:
         return None
 
 
-def verifier_for(settings: Any) -> FedmsgVerifier | None:
+def verifier_for(settings: FedmsgTrust) -> FedmsgVerifier | None:
     """The verifier fedmsg's keys in *settings* ask for (``[relay]``, an ``[upstream.NAME]``),
     or None when ``validate_signatures`` is off."""
     if not settings.validate_signatures:
