@@ -119,14 +119,7 @@ class Server:
 
     def stop(self) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_child(self.proc, grace=20)
 
     def wait_for_smtp(self, timeout: float = 20) -> None:
         wait_until(
@@ -134,7 +127,25 @@ class Server:
         )
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        return read_log(self.log)
+
+
+def stop_child(proc: subprocess.Popen[bytes], grace: float) -> int:
+    """SIGTERM a child process, SIGKILL it if it is not gone within *grace* seconds; its
+    exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+def read_log(path: Path) -> str:
+    """A child's log file so far ("" before it wrote one)."""
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 RCPT = "bridge@localhost"

@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import child_env, free_port, require, wait_until
+from tests.helpers import child_env, free_port, read_log, require, stop_child, wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"the tests' own webhook secret 32").decode()
 TOLERANCE = 300  # seconds a webhook's timestamp may be off, as the specification's libraries
@@ -147,17 +147,10 @@ class Notifier:
 
     def stop(self) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_child(self.proc, grace=30)
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        return read_log(self.log)
 
 
 class Ngircd:
