@@ -209,3 +209,18 @@ def event_line(naming: Naming, event: Event, **where: Any) -> str:
 def frames(topic: str, envelope_json: str) -> list[bytes]:
     """The two ZeroMQ frames of one message: topic, then the JSON envelope."""
     return [topic.encode("utf-8"), envelope_json.encode("ascii")]
+
+
+def amqp_timestamp(headers: Mapping[str, Any]) -> int:
+    """An AMQP message's time: the envelope's own (``debian_bus_timestamp``) when a bridge
+    sent it, else when it was sent (``sent-at``, fedora-messaging's header), else 0."""
+    own = headers.get("debian_bus_timestamp")
+    if isinstance(own, int):
+        return own
+    sent = headers.get("sent-at")
+    if isinstance(sent, str):
+        try:
+            return int(datetime.fromisoformat(sent).timestamp())
+        except ValueError:
+            return 0
+    return 0

@@ -21,7 +21,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any
 
 import zmq
@@ -29,7 +28,7 @@ import zmq
 from bridge.client import Following, subscribe
 from bridge.config import UpstreamConfig
 from bridge.discovery import Discovery, DiscoveryError
-from bridge.events import ForeignEvent
+from bridge.events import ForeignEvent, amqp_timestamp
 from bridge.journal import Journal
 from bridge.trust.x509 import Verdict, verifier_for
 
@@ -341,19 +340,12 @@ def message_of_amqp(routing_key: str, properties: Any, body: bytes) -> dict[str,
         msg = json.loads(body)
     except ValueError:
         msg = None
-    sent = headers.get("sent-at")
-    timestamp = 0
-    if isinstance(sent, str):
-        try:
-            timestamp = int(datetime.fromisoformat(sent).timestamp())
-        except ValueError:
-            timestamp = 0
     msg_id = headers.get("debian_bus_msg_id") or properties.message_id
     return {
         "topic": routing_key,
         "msg": msg,
         "msg_id": str(msg_id) if msg_id else None,
-        "timestamp": timestamp,
+        "timestamp": amqp_timestamp(headers),
         "username": str(headers.get("fedora_messaging_user") or ""),
         "index": {
             "packages": list(headers.get("debian_bus_packages") or []),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.events import Envelope
+from bridge.events import Envelope, amqp_timestamp
 from bridge.journal import Journal, Row
 from bridge.sinks.base import Sink
 
@@ -82,6 +82,8 @@ def message_of(
                 "sent-at": sent.isoformat(),
                 "debian_bus_seq_id": envelope.seq_id,
                 "debian_bus_msg_id": envelope.msg_id,
+                # the envelope's own time (sent-at is when this message left the bridge)
+                "debian_bus_timestamp": envelope.timestamp,
                 # what the event is about, for filtering without knowing each body
                 "debian_bus_packages": envelope.packages,
                 "debian_bus_bugs": envelope.bugs,
@@ -206,11 +208,10 @@ def consume(
 def envelope_of(routing_key: str, properties: Any, body: bytes) -> Envelope:
     """An AMQP message the sink published, as the envelope it came from."""
     headers = properties.headers or {}
-    sent = headers.get("sent-at")
     return Envelope(
         topic=routing_key,
         msg=json.loads(body),
-        timestamp=int(datetime.fromisoformat(sent).timestamp()) if sent else 0,
+        timestamp=amqp_timestamp(headers),
         msg_id=str(headers.get("debian_bus_msg_id", "")),
         i=0,
         username="",
