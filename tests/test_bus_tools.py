@@ -28,6 +28,7 @@ from tests.mails import bug_report
 from tests.test_amqp import BROKER, URL, pika_or_skip
 
 FEDORA_MESSAGING = "fedora-messaging>=3,<4"
+SCHEMA_PACKAGE = ROOT / "contrib" / "debian-bus-messages"
 
 CALLBACK = '''\
 import json
@@ -49,9 +50,9 @@ def record(message):
 '''
 
 
-def tool_venv(name: str, *requirements: str, install: Path = ROOT) -> Path:
-    """A cached virtualenv with *requirements*, and *install* from this checkout without
-    dependencies (the tools need only its message classes or processors)."""
+def tool_venv(name: str, *requirements: str, install: Path) -> Path:
+    """A cached virtualenv with *requirements*, and *install* (a distribution of this
+    checkout: the message classes or fedmsg's processors) without dependencies."""
     tools = cached_venv(name, *requirements)
     checkout = subprocess.run(
         [str(tools / "python"), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
@@ -68,7 +69,7 @@ def tool_venv(name: str, *requirements: str, install: Path = ROOT) -> Path:
 @pytest.mark.timeout(1200)  # the first run builds a virtualenv
 def test_fedora_messaging_consume_validates_and_renders_the_bridges_messages(tmp_path):
     pika = pika_or_skip()
-    tools = tool_venv("fedora-messaging-3", FEDORA_MESSAGING)
+    tools = tool_venv("debian-bus-messages", FEDORA_MESSAGING, install=SCHEMA_PACKAGE)
     queue = f"bridge-consume-{uuid.uuid4()}"
     out = tmp_path / "consumed.jsonl"
     (tmp_path / "recorder.py").write_text(CALLBACK)

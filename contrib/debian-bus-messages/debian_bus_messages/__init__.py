@@ -1,11 +1,11 @@
-"""The bridge's messages for fedora-messaging, installed with the bridge.
+"""The bridge's messages for fedora-messaging, a distribution of their own.
 
 :mod:`debian_bus_messages.fedora` holds one message class per topic (entry-point group
 ``fedora.messages``, names ``debian_bus.<event topic>``), with the topic's JSON Schema as
-``body_schema``, so ``fedora-messaging consume`` validates and renders what the AMQP sink
-publishes. It needs fedora-messaging (``pip install 'debian-bus-bridge[fedora-messaging]'``).
-fedmsg's processors are a package of their own: contrib/fedmsg-meta-debian-bus.
-What a body holds is docs/events.md.
+``body_schema``, so ``fedora-messaging consume`` validates and renders what the bridge's AMQP
+sink publishes, without the bridge installed. The schemas are the bridge's own files
+(``schemas`` is a link to ``parsers/schemas`` in the source tree; a wheel holds copies), and
+the distribution's major version is their ``version``. What a body holds is docs/events.md.
 """
 
 from __future__ import annotations

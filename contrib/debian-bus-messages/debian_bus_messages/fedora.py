@@ -62,7 +62,7 @@ def _message_class(topic: str, schema: dict[str, Any]) -> type[DebianBusMessage]
 
 
 TOPICS: list[str] = []
-for _entry in sorted((files("parsers") / "schemas").iterdir(), key=lambda e: e.name):
+for _entry in sorted((files("debian_bus_messages") / "schemas").iterdir(), key=lambda e: e.name):
     if _entry.name.endswith(".json"):
         _topic = _entry.name.removesuffix(".json")
         TOPICS.append(_topic)
