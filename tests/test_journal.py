@@ -184,3 +184,40 @@ def test_a_second_connection_in_a_process_leaves_the_first_ones_lock_in_place(tm
     assert len(first.rows_after(0, limit=100)) == 21
     first.close()
     second.close()
+
+
+def test_an_older_journal_dates_arrived_rows_by_journal_time_once_upgraded(tmp_path):
+    """Schema 5: an event that arrived (not from a backfill, not from another bus) is
+    filtered by when it was journaled, as its timestamp says; the daily counts follow."""
+    from bridge.events import Event, Naming
+    from bridge.journal import Criteria
+    from bridge.journal.sqlite import SqliteJournal
+    from tests.helpers import sql
+
+    path = tmp_path / "journal.sqlite3"
+    journal = SqliteJournal(path, Naming())
+    old = "2008-04-20T19:27:29Z"
+    journal.append([Event("a.b", {"summary": "arrived"}, dedup_key="1", occurred_at=old)], "smtp")
+    journal.append([Event("a.b", {"summary": "archived"}, dedup_key="2", occurred_at=old)],
+                   "mbox:x", backfill=True)  # fmt: skip
+    journal.close()
+    # as a bridge before schema 5 wrote the arrived row: dated by its mail
+    sql(path, "UPDATE events SET event_time = 1208719649")
+    sql(path, "DELETE FROM topic_days")
+    sql(path, "INSERT INTO topic_days VALUES ('org.debian.dev.a.b', 13980, 2)")
+    sql(path, "PRAGMA user_version = 4")
+    journal = SqliteJournal(path, Naming())
+    try:
+        (arrived_at,) = sql(path, "SELECT timestamp FROM events WHERE seq_id = 1")[0]
+        assert sql(path, "SELECT seq_id, event_time FROM events ORDER BY seq_id") == [
+            (1, arrived_at),
+            (2, 1208719649),
+        ]
+        assert sql(path, "PRAGMA user_version") == [(5,)]
+        today = journal.count(Criteria(since=arrived_at - 60))
+        in_2008 = journal.count(Criteria(since=1208719000, until=1208720000))
+        assert (today, in_2008) == (1, 1)
+        days = dict(sql(path, "SELECT day, events FROM topic_days"))
+        assert days == {1208719649 // 86400: 1, arrived_at // 86400: 1}
+    finally:
+        journal.close()

@@ -57,9 +57,9 @@ def engines(tmp_path) -> Iterator[tuple[Journal, Journal]]:
     postgres = PostgresJournal(url, NAMING)
     for journal in (sqlite, postgres):
         batch = events()
-        journal.append(batch[:40], "smtp")
-        journal.append(batch[40:50], "mbox:a", live=False)
-        journal.append(batch[50:], "smtp")
+        journal.append(batch[:40], "smtp", backfill=True)  # dated by occurred_at
+        journal.append(batch[40:50], "mbox:a", live=False, backfill=True)
+        journal.append(batch[50:], "smtp", backfill=True)
     yield sqlite, postgres
     sqlite.close()
     postgres.close()

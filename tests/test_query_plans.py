@@ -39,7 +39,7 @@ def facts() -> list[Event]:
 @pytest.fixture
 def journal(tmp_path):
     journal = SqliteJournal(tmp_path / "journal.sqlite3", NAMING)
-    journal.append(facts(), "smtp")
+    journal.append(facts(), "mbox:facts", backfill=True)  # dated by occurred_at
     yield journal
     journal.close()
 
@@ -256,7 +256,7 @@ def postgres():
 
     url, drop = postgres_schema()
     journal = PostgresJournal(url, NAMING)
-    journal.append(facts(), "smtp")
+    journal.append(facts(), "mbox:facts", backfill=True)  # dated by occurred_at
     yield journal, url
     journal.close()
     drop()

@@ -21,13 +21,19 @@ def new_envelope(
     event: Event,
     supersedes: str | None,
     not_before: int = 0,
+    *,
+    backfill: bool = False,
 ) -> tuple[Envelope, int, int]:
     """The envelope an event is journaled in (its ``msg_id`` assigned here, once), when it
-    was journaled, and the epoch second the fact happened.
+    was journaled, and its time: the envelope's ``timestamp``, which time filters read.
 
-    Journal time is never before *not_before*, the previous row's: it does not go back as
-    ``seq_id`` grows (even when the clock does), so a time range is a range of ``seq_id``.
-    A message of another bus keeps its own topic, ``msg_id`` and time."""
+    That time is one thing for every reader: an event that arrived (SMTP, the spool, a push)
+    is dated by when the bridge journaled it (a mail's Date can be days old or forged, and
+    a subscriber asking for the last hour must get what arrived in it); an event of a
+    *backfill* by when the fact happened, its ``occurred_at`` (the mail's date), as the
+    archive dates it. Journal time is never before *not_before*, the previous row's: it does
+    not go back as ``seq_id`` grows (even when the clock does). A message of another bus
+    keeps its own topic, ``msg_id`` and time."""
     now = datetime.now(UTC)
     journaled = max(int(now.timestamp()), not_before)
     if isinstance(event, ForeignEvent):
@@ -44,10 +50,11 @@ def new_envelope(
             origin=event.origin or None,
         )
         return envelope, journaled, happened
+    happened = event_epoch(event.occurred_at, journaled) if backfill else journaled
     envelope = Envelope(
         topic=naming.topic(event.topic),
         msg=event.body,
-        timestamp=journaled,
+        timestamp=happened,
         msg_id=new_msg_id(now),
         i=i,
         username=naming.username,
@@ -55,7 +62,7 @@ def new_envelope(
         index=event.index,
         supersedes=supersedes,
     )
-    return envelope, journaled, event_epoch(event.occurred_at, envelope.timestamp)
+    return envelope, journaled, happened
 
 
 # The FDICT flag of a zlib header's second byte: a preset dictionary's id follows.

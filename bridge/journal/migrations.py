@@ -91,7 +91,19 @@ CREATE TABLE replay_progress (
 );
 """
 )
-SCHEMA_VERSION = 4  # PRAGMA user_version
+SCHEMA_VERSION = 5  # PRAGMA user_version
+# 4 -> 5 on both engines: a row of the bridge's own that arrived (not from an mbox
+# backfill) is dated by when it was journaled, as its envelope's timestamp says (it was the
+# mail's Date: a filter and the timestamp it filters disagreed); the daily counts follow.
+# Rows of other buses keep their own time. (A backfill's rows keep the mail's date, but
+# those an older bridge wrote say when they were journaled in their envelope's timestamp.)
+LIVE_ROWS_BY_JOURNAL_TIME = [
+    "UPDATE events SET event_time = timestamp WHERE source NOT LIKE 'mbox:%'"
+    " AND source <> 'relay' AND source NOT LIKE 'upstream:%' AND event_time <> timestamp",
+    "DELETE FROM topic_days",
+    f"INSERT INTO topic_days (topic, day, events) SELECT topic, {SQL_DAY}, COUNT(*)"
+    " FROM events GROUP BY 1, 2",
+]
 
 # The columns of today's shape (EVENT_COLUMNS) as a journal before schema 4 holds them: the
 # base key and trust rank read from the dedup key and the envelope (see with_readers).
@@ -134,6 +146,7 @@ UPGRADES: dict[int, list[str]] = {
         "ALTER TABLE events_4 RENAME TO events",
         *EVENTS_INDEXES,
     ],
+    4: LIVE_ROWS_BY_JOURNAL_TIME,
 }
 
 
@@ -324,6 +337,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_base_key ON events USING hash (base_key);
     CREATE INDEX events_msg_id ON events USING hash (msg_id);
     """,
+    # 6: live rows dated by journal time (see LIVE_ROWS_BY_JOURNAL_TIME)
+    ";\n".join(LIVE_ROWS_BY_JOURNAL_TIME),
 ]
 POSTGRES_SCHEMA_VERSION = len(MIGRATIONS)
 

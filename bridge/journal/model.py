@@ -104,7 +104,13 @@ class Batch(ABC):
 
     @abstractmethod
     def append(
-        self, events: Sequence[Event], source: str, *, live: bool = True, overrule: bool = False
+        self,
+        events: Sequence[Event],
+        source: str,
+        *,
+        live: bool = True,
+        overrule: bool = False,
+        backfill: bool = False,
     ) -> AppendResult:
         """Store *events*; one whose topic and dedup key are known is counted as a duplicate,
         or, when it is vouched for no better than the stored one and says otherwise about
@@ -112,6 +118,8 @@ class Batch(ABC):
         operator released it) a conflicting event is stored and supersedes the other.
 
         Rows appended with ``live=False`` are history: journaled and queryable, never published.
+        Events of a *backfill* (read from an archive) are dated by when they happened (their
+        ``occurred_at``, the mail's date); others by when they were journaled.
         """
 
     @abstractmethod
@@ -144,13 +152,19 @@ class Journal(ABC):
         """One write transaction."""
 
     def append(
-        self, events: Sequence[Event], source: str, *, live: bool = True, overrule: bool = False
+        self,
+        events: Sequence[Event],
+        source: str,
+        *,
+        live: bool = True,
+        overrule: bool = False,
+        backfill: bool = False,
     ) -> AppendResult:
         """Store *events* in a transaction of their own (see :meth:`Batch.append`)."""
         if not events:
             return AppendResult()
         with self.batch() as batch:
-            return batch.append(events, source, live=live, overrule=overrule)
+            return batch.append(events, source, live=live, overrule=overrule, backfill=backfill)
 
     def set_cursor(self, name: str, position: int) -> None:
         with self.batch() as batch:

@@ -120,7 +120,13 @@ class SqlBatch(Batch):
         self._insert = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({marks})"
 
     def append(
-        self, events: Sequence[Event], source: str, *, live: bool = True, overrule: bool = False
+        self,
+        events: Sequence[Event],
+        source: str,
+        *,
+        live: bool = True,
+        overrule: bool = False,
+        backfill: bool = False,
     ) -> AppendResult:
         """Journal *events*: a fact already stored and vouched for no better is a duplicate
         (or, saying otherwise, a conflict: not stored); one better vouched for (or an
@@ -151,7 +157,7 @@ class SqlBatch(Batch):
                     result.duplicates += 1
                 continue
             last += 1
-            row = self._row(last, event, key, source, live, stored[1] if stored else None)
+            row = self._row(last, event, key, source, live, stored[1] if stored else None, backfill)
             rows.append(row)
             self._index(last, event, row[2], row[5])  # its topic and event_time
             strongest[key] = (rank, row[1], event.body)
@@ -160,7 +166,8 @@ class SqlBatch(Batch):
         if rows:
             self._write(self._insert, rows)
             self._write_index()
-            self._note_last_heard(events, self._journal._not_before)
+            if not backfill:  # an archive's mail says nothing of the subscription today
+                self._note_last_heard(events, self._journal._not_before)
             self._appended(last)
         return result
 
@@ -204,11 +211,18 @@ class SqlBatch(Batch):
         source: str,
         live: bool,
         supersedes: str | None,
+        backfill: bool = False,
     ) -> tuple:
         """The events row for *event* (:data:`EVENT_COLUMNS`), its envelope made here."""
         journal = self._journal
         envelope, journaled, event_time = new_envelope(
-            journal.naming, next(journal._counter), seq_id, event, supersedes, journal._not_before
+            journal.naming,
+            next(journal._counter),
+            seq_id,
+            event,
+            supersedes,
+            journal._not_before,
+            backfill=backfill,
         )
         journal._not_before = journaled
         return (

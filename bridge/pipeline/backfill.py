@@ -245,7 +245,10 @@ class Backfill:
         with self.journal.batch() as journal:
             results = [
                 journal.append(
-                    [] if o.status in (HELD, REJECTED) else o.events, source, live=self.options.live
+                    [] if o.status in (HELD, REJECTED) else o.events,
+                    source,
+                    live=self.options.live,
+                    backfill=True,
                 )
                 for o in outcomes
             ]
