@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from bridge.journal import Criteria
 from tests.helpers import ROOT, bridge
 from tests.web import WebServer
 
@@ -45,7 +46,33 @@ def query(state: Path, *args: str) -> list[Envelope]:
 def raw(server: WebServer, **arguments: Any) -> dict[str, Any]:
     reply = server.get("/raw?" + urlencode(arguments, doseq=True))
     assert reply.status == 200, reply.body
-    return reply.json()
+    answer = reply.json()
+    answer["raw_messages"] = [published(m) for m in answer["raw_messages"]]
+    return answer
+
+
+SHIPPED_TOPICS = {p.stem for p in (ROOT / "parsers" / "schemas").glob("*.json")}
+
+
+def published(message: dict[str, Any]) -> dict[str, Any]:
+    """*message* without its ``headers``, which must be the AMQP sink's for its envelope:
+    what fedora-messaging-era datagrepper returns (``sent-at`` being its timestamp)."""
+    message = dict(message)
+    headers = message.pop("headers")
+    topic = message["topic"].removeprefix("org.debian.dev.")
+    assert headers == {
+        "fedora_messaging_schema": f"debian_bus.{topic}"
+        if topic in SHIPPED_TOPICS
+        else "base.message",
+        "fedora_messaging_severity": 20,
+        "sent-at": datetime.fromtimestamp(message["timestamp"], UTC).isoformat(),
+        "debian_bus_seq_id": message["seq_id"],
+        "debian_bus_msg_id": message["msg_id"],
+        "debian_bus_timestamp": message["timestamp"],
+        "debian_bus_packages": message["index"].get("packages", []),
+        "debian_bus_bugs": message["index"].get("bugs", []),
+    }
+    return message
 
 
 def seq_ids(envelopes: list[Envelope]) -> list[int]:
@@ -53,11 +80,25 @@ def seq_ids(envelopes: list[Envelope]) -> list[int]:
 
 
 def happened(envelope: Envelope) -> float:
-    """When the fact happened: the mail's date the parser recorded, else when journaled."""
-    date = envelope["msg"].get("origin", {}).get("date")
-    if date:
-        return datetime.fromisoformat(date.replace("Z", "+00:00")).timestamp()
+    """The time filters read: the message's own ``timestamp``."""
     return float(envelope["timestamp"])
+
+
+def test_a_backfill_is_dated_by_its_mail_and_filters_by_that_date(history):
+    server, envelopes = history
+    dated = 0
+    for envelope in envelopes:
+        date = envelope["msg"].get("origin", {}).get("date")
+        if date:
+            moment = datetime.fromisoformat(date.replace("Z", "+00:00")).timestamp()
+            assert envelope["timestamp"] == int(moment), envelope["msg_id"]
+            dated += 1
+    assert dated > len(envelopes) * 0.9
+    # the oldest message, found by its own timestamp and by nothing else
+    oldest = min(envelopes, key=happened)
+    around = raw(server, start=oldest["timestamp"], end=oldest["timestamp"], rows_per_page=100)
+    assert oldest["msg_id"] in {m["msg_id"] for m in around["raw_messages"]}
+    assert all(m["timestamp"] == oldest["timestamp"] for m in around["raw_messages"])
 
 
 def every_page(
@@ -241,7 +282,7 @@ def test_id_returns_the_envelope_or_404(history):
     server, envelopes = history
     for envelope in (envelopes[0], envelopes[len(envelopes) // 2], envelopes[-1]):
         reply = server.get("/id?" + urlencode({"id": envelope["msg_id"]}))
-        assert reply.status == 200 and reply.json() == envelope
+        assert reply.status == 200 and published(reply.json()) == envelope
     with_meta = server.get(f"/id?id={envelopes[0]['msg_id']}&meta=summary&meta=url").json()
     assert with_meta["meta"] == {
         "summary": envelopes[0]["msg"]["summary"],
@@ -262,6 +303,10 @@ def test_id_returns_the_envelope_or_404(history):
         ("start=yesterday-ish", "start must be UNIX seconds or an ISO 8601 time"),
         ("meta=colour", "meta must be in"),
         ("callback=alert(1)", "callback must be a JavaScript function name"),
+        ("grouped=true", "grouped=true is not offered"),
+        ("grouped=perhaps", "grouped must be true or false"),
+        ("size=huge", "size must be one of small, medium, large, extra-large"),
+        ("chrome=maybe", "chrome must be true or false"),
     ],
 )
 def test_bad_arguments_are_a_400_saying_which(history, arguments, says):
@@ -277,7 +322,7 @@ def test_jsonp_wraps_the_reply_in_the_callback(history):
     assert reply.headers["content-type"].startswith("application/javascript")
     text = reply.body.decode()
     assert text.startswith("show(") and text.endswith(");")
-    assert json.loads(text[5:-2])["raw_messages"] == [envelopes[-1]]
+    assert [published(m) for m in json.loads(text[5:-2])["raw_messages"]] == [envelopes[-1]]
 
 
 @pytest.mark.parametrize("period", ["day", "month"])
@@ -311,28 +356,58 @@ def test_metrics_and_health(history):
     assert f'bridge_sink_lag{{sink="zeromq"}} {float(len(envelopes))}' in lines
     health = server.get("/healthz").json()
     assert health == {"status": "ok", "journal": "ok", "last_seq_id": len(envelopes)}
-    # when each list and topic family was last heard from: the newest journal time of its
-    # events (what an operator alerts on when a subscription lapses)
-    newest: dict[tuple[str, str], int] = {}
-    for e in envelopes:
-        family = e["topic"].split(".")[3]
-        listed = (e["msg"].get("origin") or {}).get("list")
-        for key in [("family", family)] + ([("list", listed.strip("<>"))] if listed else []):
-            newest[key] = max(newest.get(key, 0), e["timestamp"])
-    assert {k for k, _ in newest} == {"family", "list"}
+    # a backfill says nothing of whether a list subscription still delivers
+    assert last_heard(metrics.body.decode()) == {}
+    assert any(line.startswith('bridge_build_info{python="') for line in lines)
+    assert "bridge_web_view_fresh 1.0" in lines
+    assert any(line.startswith("process_cpu_seconds_total ") for line in lines)
+
+
+def last_heard(metrics_text: str) -> dict[tuple[str, str], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    heard = {
+    return {
         (kind, sample.labels[kind]): sample.value
-        for family in text_string_to_metric_families(metrics.body.decode())
+        for family in text_string_to_metric_families(metrics_text)
         for kind in ("list", "family")
         if family.name == f"bridge_{kind}_last_event_timestamp_seconds"
         for sample in family.samples
     }
-    assert heard == newest
-    assert any(line.startswith('bridge_build_info{python="') for line in lines)
-    assert "bridge_web_view_fresh 1.0" in lines
-    assert any(line.startswith("process_cpu_seconds_total ") for line in lines)
+
+
+def test_metrics_say_when_each_list_and_family_last_brought_live_mail(tmp_path):
+    from bridge.events import Event, Naming
+    from bridge.journal.sqlite import SqliteJournal
+
+    state = tmp_path / "state"
+    state.mkdir()
+    journal = SqliteJournal(state / "journal.sqlite3", Naming())
+
+    def event(n: int, topic: str, listed: str | None) -> Event:
+        origin = {"list": f"<{listed}>"} if listed else {}
+        body = {"summary": f"fact {n}", "origin": origin}
+        return Event(topic, body, dedup_key=f"fact-{n}", occurred_at="2008-04-01T00:00:00Z")
+
+    journal.append([event(1, "debbugs.bug.report", "debian-bugs-dist.lists.debian.org")], "smtp")
+    journal.append([event(2, "dak.upload.accepted", None)], "smtp")
+    # an archive's old mail of another list, replayed later: not a sign of life
+    journal.append([event(3, "dak.upload.accepted", "old.lists.example.org")], "mbox:old",
+                   backfill=True)  # fmt: skip
+    envelopes = journal.find(Criteria(), newest_first=False)
+    journal.close()
+    live = {e.seq_id: e.timestamp for e in envelopes}
+    assert envelopes[2].timestamp == 1207008000  # the backfill is dated by its mail
+    server = WebServer(state).start()
+    try:
+        heard = last_heard(server.get("/metrics").body.decode())
+    finally:
+        server.stop()
+    assert heard == {
+        ("list", "debian-bugs-dist.lists.debian.org"): live[1],
+        ("family", "debbugs"): live[1],
+        ("family", "dak"): live[2],
+    }
+    assert live[1] > 1207008000 and live[2] >= live[1]  # journal time, not the mail's date
 
 
 def test_live_streams_wake_on_postgresqls_notification_not_on_a_timer():
@@ -398,3 +473,149 @@ def test_every_topic_bridge_parsers_lists_has_its_schema_on_the_web(history):
         assert index[event_topic]["schema"] == f"/v1/schemas/{event_topic}"
     missing = server.get("/v1/schemas/no.such.topic")
     assert missing.status == 404 and "no installed parser declares" in missing.json()["error"]
+
+
+ASYNCAPI_SPEC = ROOT / "tests" / "specs" / "asyncapi-3.0.0.json"
+ASYNCAPI_SPEC_SHA256 = "1786a007ac00344a8f529e5a6fc5db786b0be6757e0b94a8b95a8a6a52b7fe9a"
+
+
+def test_the_asyncapi_document_is_valid_and_names_every_topic_with_schema_and_example(history):
+    import hashlib
+
+    import jsonschema
+
+    server, envelopes = history
+    spec_bytes = ASYNCAPI_SPEC.read_bytes()
+    assert hashlib.sha256(spec_bytes).hexdigest() == ASYNCAPI_SPEC_SHA256
+    reply = server.get("/v1/asyncapi.json")
+    assert reply.status == 200
+    document = reply.json()
+    validator = jsonschema.Draft7Validator(json.loads(spec_bytes))
+    problems = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
+    assert problems == []
+    # a document that breaks the specification is caught (the validator is not vacuous)
+    broken = dict(document, channels={"x": {"address": 3}})
+    assert not validator.is_valid(broken)
+
+    listed = bridge("parsers").stdout.decode().splitlines()
+    topics = sorted(
+        t for line in listed if "\tok\t" in line for t in line.split("\t")[4].split(",")
+    )
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    assert addresses == {f"org.debian.dev.{topic}" for topic in topics}
+    newest: dict[str, dict] = {}
+    for envelope in envelopes:  # oldest first: the last of each topic wins
+        newest[envelope["topic"].removeprefix("org.debian.dev.")] = envelope["msg"]
+    assert len(newest) >= 5
+    messages = document["components"]["messages"]
+    for topic in topics:
+        message = messages[topic]
+        shipped = ROOT / "parsers" / "schemas" / f"{topic}.json"
+        if shipped.exists():
+            assert message["payload"]["schema"] == json.loads(shipped.read_text("utf-8"))
+        channel = document["channels"][topic]
+        assert channel["bindings"]["amqp"]["exchange"]["name"] == "amq.topic"
+        assert channel["bindings"]["amqp"]["is"] == "routingKey"
+        if topic in newest:
+            example = message["examples"][0]["payload"]
+            assert example == newest[topic]
+            jsonschema.Draft202012Validator(message["payload"]["schema"]).validate(example)
+        else:
+            assert "examples" not in message
+    assert document["servers"]["zeromq"]["host"] == "127.0.0.1:9940"
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_a_browser_gets_html_cards_as_datagrepper_renders_them(history):
+    import re
+
+    server, envelopes = history
+    newest = envelopes[::-1][:3]
+
+    def cards(reply) -> list[tuple[str, int]]:
+        assert reply.status == 200 and reply.headers["content-type"].startswith("text/html")
+        found = re.findall(
+            r'<article class="card ([a-z-]+)" data-seq-id="(\d+)"', reply.body.decode()
+        )
+        return [(size, int(seq_id)) for size, seq_id in found]
+
+    page = server.get("/raw?rows_per_page=3", {"Accept": BROWSER_ACCEPT})
+    assert cards(page) == [("large", e["seq_id"]) for e in newest]
+    text = page.body.decode()
+    assert text.startswith("<!doctype html>") and 'rel="next"' in text
+    assert newest[0]["msg"]["summary"] in text.replace("&#x27;", "'").replace("&quot;", '"')
+    small = server.get("/raw?rows_per_page=3&size=small&chrome=false", {"Accept": BROWSER_ACCEPT})
+    assert cards(small) == [("small", e["seq_id"]) for e in newest]
+    assert not small.body.startswith(b"<!doctype") and b"<time" not in small.body
+    whole = server.get("/raw?rows_per_page=1&size=extra-large", {"Accept": BROWSER_ACCEPT})
+    assert b"<pre>" in whole.body
+    one = server.get(f"/id?id={newest[1]['msg_id']}", {"Accept": BROWSER_ACCEPT})
+    assert cards(one) == [("large", newest[1]["seq_id"])]
+    # scripts get JSON, as from datagrepper: asked for, or with no preference (*/*)
+    for accept in ("application/json", "*/*", ""):
+        reply = server.get("/raw?rows_per_page=1", {"Accept": accept} if accept else {})
+        assert reply.headers["content-type"].startswith("application/json"), accept
+
+
+def test_a_datagrepper_script_asking_for_the_last_day_gets_mail_that_just_arrived(tmp_path):
+    """Real bug mail dated months ago arrives now: ``delta=86400`` finds it, each message's
+    ``timestamp`` is when it arrived, and a window around that timestamp finds it too."""
+    import urllib.request
+
+    from tests.helpers import Server, send
+
+    mails = sorted((ROOT / "fixtures" / "debbugs").glob("*.eml"))[:6]
+    # how many events they make, as their fixtures say (an acknowledgement makes none)
+    expected = sum(
+        len(made) if isinstance(made, list) else 0
+        for made in (json.loads(m.with_suffix(".json").read_text("utf-8")) for m in mails)
+    )
+    state = tmp_path / "state"
+    server = Server(state).start()
+    web = WebServer(state).start()
+    try:
+        server.wait_for_smtp()
+        sent_at = time.time()
+        for mail in mails:
+            assert send(server, mail.read_bytes()) == {}
+        journaled = len(wait_for_events(state, expected))
+
+        def fetch(**arguments: Any) -> dict[str, Any]:  # as a datagrepper script does it
+            address = f"{web.base}/raw?{urlencode(arguments)}"
+            with urllib.request.urlopen(address, timeout=10) as answer:
+                return json.load(answer)
+
+        messages, page = [], 1
+        while True:
+            reply = fetch(delta=86400, rows_per_page=100, page=page)
+            messages += reply["raw_messages"]
+            if page >= reply["pages"]:
+                break
+            page += 1
+        assert len(messages) == reply["total"] == journaled
+        for message in messages:
+            assert sent_at - 1 <= message["timestamp"] <= time.time() + 1
+            dated = message["msg"]["origin"]["date"]
+            assert (
+                datetime.fromisoformat(dated.replace("Z", "+00:00")).timestamp() < sent_at - 86400
+            )
+            around = fetch(start=message["timestamp"], end=message["timestamp"], rows_per_page=100)
+            assert message["msg_id"] in {m["msg_id"] for m in around["raw_messages"]}
+        # the mail's own date finds nothing: the filter reads the same time the reply shows
+        oldest = min(messages, key=lambda m: m["msg"]["origin"]["date"])["msg"]["origin"]["date"]
+        assert fetch(start=oldest, delta=60)["total"] == 0
+    finally:
+        web.stop()
+        server.stop()
+
+
+def wait_for_events(state: Path, count: int) -> list[Envelope]:
+    """The journal's envelopes once it holds *count* of them."""
+    from tests.helpers import wait_until
+
+    wait_until(lambda: len(query(state)) >= count, 20, f"{count} events to be journaled")
+    found = query(state)
+    assert len(found) == count
+    return found

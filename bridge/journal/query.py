@@ -2,9 +2,10 @@
 defaults and limits, read into a journal search.
 
 A script written for datagrepper works here by changing the base URL. Where this bridge
-differs, it says so: times are when the events happened (for live mail, when it arrived);
-``topic`` matches a topic or the start of one; ``user`` and ``agent`` both match the people an
-event names (name, e-mail or Debian login); ``bug`` is this bridge's own.
+differs, it says so: times are each message's ``timestamp`` (when the bridge journaled it;
+for a backfill, the mail's date); ``topic`` matches a topic or the start of one; ``user`` and
+``agent`` both match the people an event names (name, e-mail or Debian login); ``bug`` is
+this bridge's own; ``grouped=true`` is refused (there is nothing to group by).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ END_ONLY_DELTA = 600.0  # datagrepper's table: "the 600 seconds before end"
 META = ("summary", "text", "url", "app_icon", "agent_avatar", "usernames", "packages",
         "containers", "modules", "flatpaks", "date")  # fmt: skip
 META_LEGACY = {"subtitle": "summary", "link": "url", "icon": "app_icon"}
+SIZES = ("small", "medium", "large", "extra-large")  # datagrepper's HTML card sizes
 _CALLBACK = re.compile(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*")
 _DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() also takes "²"
 MAX_PAGE = 1_000_000
@@ -78,6 +80,9 @@ class Query:
     order: str = "desc"
     meta: list[str] = field(default_factory=list)
     callback: str | None = None
+    # how a browser's HTML shows each message, and whether with the page around it
+    size: str = "large"
+    chrome: bool = True
 
     @property
     def offset(self) -> int:
@@ -116,6 +121,9 @@ class Query:
             "rows_per_page": self.rows_per_page,
             "order": self.order,
             "meta": self.meta,
+            "grouped": False,
+            "size": self.size,
+            "chrome": self.chrome,
         }
 
 
@@ -154,7 +162,23 @@ def read_query(args: Any, *, now: Callable[[], float] = time.time) -> Query:
     callback = args.get("callback") or None
     if callback is not None and not _CALLBACK.fullmatch(callback):
         raise BadRequest("callback must be a JavaScript function name")
-    return Query(start, end, delta, filters, page, rows, order, meta, callback)
+    size = args.get("size", "large")
+    if size not in SIZES:
+        raise BadRequest(f"size must be one of {', '.join(SIZES)}, not {size[:40]!r}")
+    chrome = _boolean(args.get("chrome", "true"), "chrome")
+    if _boolean(args.get("grouped", "false"), "grouped"):
+        raise BadRequest(
+            "grouped=true is not offered: datagrepper groups with fedmsg.meta's conglomerators,"
+            " which this bridge has none of; ask without it (each event is one message)"
+        )
+    return Query(start, end, delta, filters, page, rows, order, meta, callback, size, chrome)
+
+
+def _boolean(value: str, name: str) -> bool:
+    """A datagrepper flag: ``true`` or ``false`` (any case)."""
+    if value.lower() not in ("true", "false"):
+        raise BadRequest(f"{name} must be true or false, not {value[:40]!r}")
+    return value.lower() == "true"
 
 
 def read_meta(args: Any) -> list[str]:

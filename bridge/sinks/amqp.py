@@ -76,20 +76,27 @@ def message_of(
             "delivery_mode": 2,
             # msg_id is "<year>-<uuid4>": the UUID is what fedora-messaging calls message_id
             "message_id": envelope.msg_id.split("-", 1)[1],
-            "headers": {
-                "fedora_messaging_schema": schema_name(event_topic, known),
-                "fedora_messaging_severity": SEVERITY_INFO,
-                "sent-at": sent.isoformat(),
-                "debian_bus_seq_id": envelope.seq_id,
-                "debian_bus_msg_id": envelope.msg_id,
-                # the envelope's own time (sent-at is when this message left the bridge)
-                "debian_bus_timestamp": envelope.timestamp,
-                # what the event is about, for filtering without knowing each body
-                "debian_bus_packages": envelope.packages,
-                "debian_bus_bugs": envelope.bugs,
-            },
+            "headers": amqp_headers(envelope, event_topic, known, sent),
         },
     )
+
+
+def amqp_headers(
+    envelope: Envelope, event_topic: str, known: frozenset[str], sent: datetime
+) -> dict[str, Any]:
+    """The headers a message of *envelope* carries (and datagrepper-style history shows)."""
+    return {
+        "fedora_messaging_schema": schema_name(event_topic, known),
+        "fedora_messaging_severity": SEVERITY_INFO,
+        "sent-at": sent.isoformat(),
+        "debian_bus_seq_id": envelope.seq_id,
+        "debian_bus_msg_id": envelope.msg_id,
+        # the envelope's own time (sent-at is when this message left the bridge)
+        "debian_bus_timestamp": envelope.timestamp,
+        # what the event is about, for filtering without knowing each body
+        "debian_bus_packages": envelope.packages,
+        "debian_bus_bugs": envelope.bugs,
+    }
 
 
 def connection_parameters(

@@ -1,24 +1,46 @@
 """The history API, as datagrepper answers it: ``/raw`` (pages of messages), ``/id`` (one
-message) and ``/v1/stats`` (counts by topic and period)."""
+message) and ``/v1/stats`` (counts by topic and period). Each message carries the
+``headers`` fedora-messaging-era datagrepper returns (those the AMQP sink sends), and a
+browser gets the messages as HTML cards (:mod:`bridge.web.cards`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from bridge.events import Envelope, Naming
 from bridge.journal import PERIODS, Journal
 from bridge.journal.query import BadRequest, raw_message, read_meta, read_query
+from bridge.sinks.amqp import amqp_headers
+from bridge.web import cards
 from bridge.web.answers import error, reply
 from bridge.web.pool import Journals
 
 
 class HistoryApi:
-    """The routes that answer from the journal's history."""
+    """The routes that answer from the journal's history; *known_topics* gives the topics
+    the installed parsers declare (their fedora-messaging classes are named after them)."""
 
-    def __init__(self, journals: Journals):
+    def __init__(
+        self, journals: Journals, naming: Naming, known_topics: Callable[[], frozenset[str]]
+    ):
         self.journals = journals
+        self.naming = naming
+        self.known_topics = known_topics
+
+    def _message(self, envelope_json: str, meta: list[str]) -> dict[str, Any]:
+        """One of ``raw_messages``: the envelope, its ``meta``, and its AMQP ``headers``
+        (``sent-at`` being its timestamp, as datanommer gives it for a message without)."""
+        message = raw_message(envelope_json, meta)
+        envelope = Envelope.from_json(envelope_json)
+        when = datetime.fromtimestamp(envelope.timestamp, UTC)
+        topic = self.naming.event_topic(envelope.topic)
+        message["headers"] = amqp_headers(envelope, topic, self.known_topics(), when)
+        return message
 
     async def raw(self, request: Request) -> Response:
         try:
@@ -35,13 +57,26 @@ class HistoryApi:
                 limit=query.rows_per_page,
                 offset=query.offset,
             )
-            return total, [raw_message(row.envelope, query.meta) for row in found]
+            return total, [self._message(row.envelope, query.meta) for row in found]
 
         total, messages = await self.journals.run(read)
+        pages = -(-total // query.rows_per_page)
+        if not query.callback and cards.prefers_html(request.headers.get("accept", "")):
+            pager = cards.raw_pager(list(request.query_params.multi_items()), query.page, pages)
+            return HTMLResponse(
+                cards.cards_page(
+                    messages,
+                    size=query.size,
+                    chrome=query.chrome,
+                    naming=self.naming,
+                    title=f"{total} messages, page {query.page} of {max(pages, 1)}",
+                    pager=pager,
+                )
+            )
         data = {
             "arguments": query.arguments(),
             "count": len(messages),
-            "pages": -(-total // query.rows_per_page),
+            "pages": pages,
             "raw_messages": messages,
             "total": total,
         }
@@ -53,12 +88,23 @@ class HistoryApi:
             return error(400, "give the message: /id?id=MSG_ID")
         try:
             meta = read_meta(request.query_params)
+            shown = read_query(request.query_params)  # size and chrome, for a browser
         except BadRequest as e:
             return error(e.status, str(e))
         envelope = await self.journals.run(lambda j: j.by_msg_id(msg_id))
         if envelope is None:
             return error(404, f"no message {msg_id!r}")
-        return JSONResponse(raw_message(envelope.to_json(), meta))
+        message = self._message(envelope.to_json(), meta)
+        if cards.prefers_html(request.headers.get("accept", "")):
+            page = cards.cards_page(
+                [message],
+                size=shown.size,
+                chrome=shown.chrome,
+                naming=self.naming,
+                title=f"message {msg_id}",
+            )
+            return HTMLResponse(page)
+        return JSONResponse(message)
 
     async def stats(self, request: Request) -> Response:
         try:

@@ -49,11 +49,11 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
     """The application for *config*; *poll_interval* is how often a live stream looks for
     new rows where the journal cannot say when it has some."""
     journals = Journals(config)
-    history = HistoryApi(journals)
+    contracts = Contracts(config, journals)
+    history = HistoryApi(journals, config.naming, contracts.known_topics)
     live = LivePage(config, journals, poll_interval)
     health = Health(config, journals)
     feeds = Feeds(config, journals)
-    contracts = Contracts(config)
     publisher = Publisher(config, journals.run)
     routes = [
         Route("/", live.home),
@@ -68,6 +68,7 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
         Route("/v1/feed", feeds.feed),
         Route("/v1/schemas", contracts.index),
         Route("/v1/schemas/{topic}", contracts.schema),
+        Route("/v1/asyncapi.json", contracts.asyncapi),
         Route("/v1/notify/{name}/preview", feeds.preview_json),
         Route("/notify/{name}", feeds.preview_page),
         Route("/v1/publish", publisher.endpoint, methods=["POST"]),
