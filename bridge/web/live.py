@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -32,17 +35,28 @@ class LivePage:
     async def home(self, request: Request) -> Response:
         try:
             query = read_query(request.query_params)
+            before = seq_id_argument(request.query_params.get("before"), "before")
         except BadRequest as e:  # a page for a browser, JSON for any other client
             if "text/html" in request.headers.get("accept", ""):
                 return HTMLResponse(page.error_page(str(e)), e.status)
             return error(e.status, str(e))
         criteria = query.criteria()
+        # keyset paging: the page before a seq_id is the same whatever arrives meanwhile
+        shown = query.criteria(upto=before - 1) if before is not None else criteria
         limit = self.config.web.page_events
+        start, now = page.chart_window(time.time())
 
         def read(journal: Journal) -> page.View:
-            rows = journal.find_rows(criteria, newest_first=True, limit=limit)
+            rows = journal.find_rows(shown, newest_first=True, limit=limit + 1)
+            activity = journal.stats(replace(criteria, since=start), "day")
             return page.View(
-                rows=rows, last_seq_id=journal.last_seq_id(), total=journal.count(criteria)
+                rows=rows[:limit],
+                last_seq_id=journal.last_seq_id(),
+                total=journal.count(criteria),
+                activity=activity,
+                chart_end=now,
+                before=before,
+                older=len(rows) > limit,
             )
 
         view = await self.journals.run(read)
@@ -69,12 +83,17 @@ class LivePage:
                 lambda j: j.find_rows(criteria, newest_first=False, limit=STREAM_BATCH)
             )
 
+        as_html = request.query_params.get("format") == "html"  # the page's own stream
+        naming = self.config.naming
         body = events(
             search,
             self.watch,
             start,
             request.is_disconnected,
             lambda: self.slots.give_back(client),
+            render=(lambda row: page.item_or_note(json.loads(row.envelope), naming))
+            if as_html
+            else None,
         )
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(body, media_type="text/event-stream", headers=headers)
@@ -85,7 +104,14 @@ def stream_start(request: Request) -> int | None:
     else after ``?after=``, else (None) after the newest row."""
     for value in (request.headers.get("last-event-id"), request.query_params.get("after")):
         if value:
-            if not _SEQ_ID.fullmatch(value):
-                raise BadRequest(f"an event id is a seq_id (up to 18 digits), not {value[:40]!r}")
-            return int(value)
+            return seq_id_argument(value, "an event id")
     return None
+
+
+def seq_id_argument(value: str | None, name: str) -> int | None:
+    """A ``seq_id`` a request names (None when it names none)."""
+    if not value:
+        return None
+    if not _SEQ_ID.fullmatch(value):
+        raise BadRequest(f"{name} is a seq_id (up to 18 digits), not {value[:40]!r}")
+    return int(value)

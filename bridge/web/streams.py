@@ -140,10 +140,12 @@ async def events(
     after: int,
     disconnected: Callable[[], Awaitable[bool]],
     on_close: Callable[[], None],
+    render: Callable[[Any], str] | None = None,
 ) -> AsyncIterator[str]:
-    """The stream: each matching row as it is journaled, ``id`` its seq_id; a comment now
-    and then so proxies keep the connection open. *search(after, upto)* gives the matching
-    rows in that range, oldest first, at most :data:`STREAM_BATCH`."""
+    """The stream: each matching row as it is journaled, ``id`` its seq_id, its data the
+    envelope (or what *render* makes of the row); a comment now and then so proxies keep
+    the connection open. *search(after, upto)* gives the matching rows in that range,
+    oldest first, at most :data:`STREAM_BATCH`."""
     try:
         yield "retry: 2000\n\n"
         while True:
@@ -155,7 +157,8 @@ async def events(
                 continue
             rows = await search(after, newest)
             for row in rows:
-                yield f"id: {row.seq_id}\nevent: message\ndata: {row.envelope}\n\n"
+                data = row.envelope if render is None else " ".join(render(row).splitlines())
+                yield f"id: {row.seq_id}\nevent: message\ndata: {data}\n\n"
             # past every row looked at, matched or not, unless the batch was cut short
             after = rows[-1].seq_id if len(rows) == STREAM_BATCH else newest
             if await disconnected():
