@@ -217,3 +217,66 @@ def test_bridge_tail_reads_a_durable_queue_on_the_broker(tmp_path):
     assert later.stderr.decode().startswith("bridge tail: 127.0.0.1:")
     bad = bridge("tail", "--amqp", "http://example.org")
     assert bad.returncode == 2 and bad.stderr.count(b"\n") == 1
+
+
+def test_the_cursor_moves_only_past_rows_the_broker_confirmed_when_it_refuses_one(tmp_path):
+    """A queue that holds one message and refuses more (x-overflow reject-publish) makes the
+    broker nack the second row of a batch: the sink stops there, its cursor past the first
+    row only, and sends the rest again once the queue has room."""
+    from bridge.events import Event, Naming
+    from bridge.journal.sqlite import SqliteJournal
+    from bridge.sinks.amqp import AmqpSink, connection_parameters
+    from bridge.sinks.confirms import BrokerError
+
+    pika = pika_or_skip()
+    naming = Naming(environment=f"nack{uuid.uuid4().hex[:8]}")
+    journal = SqliteJournal(tmp_path / "journal.sqlite3", naming)
+    journal.append([Event("a.b", {"summary": f"fact {n}"}, dedup_key=str(n)) for n in range(3)],
+                   "smtp")  # fmt: skip
+    connection = pika.BlockingConnection(pika.URLParameters(URL.format(port=BROKER[1])))
+    channel = connection.channel()
+    queue = f"bridge-test-full-{uuid.uuid4()}"
+    channel.queue_declare(queue, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    channel.queue_bind(queue, "amq.topic", routing_key=f"org.debian.{naming.environment}.#")
+    sink = AmqpSink(journal, connection_parameters(URL.format(port=BROKER[1])))
+    try:
+        sink.connect()
+        with pytest.raises(BrokerError, match="refused message 2 of 3"):
+            sink.publish_pending()
+        assert sink.cursor == 1  # the first row, confirmed; not the refused second
+        assert journal.cursor("amqp") == 0  # recorded durably only past a whole batch
+        assert channel.basic_get(queue, auto_ack=True)[2] is not None  # room again
+        sink.disconnect()
+        sink.connect()
+        with pytest.raises(BrokerError, match="refused message 2 of 2"):
+            sink.publish_pending()  # the second row again; the queue takes it, not the third
+        assert sink.cursor == 2
+        method, properties, _ = channel.basic_get(queue, auto_ack=True)
+        assert properties.headers["debian_bus_seq_id"] == 2
+    finally:
+        sink.disconnect()
+        channel.queue_delete(queue)
+        connection.close()
+        journal.close()
+
+
+def test_a_batch_counts_confirmed_messages_from_its_start_whatever_order_acks_come_in():
+    from bridge.sinks.confirms import _Batch
+
+    batch = _Batch(first=11, size=5, confirmed_upto=10)  # tags 11..15
+    batch.confirm(13, multiple=False)
+    batch.confirm(12, multiple=False)
+    assert (batch.confirmed, batch.done) == (0, False)  # 11 is still out
+    batch.confirm(11, multiple=False)
+    assert batch.confirmed == 3  # 11, 12 and 13, in a row
+    batch.confirm(15, multiple=True)  # everything up to 15
+    assert (batch.confirmed, batch.done) == (5, True)
+
+    refused = _Batch(first=1, size=4, confirmed_upto=0)
+    refused.confirm(1, multiple=False)
+    refused.confirm(3, multiple=False)
+    refused.refuse(2, multiple=False)
+    assert (refused.confirmed, refused.done) == (1, True)
+    everything = _Batch(first=1, size=3, confirmed_upto=0)
+    everything.refuse(3, multiple=True)  # a multiple nack: none of the unconfirmed is taken
+    assert everything.confirmed == 0

@@ -7,41 +7,32 @@ the rows in flight (at-least-once; consumers drop duplicates by ``debian_bus_seq
 broker that is away stalls only this sink: it retries with growing pauses, logs once when
 the connection is lost and once when it is back, and then catches up in order.
 
-pika's BlockingConnection with publisher confirms: each publish returns once the broker
-has the message, which is the order-preserving, confirmed delivery this sink needs.
+A batch of rows is published at once and the broker confirms them as it takes them
+(asynchronous publisher confirms, :mod:`bridge.sinks.confirms`): the cursor moves past the
+rows confirmed from the batch's start, and no further.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge.events import Envelope, amqp_timestamp
 from bridge.journal import Journal, Row
 from bridge.sinks.base import Sink
+from bridge.sinks.confirms import ConfirmingPublisher, Message
 
 log = logging.getLogger(__name__)
 
 CURSOR = "amqp"
 SEVERITY_INFO = 20
 SCHEMA_PREFIX = "debian_bus."  # the schema package's entry points: debian_bus.<event topic>
-
-
-@dataclass(frozen=True)
-class Message:
-    """One row as it goes to the broker."""
-
-    routing_key: str
-    body: bytes
-    properties: dict[str, Any]
 
 
 def builtin_topics() -> frozenset[str]:
@@ -135,43 +126,32 @@ class AmqpSink(Sink):
         poll_interval: float = 0.2,
     ):
         super().__init__(journal, batch_size=batch_size, poll_interval=poll_interval)
-        self.parameters = parameters
-        self.exchange = exchange
         self.known_topics = known_topics
-        self._connection: Any = None
-        self._channel: Any = None
+        self._publisher = ConfirmingPublisher(parameters, exchange)
 
     def connect(self) -> bool:
-        if self._channel is not None:
+        if self._publisher.open:
             return False
-        import pika
-
-        self._connection = pika.BlockingConnection(self.parameters)
-        self._channel = self._connection.channel()
-        self._channel.confirm_delivery()
+        self._publisher.close()
+        self._publisher.connect()
         return True
 
     def disconnect(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
-            with contextlib.suppress(Exception):  # already broken: nothing more to release
-                connection.close()
+        self._publisher.close()
 
     def send(self, rows: Sequence[Row]) -> None:
-        """Each row published and confirmed by the broker, in order (pika raises on a nack
-        or a lost connection: the cursor then stays before the batch)."""
-        import pika
-
-        for row in rows:
-            envelope = Envelope.from_json(row.envelope)
-            message = message_of(envelope, row.event_topic, self.known_topics)
-            self._channel.basic_publish(
-                self.exchange,
-                message.routing_key,
-                message.body,
-                pika.BasicProperties(**message.properties),
-            )
-            self.cursor = row.seq_id  # confirmed: a retry starts after it (durably per batch)
+        """The rows published at once, in order; the cursor moves past those the broker
+        confirmed from the first (on a nack or a lost connection this raises, and a retry
+        starts after the last confirmed one: durably once the batch is recorded)."""
+        messages = [
+            message_of(Envelope.from_json(row.envelope), row.event_topic, self.known_topics)
+            for row in rows
+        ]
+        try:
+            self._publisher.publish(messages)
+        finally:
+            if self._publisher.confirmed:
+                self.cursor = rows[self._publisher.confirmed - 1].seq_id
 
     def wait(self, stop: threading.Event, seconds: float) -> None:
         """Wait for a wake-up or *seconds*, keeping the connection alive (heartbeats)."""
@@ -180,7 +160,7 @@ class AmqpSink(Sink):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            self._connection.process_data_events(time_limit=min(remaining, 0.1))
+            self._publisher.idle(min(remaining, 0.1))
         self._wake.clear()
 
 
