@@ -122,6 +122,22 @@ class Batch(ABC):
         ``occurred_at``, the mail's date); others by when they were journaled.
         """
 
+    def append_groups(
+        self,
+        groups: Sequence[Sequence[Event]],
+        source: str,
+        *,
+        live: bool = True,
+        overrule: bool = False,
+        backfill: bool = False,
+    ) -> list[AppendResult]:
+        """:meth:`append` of each group of events in turn, a result each (an engine may do
+        them at once)."""
+        return [
+            self.append(group, source, live=live, overrule=overrule, backfill=backfill)
+            for group in groups
+        ]
+
     @abstractmethod
     def set_cursor(self, name: str, position: int) -> None:
         """Record a reader's position (a publisher's seq_id, the worker's spool position)."""

@@ -131,45 +131,70 @@ class SqlBatch(Batch):
         """Journal *events*: a fact already stored and vouched for no better is a duplicate
         (or, saying otherwise, a conflict: not stored); one better vouched for (or an
         operator's choice, *overrule*) gets a row of its own naming the one it supersedes."""
-        result = AppendResult()
+        (result,) = self.append_groups(
+            [events], source, live=live, overrule=overrule, backfill=backfill
+        )
+        return result
+
+    def append_groups(
+        self,
+        groups: Sequence[Sequence[Event]],
+        source: str,
+        *,
+        live: bool = True,
+        overrule: bool = False,
+        backfill: bool = False,
+    ) -> list[AppendResult]:
+        """:meth:`append` of each group (a mail's events), in order, as if one after the
+        other, with one look-up of what the journal holds and one write for them all: a
+        backfill journals hundreds of mails a batch."""
+        results = [AppendResult() for _ in groups]
+        events = [event for group in groups for event in group]
         if not events:
-            return result
+            return results
         last, self._journal._not_before = self._latest()
         known = self._known_msg_ids([e.msg_id for e in events if isinstance(e, ForeignEvent)])
-        if known:  # messages of other buses this journal holds already: duplicates
-            result.duplicates += sum(
-                1 for e in events if isinstance(e, ForeignEvent) and e.msg_id in known
-            )
-            events = [e for e in events if not (isinstance(e, ForeignEvent) and e.msg_id in known)]
-        keys = [dedup_key_of(event) for event in events]
-        strongest = self._strongest(sorted(set(keys)))
+        keys = {
+            id(event): dedup_key_of(event)
+            for event in events
+            if not (isinstance(event, ForeignEvent) and event.msg_id in known)
+        }
+        strongest = self._strongest(sorted(set(keys.values())))
         rows: list[tuple] = []
-        for event, key in zip(events, keys, strict=True):
-            rank = trust_rank(event.body)
-            stored = strongest.get(key)
-            if stored is not None and rank <= stored[0] and not overrule:
-                differing = differing_facts(event.body, body_of(stored[2]))
-                if differing:
-                    result.conflicts.append(
-                        Conflict(event.topic, event.dedup_key or "", stored[1], tuple(differing))
-                    )
-                else:
+        for group, result in zip(groups, results, strict=True):
+            for event in group:
+                key = keys.get(id(event))
+                if key is None:  # a message of another bus this journal holds already
                     result.duplicates += 1
-                continue
-            last += 1
-            row = self._row(last, event, key, source, live, stored[1] if stored else None, backfill)
-            rows.append(row)
-            self._index(last, event, row[2], row[5])  # its topic and event_time
-            strongest[key] = (rank, row[1], event.body)
-            result.seq_ids.append(last)
-            result.topics.append(event.topic)
+                    continue
+                rank = trust_rank(event.body)
+                stored = strongest.get(key)
+                if stored is not None and rank <= stored[0] and not overrule:
+                    differing = differing_facts(event.body, body_of(stored[2]))
+                    if differing:
+                        result.conflicts.append(
+                            Conflict(
+                                event.topic, event.dedup_key or "", stored[1], tuple(differing)
+                            )
+                        )
+                    else:
+                        result.duplicates += 1
+                    continue
+                last += 1
+                supersedes = stored[1] if stored else None
+                row = self._row(last, event, key, source, live, supersedes, backfill)
+                rows.append(row)
+                self._index(last, event, row[2], row[5])  # its topic and event_time
+                strongest[key] = (rank, row[1], event.body)
+                result.seq_ids.append(last)
+                result.topics.append(event.topic)
         if rows:
             self._write(self._insert, rows)
             self._write_index()
             if not backfill:  # an archive's mail says nothing of the subscription today
                 self._note_last_heard(events, self._journal._not_before)
             self._appended(last)
-        return result
+        return results
 
     def _note_last_heard(self, events: Sequence[Event], when: int) -> None:
         """When each mailing list and each topic family last brought an event (``last.list.*``

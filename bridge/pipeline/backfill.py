@@ -243,15 +243,12 @@ class Backfill:
                 )
         source = f"mbox:{path.name}"
         with self.journal.batch() as journal:
-            results = [
-                journal.append(
-                    [] if o.status in (HELD, REJECTED) else o.events,
-                    source,
-                    live=self.options.live,
-                    backfill=True,
-                )
-                for o in outcomes
-            ]
+            results = journal.append_groups(
+                [[] if o.status in (HELD, REJECTED) else o.events for o in outcomes],
+                source,
+                live=self.options.live,
+                backfill=True,
+            )
             for message, result in zip(batch, results, strict=True):
                 if result.conflicts:  # kept for the operator, as the worker keeps them
                     self.spool.keep(
