@@ -38,14 +38,19 @@ def listed(driver) -> list[str]:
     return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#events li.event")]
 
 
+def replay_corpus(corpus: Path, tmp_path: Path, state_dir: Path, leave_out: Path | None = None):
+    """The corpus's mail (but *leave_out*) backfilled into *state_dir*'s journal."""
+    mails = [p for p in sorted(corpus.glob("mails/*/*.eml")) if p != leave_out]
+    mbox = write_mbox(tmp_path / "corpus.mbox", [p.read_bytes() for p in mails])
+    replayed = bridge("--state-dir", str(state_dir), "replay-mbox", str(mbox), timeout=300)
+    assert replayed.returncode == 0, replayed.stderr.decode()
+
+
 def test_the_live_page_shows_mail_as_it_arrives_and_filters(browser, tmp_path, state_dir, corpus):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    mails = sorted(corpus.glob("mails/*/*.eml"))
-    mbox = write_mbox(tmp_path / "corpus.mbox", [p.read_bytes() for p in mails])
-    replayed = bridge("--state-dir", str(state_dir), "replay-mbox", str(mbox), timeout=300)
-    assert replayed.returncode == 0, replayed.stderr.decode()
+    replay_corpus(corpus, tmp_path, state_dir)
     server = Server(state_dir).start()
     web = WebServer(state_dir).start()
     try:
@@ -141,10 +146,7 @@ def test_the_dashboard_orders_by_journal_links_says_utc_and_pages_without_javasc
 
     # the archive, but for one report, which then arrives live today: years after its Date
     late_mail = corpus / "mails" / "bts-report" / "001.eml"
-    mails = [p for p in sorted(corpus.glob("mails/*/*.eml")) if p != late_mail]
-    mbox = write_mbox(tmp_path / "corpus.mbox", [p.read_bytes() for p in mails])
-    replayed = bridge("--state-dir", str(state_dir), "replay-mbox", str(mbox), timeout=300)
-    assert replayed.returncode == 0, replayed.stderr.decode()
+    replay_corpus(corpus, tmp_path, state_dir, leave_out=late_mail)
     server = Server(state_dir).start()
     web = WebServer(state_dir).start()
     try:

@@ -16,7 +16,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from bridge.events import Naming
+from bridge.events import Naming, iso_epoch
 from bridge.journal import Row
 
 FILTER_FIELDS = (
@@ -308,12 +308,9 @@ def _epoch_of(value: Any) -> float | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return iso_epoch(value)
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _iso(epoch: float) -> str:
