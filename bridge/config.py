@@ -255,6 +255,7 @@ DEBIAN_KEYRINGS = (
     "/usr/share/keyrings/debian-nonupload.gpg",
 )
 POLICIES = ("mark", "hold", "drop")
+OPENPGP_ENGINES = ("builtin", "gpgv")  # how .changes signatures are checked
 
 
 def installed_debian_keyrings() -> list[str]:
@@ -281,6 +282,9 @@ class TrustConfig:
     )
     keyrings: list[str] = field(default_factory=installed_debian_keyrings)
     gpgv: str = "gpgv"
+    # "builtin": gpgv once per signing key, then each signature checked in-process with
+    # gpgv's verdict; "gpgv": gpgv for every signature (the reference)
+    openpgp: str = "builtin"
     # Which DKIM domains may vouch for each parser's mail.
     domains: dict[str, list[str]] = field(
         default_factory=lambda: {"debbugs": ["bugs.debian.org"], "dak": ["ftp-master.debian.org"]}
@@ -369,6 +373,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     if config.amqp.url and not config.amqp.url.startswith(("amqp://", "amqps://")):
         raise ConfigError(
             f"config key 'amqp.url' must start amqp:// or amqps://, not {config.amqp.url!r}"
+        )
+    if config.trust.openpgp not in OPENPGP_ENGINES:
+        raise ConfigError(
+            f"config key 'trust.openpgp' must be one of {', '.join(OPENPGP_ENGINES)},"
+            f" not {config.trust.openpgp!r}"
         )
     for family, policy in config.trust.policy.items():
         if policy not in POLICIES:

@@ -63,6 +63,11 @@ def test_a_missing_file_is_a_config_error(tmp_path):
     [
         ("bogus = 1\n", ["parsers"], "unknown config key 'bogus'"),
         ("[bus\n", ["parsers"], "not valid TOML"),
+        (
+            '[trust]\nopenpgp = "sequoia"\n',
+            ["parsers"],
+            "config key 'trust.openpgp' must be one of builtin, gpgv, not 'sequoia'",
+        ),
     ],
 )
 def test_cli_reports_config_errors_in_one_line(tmp_path, toml, args, expected):

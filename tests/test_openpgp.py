@@ -358,3 +358,95 @@ def test_any_bytes_as_a_keyring_give_an_index_or_unreadable(data):
         except Unreadable:
             return
     assert all(len(key_id) == 8 for key_id in index.blocks)
+
+
+def block_of(text: str | bytes) -> bytes | None:
+    data = text.encode() if isinstance(text, str) else text
+    start = data.find(b"-----BEGIN PGP SIGNED MESSAGE-----")
+    return data[start:] if start >= 0 else None
+
+
+@pytest.mark.parametrize(
+    "status", ["good", "expired-key", "revoked-key", "unknown-key", "bad", "unsigned"]
+)
+def test_the_builtin_check_gives_gpgvs_verdict_without_running_it_again(signed, status):
+    """gpgv is asked once per signing key; the next signature by that key is checked in
+    this process, and the verdict is the one gpgv gives, reason included."""
+    ring = [str(signed["keyring"])]
+    texts = signed["texts"]
+    reference = Gpgv(ring, engine="gpgv")
+    builtin = Gpgv(ring)
+    # a first signature by the same key teaches the built-in check what gpgv knows of it
+    first = {"bad": "good"}.get(status, status)
+    assert builtin.check(block_of(texts[first])) == reference.check(block_of(texts[first]))
+    runs = builtin.runs
+    verdict = builtin.check(block_of(texts[status]))
+    assert verdict == reference.check(block_of(texts[status]))
+    assert verdict["status"] == status
+    if status in ("good", "expired-key", "revoked-key", "bad"):
+        assert builtin.runs == runs  # decided in this process
+        assert runs == 1
+
+
+def test_a_subkeys_signatures_are_checked_in_process_after_the_first(tmp_path):
+    keys = Keys(tmp_path / "home")
+    primary = keys.new("Sub Signer <sub@example.org>")
+    keys.add_signing_subkey(primary)
+    listing = keys.gpg("--with-colons", "--list-keys", primary).decode()
+    subkey = [line.split(":")[4] for line in listing.splitlines() if line.startswith("sub")][-1]
+    ring = [str(keys.keyring(tmp_path / "ring.gpg", primary))]
+    texts = [
+        keys.clearsign(subkey + "!", CHANGES.format(uid=f"Sub Signer {n} <sub@example.org>"))
+        for n in range(3)
+    ]
+    texts.append(texts[2].replace("   * A fix.", "   * A backdoor."))
+    reference, builtin = Gpgv(ring, engine="gpgv"), Gpgv(ring)
+    found = [builtin.check(block_of(t)) for t in texts]
+    assert found == [reference.check(block_of(t)) for t in texts]
+    assert [v["status"] for v in found] == ["good", "good", "good", "bad"]
+    assert found[1]["fingerprint"] == primary and builtin.runs == 1
+
+
+def test_the_builtin_check_gives_gpgvs_verdicts_on_the_corpus_and_altered_copies(corpus: Path):
+    from bridge.trust import pgpverify
+
+    keyrings = [k for k in DEBIAN_KEYRINGS if os.path.exists(k)]
+    require(bool(keyrings), "Debian's keyrings are not installed (package debian-keyring)")
+    reference, builtin = Gpgv(keyrings, engine="gpgv"), Gpgv(keyrings)
+    blocks = [block_of(p.read_bytes()) for p in sorted(corpus.glob("changes/*.changes"))]
+    # each copy altered in its text, as a forger would: the signature no longer holds
+    altered = [
+        b.replace(b"\nSource: ", b"\nSource: forged-", 1) if b is not None else None for b in blocks
+    ]
+    statuses: collections.Counter[str] = collections.Counter()
+    for _ in range(2):  # the second time round, every known key has been asked once
+        for block in blocks + altered:
+            ours = builtin.check(block)
+            assert ours == reference.check(block), block[:200] if block else block
+            statuses[ours["status"]] += 1
+    assert statuses["bad"] > 0 and statuses["expired-key"] > 0 and statuses["good"] > 0
+    # gpgv ran once per signing key and digest of a valid signature, not once a signature
+    valid = [b for b in blocks if reference.check(b)["status"] in ("good", "expired-key")]
+    keys = {(signature_issuer(b).key_id, pgpverify.read_signature(b).digest) for b in valid}
+    assert builtin.runs == len(keys) < len(valid)
+    print(f"\nbuilt-in check: {dict(statuses)}; gpgv ran {builtin.runs} times, the reference"
+          f" {reference.runs}")  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=300), st.integers(min_value=0, max_value=200))
+def test_any_damage_to_a_signature_is_bad_or_left_to_gpgv_never_an_error(signed, junk, at):
+    from bridge.trust import pgpverify
+
+    block = block_of(signed["texts"]["good"])
+    start = block.index(b"-----BEGIN PGP SIGNATURE-----\n") + 31
+    armour_start = block.index(b"\n\n", start) + 2 if b"\n\n" in block[start:] else start
+    body = base64.b64decode(b"".join(block[armour_start:].split(b"\n")[:-3]) + b"==")
+    damaged = body[:at] + junk + body[at + len(junk) :]
+    text = block[:armour_start] + base64.encodebytes(damaged) + b"-----END PGP SIGNATURE-----\n"
+    key_blocks = signed["keyring"].read_bytes()
+    try:
+        signature, key = pgpverify.signing_key(text, key_blocks)
+        assert pgpverify.holds(text, signature, key) in (True, False)
+    except pgpverify.Unsupported:
+        pass

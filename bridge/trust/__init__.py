@@ -86,7 +86,7 @@ class Trust:
             servers=config.dns_servers,
             port=config.dns_port,
         )
-        self.gpgv = Gpgv(config.keyrings, config.gpgv)
+        self.gpgv = Gpgv(config.keyrings, config.gpgv, engine=config.openpgp)
         self.required = [h.lower() for h in config.required_headers]
 
     def assess(self, parser: str, message: Message, raw: bytes, events: Sequence[Event]) -> None:
