@@ -450,3 +450,22 @@ def test_any_damage_to_a_signature_is_bad_or_left_to_gpgv_never_an_error(signed,
         assert pgpverify.holds(text, signature, key) in (True, False)
     except pgpverify.Unsupported:
         pass
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--sig-notation", "!policy@example.org=strict"], ["--default-sig-expire", "2d"]],
+    ids=["critical-notation", "expiring-signature"],
+)
+def test_a_signature_the_builtin_check_does_not_follow_goes_to_gpgv(signed, options):
+    """A critical subpacket or a signature's own expiry: gpgv knows what they mean."""
+    ring = [str(signed["keyring"])]
+    builtin = Gpgv(ring)
+    builtin.check(block_of(signed["texts"]["good"]))  # the key is known now
+    keys, good = signed["keys"], signed["good"]
+    changes = CHANGES.format(uid="Good Uploader <good@example.org>").encode()
+    text = keys.gpg("--local-user", good, *options, "--clearsign", data=changes)
+    runs = builtin.runs
+    verdict = builtin.check(block_of(text))
+    assert builtin.runs == runs + 1  # asked gpgv
+    assert verdict == Gpgv(ring, engine="gpgv").check(block_of(text))

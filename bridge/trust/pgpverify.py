@@ -38,7 +38,7 @@ from bridge.trust.keyring import (
     key_id_of,
 )
 
-ISSUER, ISSUER_FINGERPRINT, CREATED = 16, 33, 2
+ISSUER, ISSUER_FINGERPRINT, CREATED, EXPIRES = 16, 33, 2, 3
 CANONICAL_TEXT = 0x01
 RSA, RSA_SIGN_ONLY, DSA, EDDSA = 1, 3, 17, 22
 ED25519_OID = bytes.fromhex("2b06010401da470f01")
@@ -169,6 +169,13 @@ def read_signature(signed: bytes) -> Signature:
         values = tuple(_mpis(body[at + 4 + unhashed_length :], 1 if key_algorithm < 4 else 2))
     except (Unreadable, IndexError) as e:
         raise Unsupported(f"signature: {e}") from e
+    if EXPIRES in hashed_area:  # gpgv says whether the signature has expired (EXPSIG)
+        raise Unsupported("a signature with an expiration time")
+    kinds = _criticality(body[6:at])
+    if any(critical and kind != CREATED for kind, critical in kinds):
+        raise Unsupported("a critical subpacket")  # gpgv knows which it honours
+    if sum(1 for kind, _ in kinds if kind == CREATED) != 1:
+        raise Unsupported("not exactly one creation time")
     created = hashed_area.get(CREATED)
     fingerprint = hashed_area.get(ISSUER_FINGERPRINT) or unhashed_area.get(ISSUER_FINGERPRINT)
     fingerprint = fingerprint[1:] if fingerprint and fingerprint[:1] == b"\x04" else None
@@ -238,6 +245,24 @@ def _signature_packet(signed: bytes) -> bytes:
         if headers != [named]:
             raise Unsupported("armour headers other than the one naming the digest")
     return body
+
+
+def _criticality(area: bytes) -> list[tuple[int, bool]]:
+    """Each subpacket of an area: its type and whether it is marked critical."""
+    found, at = [], 0
+    while at < len(area):
+        octet = area[at]
+        if octet < 192:
+            length, at = octet, at + 1
+        elif octet < 255:
+            length, at = ((octet - 192) << 8) + area[at + 1] + 192, at + 2
+        else:
+            length, at = int.from_bytes(area[at + 1 : at + 5], "big"), at + 5
+        if length == 0 or at + length > len(area):
+            raise Unsupported("a signature subpacket runs past its area")
+        found.append((area[at] & 0x7F, bool(area[at] & 0x80)))
+        at += length
+    return found
 
 
 def _mpis(data: bytes, count: int) -> list[int]:
