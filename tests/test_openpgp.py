@@ -469,3 +469,30 @@ def test_a_signature_the_builtin_check_does_not_follow_goes_to_gpgv(signed, opti
     verdict = builtin.check(block_of(text))
     assert builtin.runs == runs + 1  # asked gpgv
     assert verdict == Gpgv(ring, engine="gpgv").check(block_of(text))
+
+
+def test_the_corpus_events_are_the_same_mail_by_mail_with_either_engine(corpus: Path):
+    """The built-in check changes nothing an event says: every corpus mail's events (topic,
+    dedup key, index, body with signed_by) are those the gpgv-every-time pipeline makes."""
+    keyrings = [k for k in DEBIAN_KEYRINGS if os.path.exists(k)]
+    require(bool(keyrings), "Debian's keyrings are not installed (package debian-keyring)")
+
+    def pipeline(engine: str) -> Pipeline:
+        trust = Trust(TrustConfig(dns=False, keyrings=keyrings, openpgp=engine))
+        return Pipeline([DakParser()], trust)
+
+    reference, builtin = pipeline("gpgv"), pipeline("builtin")
+    uploads = 0
+    for path in sorted(corpus.glob("mails/dak-*/*.eml")) * 2:  # twice: keys known the 2nd time
+        raw = path.read_bytes()
+        ours, theirs = builtin.process(raw), reference.process(raw)
+        assert [
+            (e.topic, e.dedup_key, e.packages, e.bugs, e.people, e.occurred_at, e.body)
+            for e in ours.events
+        ] == [
+            (e.topic, e.dedup_key, e.packages, e.bugs, e.people, e.occurred_at, e.body)
+            for e in theirs.events
+        ], path
+        uploads += sum(1 for e in ours.events if "signed_by" in e.body)
+    assert uploads > 100
+    assert builtin.trust.gpgv.runs < reference.trust.gpgv.runs

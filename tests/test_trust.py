@@ -248,3 +248,20 @@ def test_signatures_by_domains_no_parser_trusts_cost_no_key_lookup(tmp_path):
     results = verify_all(raw, keys, {"bugs.debian.org"}, budget=5)
     assert [r.result for r in results] == ["skipped"] * 30 + ["pass"]
     assert asked == [BTS.name]
+
+
+def test_the_mails_spared_dkimpy_are_those_it_finds_no_signature_in(corpus: Path):
+    """A mail with no DKIM-Signature line skips dkimpy: over the corpus (and a signed
+    fixture), exactly the mails dkimpy's own reading finds no signature in."""
+    import dkim
+
+    from bridge.trust.signatures import _SIGNATURE_LINE, _header_block
+
+    mails = [p.read_bytes() for p in sorted(corpus.glob("mails/*/*.eml"))]
+    mails.append(dkimkit.sign((FIXTURES / "debbugs" / "report.eml").read_bytes(), BTS))
+    signed = 0
+    for raw in mails:
+        found = [n for n, _ in dkim.DKIM(raw).headers if n.lower() == b"dkim-signature"]
+        assert bool(_SIGNATURE_LINE.search(_header_block(raw))) == bool(found)
+        signed += bool(found)
+    assert 0 < signed < len(mails)
