@@ -174,7 +174,11 @@ class Envelope:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Envelope:
-        data = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Envelope:
+        """An envelope from its JSON already parsed (the dicts are shared, not copied)."""
         return cls(
             topic=data["topic"],
             msg=data["msg"],

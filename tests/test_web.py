@@ -619,3 +619,23 @@ def wait_for_events(state: Path, count: int) -> list[Envelope]:
     found = query(state)
     assert len(found) == count
     return found
+
+
+def test_a_plugins_topic_carries_the_headers_the_amqp_sink_gives_it(tmp_path):
+    """The schema package has classes for the bridge's own topics only: a plugin's event is
+    ``base.message`` on the broker, and so in /raw's headers."""
+    from bridge.events import Event, Naming
+    from bridge.journal.sqlite import SqliteJournal
+
+    state = tmp_path / "state"
+    state.mkdir()
+    journal = SqliteJournal(state / "journal.sqlite3", Naming())
+    journal.append([Event("security.advisory", {"summary": "DSA-1"}, dedup_key="1")], "log")
+    journal.close()
+    server = WebServer(state).start()
+    try:
+        (message,) = server.get("/raw").json()["raw_messages"]
+    finally:
+        server.stop()
+    assert message["headers"]["fedora_messaging_schema"] == "base.message"
+    assert published(message)["msg"] == {"summary": "DSA-1"}

@@ -10,7 +10,6 @@ this bridge's own; ``grouped=true`` is refused (there is nothing to group by).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -249,9 +248,9 @@ def _integer(value: str, name: str) -> int:
     return int(value)
 
 
-def raw_message(envelope_json: str, meta: Sequence[str]) -> dict[str, Any]:
-    """One of ``raw_messages``: the envelope as published, with the ``meta`` asked for."""
-    message = json.loads(envelope_json)
+def raw_message(message: dict[str, Any], meta: Sequence[str]) -> dict[str, Any]:
+    """One of ``raw_messages``: the envelope as published (its JSON parsed), with the
+    ``meta`` asked for."""
     if meta:
         message["meta"] = {name: meta_value(message, name) for name in meta}
     return message

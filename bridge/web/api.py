@@ -5,8 +5,9 @@ browser gets the messages as HTML cards (:mod:`bridge.web.cards`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from starlette.requests import Request
@@ -15,31 +16,34 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from bridge.events import Envelope, Naming
 from bridge.journal import PERIODS, Journal
 from bridge.journal.query import BadRequest, raw_message, read_meta, read_query
-from bridge.sinks.amqp import amqp_headers
+from bridge.sinks.amqp import amqp_headers, builtin_topics
 from bridge.web import cards
 from bridge.web.answers import error, reply
 from bridge.web.pool import Journals
 
 
 class HistoryApi:
-    """The routes that answer from the journal's history; *known_topics* gives the topics
-    the installed parsers declare (their fedora-messaging classes are named after them)."""
+    """The routes that answer from the journal's history."""
 
-    def __init__(
-        self, journals: Journals, naming: Naming, known_topics: Callable[[], frozenset[str]]
-    ):
+    def __init__(self, journals: Journals, naming: Naming):
         self.journals = journals
         self.naming = naming
-        self.known_topics = known_topics
+
+    @cached_property
+    def known_topics(self) -> frozenset[str]:
+        """The topics the schema package has classes for, as the AMQP sink names them."""
+        return builtin_topics()
 
     def _message(self, envelope_json: str, meta: list[str]) -> dict[str, Any]:
-        """One of ``raw_messages``: the envelope, its ``meta``, and its AMQP ``headers``
-        (``sent-at`` being its timestamp, as datanommer gives it for a message without)."""
-        message = raw_message(envelope_json, meta)
-        envelope = Envelope.from_json(envelope_json)
+        """One of ``raw_messages``: the envelope, its ``meta``, and the AMQP ``headers`` the
+        sink sends with it (``sent-at`` being its timestamp, as datanommer gives it for a
+        message without)."""
+        data = json.loads(envelope_json)
+        envelope = Envelope.from_dict(data)
+        message = raw_message(data, meta)
         when = datetime.fromtimestamp(envelope.timestamp, UTC)
         topic = self.naming.event_topic(envelope.topic)
-        message["headers"] = amqp_headers(envelope, topic, self.known_topics(), when)
+        message["headers"] = amqp_headers(envelope, topic, self.known_topics, when)
         return message
 
     async def raw(self, request: Request) -> Response:

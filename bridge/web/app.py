@@ -50,7 +50,7 @@ def create_app(config: Config, *, poll_interval: float = 0.2) -> Starlette:
     new rows where the journal cannot say when it has some."""
     journals = Journals(config)
     contracts = Contracts(config, journals)
-    history = HistoryApi(journals, config.naming, contracts.known_topics)
+    history = HistoryApi(journals, config.naming)
     live = LivePage(config, journals, poll_interval)
     health = Health(config, journals)
     feeds = Feeds(config, journals)

@@ -35,7 +35,6 @@ class Contracts:
         self.bus = BusFacts.of(config)
         self.journals = journals
         self._schemas: Schemas | None = None
-        self._known: frozenset[str] | None = None
         self._lock = threading.Lock()
 
     def schemas(self) -> Schemas:
@@ -43,12 +42,6 @@ class Contracts:
             if self._schemas is None:
                 self._schemas = Schemas(discover().parsers)
             return self._schemas
-
-    def known_topics(self) -> frozenset[str]:
-        """The topics the installed parsers declare."""
-        if self._known is None:
-            self._known = frozenset(self.schemas().topics())
-        return self._known
 
     async def index(self, request: Request) -> Response:
         topics = self.schemas().topics()
