@@ -113,7 +113,7 @@ def _key_ids(data: bytes) -> Iterator[tuple[bytes, int, int]]:
     """(key ID, block start, block end) for every key and subkey of a binary keyring."""
     found: list[bytes] = []
     block_start = None
-    for tag, start, body in _packets(data):
+    for tag, start, body in read_packets(data):
         if tag == PUBLIC_KEY:
             if block_start is not None:
                 yield from ((key_id, block_start, start) for key_id in found)
@@ -126,7 +126,7 @@ def _key_ids(data: bytes) -> Iterator[tuple[bytes, int, int]]:
         yield from ((key_id, block_start, len(data)) for key_id in found)
 
 
-def _packets(data: bytes) -> Iterator[tuple[int, int, memoryview]]:
+def read_packets(data: bytes) -> Iterator[tuple[int, int, memoryview]]:
     """(tag, offset, body) of each packet; :class:`Unreadable` on what is not packets."""
     view = memoryview(data)
     position = 0
@@ -192,7 +192,7 @@ def signature_issuer(signed: bytes) -> Issuer:
 
 
 def _issuer(signed: bytes) -> Issuer:
-    packets = list(_packets(_dearmour(signed)))
+    packets = list(read_packets(_dearmour(signed)))
     if [tag for tag, _, _ in packets] != [SIGNATURE]:
         raise Unreadable("not exactly one signature packet")
     body = packets[0][2]
@@ -204,12 +204,9 @@ def _issuer(signed: bytes) -> Issuer:
         hashed = body[6 : 6 + hashed_length]
         rest = 6 + hashed_length
         unhashed = body[rest + 2 : rest + 2 + int.from_bytes(body[rest : rest + 2], "big")]
-        found = dict(_subpackets(hashed))
-        for kind, value in _subpackets(unhashed):
-            found.setdefault(kind, value)  # a hashed subpacket outranks an unhashed one
-        fingerprint = found.get(ISSUER_FINGERPRINT)
-        fingerprint = fingerprint[1:] if fingerprint and fingerprint[:1] == b"\x04" else None
-        key_id = fingerprint[-8:] if fingerprint else found.get(ISSUER)
+        found = {kind: value for kind, _, value in subpackets(unhashed)}
+        found.update((kind, value) for kind, _, value in subpackets(hashed))
+        key_id, fingerprint = named_issuer(found)
         created = found.get(CREATED)
         if key_id is None or len(key_id) != 8:
             raise Unreadable("a signature that names no issuer")
@@ -217,7 +214,17 @@ def _issuer(signed: bytes) -> Issuer:
     raise Unreadable(f"a version {version} signature")
 
 
-def _subpackets(area: memoryview) -> Iterator[tuple[int, bytes]]:
+def named_issuer(found: dict[int, bytes]) -> tuple[bytes | None, bytes | None]:
+    """The key ID and (when given) the fingerprint of the issuer a signature's subpackets
+    (type -> value, a hashed one outranking an unhashed one) name."""
+    fingerprint = found.get(ISSUER_FINGERPRINT)
+    fingerprint = fingerprint[1:] if fingerprint and fingerprint[:1] == b"\x04" else None
+    return (fingerprint[-8:] if fingerprint else found.get(ISSUER)), fingerprint
+
+
+def subpackets(area: memoryview | bytes) -> Iterator[tuple[int, bool, bytes]]:
+    """Each subpacket of a signature's area: its type, whether it is marked critical, its
+    value; :class:`Unreadable` past the area's end."""
     position = 0
     while position < len(area):
         octet = area[position]
@@ -231,7 +238,8 @@ def _subpackets(area: memoryview) -> Iterator[tuple[int, bytes]]:
             position += 5
         if length == 0 or position + length > len(area):
             raise Unreadable("a signature subpacket runs past its area")
-        yield area[position] & 0x7F, bytes(area[position + 1 : position + length])
+        kind = area[position]
+        yield kind & 0x7F, bool(kind & 0x80), bytes(area[position + 1 : position + length])
         position += length
 
 

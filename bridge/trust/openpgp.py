@@ -34,7 +34,6 @@ from bridge.trust.keyring import KeyringIndex, Unreadable, signature_issuer
 
 log = logging.getLogger(__name__)
 GPGV_TIMEOUT = 20.0
-ENGINES = ("builtin", "gpgv")
 KEY_FACTS_FOR = 600.0  # seconds gpgv's answer about a key is used (a key can expire)
 # What each of gpgv's verdict keywords means, the same whichever engine decided
 REASONS = {

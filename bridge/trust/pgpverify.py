@@ -29,16 +29,18 @@ from bridge.mail import cleartext
 from bridge.trust.keyring import (
     ARMOUR_END,
     ARMOUR_START,
+    CREATED,
     PUBLIC_KEY,
     PUBLIC_SUBKEY,
     SIGNATURE,
     Unreadable,
-    _packets,
-    _subpackets,
     key_id_of,
+    named_issuer,
+    read_packets,
+    subpackets,
 )
 
-ISSUER, ISSUER_FINGERPRINT, CREATED, EXPIRES = 16, 33, 2, 3
+EXPIRES = 3  # a signature's own expiration time subpacket
 CANONICAL_TEXT = 0x01
 RSA, RSA_SIGN_ONLY, DSA, EDDSA = 1, 3, 17, 22
 ED25519_OID = bytes.fromhex("2b06010401da470f01")
@@ -78,7 +80,7 @@ def signing_key(signed: bytes, key_blocks: bytes) -> tuple[Signature, bytes]:
     try:
         candidates = [
             bytes(body)
-            for tag, _, body in _packets(key_blocks)
+            for tag, _, body in read_packets(key_blocks)
             if tag in (PUBLIC_KEY, PUBLIC_SUBKEY) and key_id_of(body) == signature.key_id
         ]
     except Unreadable as e:
@@ -164,24 +166,23 @@ def read_signature(signed: bytes) -> Signature:
     unhashed_length = int.from_bytes(body[at : at + 2], "big")
     left16 = body[at + 2 + unhashed_length : at + 4 + unhashed_length]
     try:
-        hashed_area = dict(_subpackets(memoryview(body[6:at])))
-        unhashed_area = dict(_subpackets(memoryview(body[at + 2 : at + 2 + unhashed_length])))
+        hashed = list(subpackets(body[6:at]))
+        unhashed = list(subpackets(body[at + 2 : at + 2 + unhashed_length]))
         values = tuple(_mpis(body[at + 4 + unhashed_length :], 1 if key_algorithm < 4 else 2))
     except (Unreadable, IndexError) as e:
         raise Unsupported(f"signature: {e}") from e
-    if EXPIRES in hashed_area:  # gpgv says whether the signature has expired (EXPSIG)
+    kinds = [kind for kind, _, _ in hashed]
+    if EXPIRES in kinds:  # gpgv says whether the signature has expired (EXPSIG)
         raise Unsupported("a signature with an expiration time")
-    kinds = _criticality(body[6:at])
-    if any(critical and kind != CREATED for kind, critical in kinds):
+    if any(critical and kind != CREATED for kind, critical, _ in hashed):
         raise Unsupported("a critical subpacket")  # gpgv knows which it honours
-    if sum(1 for kind, _ in kinds if kind == CREATED) != 1:
+    if kinds.count(CREATED) != 1:
         raise Unsupported("not exactly one creation time")
-    created = hashed_area.get(CREATED)
-    fingerprint = hashed_area.get(ISSUER_FINGERPRINT) or unhashed_area.get(ISSUER_FINGERPRINT)
-    fingerprint = fingerprint[1:] if fingerprint and fingerprint[:1] == b"\x04" else None
-    key_id = fingerprint[-8:] if fingerprint else (
-        hashed_area.get(ISSUER) or unhashed_area.get(ISSUER)
-    )  # fmt: skip
+    # the creation time only as signed; the issuer from either area, as gpgv looks it up
+    created = next(value for kind, _, value in hashed if kind == CREATED)
+    found = {kind: value for kind, _, value in unhashed}
+    found.update((kind, value) for kind, _, value in hashed)
+    key_id, fingerprint = named_issuer(found)
     if created is None or len(created) != 4 or key_id is None or len(key_id) != 8:
         raise Unsupported("a signature without its creation time or issuer")
     if len(left16) != 2:
@@ -234,7 +235,7 @@ def _signature_packet(signed: bytes) -> bytes:
     if _crc24(packets_data) != int.from_bytes(checksum, "big"):
         raise Unsupported("the armour's checksum does not hold")
     try:
-        packets = list(_packets(packets_data))
+        packets = list(read_packets(packets_data))
     except Unreadable as e:
         raise Unsupported(f"signature: {e}") from e
     if [tag for tag, _, _ in packets] != [SIGNATURE]:
@@ -245,24 +246,6 @@ def _signature_packet(signed: bytes) -> bytes:
         if headers != [named]:
             raise Unsupported("armour headers other than the one naming the digest")
     return body
-
-
-def _criticality(area: bytes) -> list[tuple[int, bool]]:
-    """Each subpacket of an area: its type and whether it is marked critical."""
-    found, at = [], 0
-    while at < len(area):
-        octet = area[at]
-        if octet < 192:
-            length, at = octet, at + 1
-        elif octet < 255:
-            length, at = ((octet - 192) << 8) + area[at + 1] + 192, at + 2
-        else:
-            length, at = int.from_bytes(area[at + 1 : at + 5], "big"), at + 5
-        if length == 0 or at + length > len(area):
-            raise Unsupported("a signature subpacket runs past its area")
-        found.append((area[at] & 0x7F, bool(area[at] & 0x80)))
-        at += length
-    return found
 
 
 def _mpis(data: bytes, count: int) -> list[int]:
