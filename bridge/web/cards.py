@@ -41,10 +41,7 @@ def card(message: Mapping[str, Any], size: str, naming: Naming) -> str:
     """One message at *size*."""
     body = message.get("msg") if isinstance(message.get("msg"), dict) else {}
     topic = naming.event_topic(str(message.get("topic", "")))
-    summary = escape(str(body.get("summary") or topic))
-    url = body.get("url")
-    if isinstance(url, str) and url.startswith(("https://", "http://")):
-        summary = f'<a class="summary" href="{escape(url)}">{summary}</a>'
+    summary = page.summary_html(body, topic)
     if size == "small":
         inner = summary
     elif size == "medium":

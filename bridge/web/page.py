@@ -223,10 +223,7 @@ def event_content(message: Mapping[str, Any], naming: Naming) -> str:
     body = message.get("msg") or {}
     index = message.get("index") or {}
     topic = naming.event_topic(str(message.get("topic", "")))
-    summary = str(body.get("summary") or topic)
-    url = body.get("url")
-    title = escape(summary)
-    link = f'<a class="summary" href="{escape(url)}">{title}</a>' if _safe_url(url) else title
+    link = summary_html(body, topic)
     references = [
         f'<a class="bug" href="{BUGS}{int(b)}">#{int(b)}</a>'
         for b in index.get("bugs") or []
@@ -240,6 +237,14 @@ def event_content(message: Mapping[str, Any], naming: Naming) -> str:
         f' <span class="topic">{escape(topic)}</span> <span class="what">{link}</span>'
         f"{_folded(references)} {_badge(body)}"
     )
+
+
+def summary_html(body: Mapping[str, Any], topic: str) -> str:
+    """An event's summary (its topic when it has none), linked to its ``url`` when that is
+    a web address."""
+    title = escape(str(body.get("summary") or topic))
+    url = body.get("url")
+    return f'<a class="summary" href="{escape(url)}">{title}</a>' if _safe_url(url) else title
 
 
 def _times(body: Mapping[str, Any], timestamp: Any) -> str:
