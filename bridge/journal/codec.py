@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from zlib_ng import zlib_ng
 
 from bridge.errors import JournalError
-from bridge.events import Envelope, Event, ForeignEvent, Naming, new_msg_id
+from bridge.events import Envelope, Event, ForeignEvent, Naming, iso_epoch, new_msg_id
 from bridge.journal.dictionary import CURRENT, DICTIONARIES
 
 
@@ -119,13 +119,10 @@ def unpack_bytes(stored: bytes | memoryview | str) -> bytes:
 
 
 def event_epoch(occurred_at: str | None, journaled: int) -> int:
-    """When the fact happened: the event's own time when known (history replays), else now."""
+    """When the fact happened: the event's own time when known (a backfill's), else now."""
     if occurred_at:
         try:
-            moment = datetime.fromisoformat(occurred_at.replace("Z", "+00:00"))
+            return int(iso_epoch(occurred_at))
         except ValueError:
             return journaled
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return int(moment.timestamp())
     return journaled
