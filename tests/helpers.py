@@ -70,7 +70,28 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class Server:
+class BridgeChild:
+    """A bridge command run as a child process by a test, its output in :attr:`log`; a
+    stop waits :attr:`grace` seconds for it to end by itself."""
+
+    grace = 20.0
+    proc: subprocess.Popen[bytes] | None
+    log: Path
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        return stop_child(self.proc, grace=self.grace)
+
+    def log_text(self) -> str:
+        return read_log(self.log)
+
+
+class Server(BridgeChild):
     """A real ``bridge serve`` child process."""
 
     def __init__(
@@ -112,22 +133,10 @@ class Server:
             )
         return self
 
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        return stop_child(self.proc, grace=20)
-
     def wait_for_smtp(self, timeout: float = 20) -> None:
         wait_until(
             lambda: _port_open(self.smtp_port), timeout, f"SMTP port; log: {self.log_text()}"
         )
-
-    def log_text(self) -> str:
-        return read_log(self.log)
 
 
 def stop_child(proc: subprocess.Popen[bytes], grace: float) -> int:

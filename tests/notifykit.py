@@ -10,7 +10,6 @@ import hmac
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import child_env, free_port, read_log, require, stop_child, wait_until
+from tests.helpers import (
+    BridgeChild,
+    child_env,
+    free_port,
+    require,
+    wait_until,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"the tests' own webhook secret 32").decode()
 TOLERANCE = 300  # seconds a webhook's timestamp may be off, as the specification's libraries
@@ -101,8 +106,10 @@ class WebhookReceiver:
         self.server.server_close()
 
 
-class Notifier:
+class Notifier(BridgeChild):
     """``bridge notify`` in a child process, its log in a file beside the state."""
+
+    grace = 30.0
 
     def __init__(
         self, state_dir: Path, config: Path, *args: str, env: dict[str, str] | None = None
@@ -139,18 +146,6 @@ class Notifier:
         )
         assert self.proc.poll() is None, self.log_text()
         return self
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        return stop_child(self.proc, grace=30)
-
-    def log_text(self) -> str:
-        return read_log(self.log)
 
 
 class Ngircd:

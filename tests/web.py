@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import child_env, free_port, read_log, stop_child, wait_until
+from tests.helpers import BridgeChild, child_env, free_port, wait_until
 
 
 @dataclass
@@ -25,8 +25,10 @@ class Reply:
         return json.loads(self.body)
 
 
-class WebServer:
+class WebServer(BridgeChild):
     """``bridge web`` reading the journal in *state_dir* (with *config*, if given)."""
+
+    grace = 15.0
 
     def __init__(self, state_dir: Path, config: Path | None = None):
         self.state_dir = state_dir
@@ -51,13 +53,6 @@ class WebServer:
             return self.get("/healthz").status == 200
         except OSError:
             return False
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        return stop_child(self.proc, grace=15)
-
-    def log_text(self) -> str:
-        return read_log(self.log)
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> Reply:
         return self.request("GET", path, headers=headers)
