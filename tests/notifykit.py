@@ -252,8 +252,8 @@ class IrcListener:
         self.sock.close()
 
 
-def faketime_env(offset: str) -> dict[str, str]:
-    """The environment that runs a child *offset* (e.g. ``+2h``) ahead of the real clock,
+def faketime_env(offset: float) -> dict[str, str]:
+    """The environment that runs a child *offset* seconds ahead of the real clock,
     with Debian's libfaketime: how a test lets an hour pass without waiting for it."""
     library = next(
         (
@@ -267,4 +267,14 @@ def faketime_env(offset: str) -> dict[str, str]:
         None,
     )
     require(library is not None, "libfaketime is not installed (package faketime)")
-    return child_env(LD_PRELOAD=str(library), FAKETIME=offset, FAKETIME_DONT_FAKE_MONOTONIC="1")
+    return child_env(
+        LD_PRELOAD=str(library), FAKETIME=f"{round(offset):+d}", FAKETIME_DONT_FAKE_MONOTONIC="1"
+    )
+
+
+def offset_to_minute(minute: int) -> float:
+    """The clock offset, in seconds, that puts a child at *minute* past the current hour
+    (backwards if need be): a test whose hour must not end while it runs starts there,
+    wherever in the hour the real clock is."""
+    now = time.time()
+    return minute * 60 - now % 3600

@@ -30,6 +30,7 @@ from tests.notifykit import (
     Notifier,
     WebhookReceiver,
     faketime_env,
+    offset_to_minute,
 )
 from tests.postfix import Postfix
 from tests.test_trust import BTS, CLOSURE, FOLLOWUP
@@ -279,7 +280,10 @@ def test_an_hourly_digest_is_one_mail_and_a_rate_limit_holds_the_rest_in_one_not
         "poll_interval = 0.2\n",
     )
     state = tmp_path / "state"
-    notifier = Notifier(state, config)
+    # the notifier's hour must not end before the test asks it to: its clock starts at
+    # five past (the real one once crossed the hour here, and the digest went out early)
+    five_past = offset_to_minute(5)
+    notifier = Notifier(state, config, env=faketime_env(five_past))
 
     def mails() -> list[Any]:
         postfix.flush()
@@ -302,7 +306,7 @@ def test_an_hourly_digest_is_one_mail_and_a_rate_limit_holds_the_rest_in_one_not
         notifier.stop()
         # the digest waits for the end of its hour: run the notifier again two hours later
         assert "digest begun, due at" in notifier.log_text()
-        notifier.env = faketime_env("+2h")
+        notifier.env = faketime_env(five_past + 2 * 3600)
         notifier.start()
         wait_until(lambda: len(mails()) == 7, 60, f"the digest; {notifier.log_text()[-2000:]}")
         time.sleep(2)
