@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import resource
 import signal
 import smtplib
@@ -11,7 +13,14 @@ import time
 
 import pytest
 
-from bridge.intake.smtp import Peers
+from bridge.intake.smtp import (
+    LINE_TOO_LONG,
+    TOO_MUCH_DATA,
+    DataReader,
+    DataRefused,
+    Peers,
+    unstuff,
+)
 from bridge.journal import JOURNAL_FILE, SqliteJournal
 from tests.helpers import (
     FIXTURES,
@@ -410,3 +419,98 @@ def test_sigterm_lets_the_transaction_in_flight_finish_and_takes_no_new_one(stat
     finally:
         server.stop()
     assert [e.msg["bug"] for e in journal_events(state_dir)] == [792101]
+
+
+# -- reading DATA: a run of lines per wake-up, the end found wherever the stream splits it -----
+
+# DATA as a client sends it (dot-stuffed, ended by "." alone on a line), then what the client
+# pipelines after it; the mail the server must keep is written out by hand from each.
+DATA_STREAMS = [
+    # (sent, kept)
+    (b".\r\n", b""),  # an empty mail
+    (b"one line\r\n.\r\n", b"one line\r\n"),
+    (b"ends in a full stop.\r\nand again.\r\n.\r\n", b"ends in a full stop.\r\nand again.\r\n"),
+    (b"..\r\n...\r\n..x\r\n.\r\n", b".\r\n..\r\n.x\r\n"),  # stuffed lines: one dot taken off
+    (b"a.\r\n.\r\n", b"a.\r\n"),
+    (b"x\r\n\r\n.\r\n", b"x\r\n\r\n"),  # an empty last line
+    (b"bare\nLF.\n.\nstill one line\r\n.\r\n", b"bare\nLF.\n.\nstill one line\r\n"),
+    (
+        b"no dots at all, " * 300 + b"\r\n" + b"a line\r\n" * 400 + b".\r\n",
+        b"no dots at all, " * 300 + b"\r\n" + b"a line\r\n" * 400,
+    ),
+]
+PIPELINED = b"MAIL FROM:<next@example.org>\r\n"
+
+
+def _read_data(sent: bytes, pieces: list[int], size_limit: int | None = None) -> tuple:
+    """Feed *sent* + a pipelined command to a stream in pieces of the given sizes, as the
+    socket might deliver it; the reader's result (or refusal) and what it left in the stream."""
+
+    async def run() -> tuple:
+        stream = asyncio.StreamReader(limit=8000)
+        reader = DataReader(stream, size_limit, line_limit=8000)
+        reading = asyncio.ensure_future(reader.read())
+        data, at = sent + PIPELINED, 0
+        for size in pieces:
+            stream.feed_data(data[at : at + size])
+            at += size
+            await asyncio.sleep(0)
+        stream.feed_data(data[at:])
+        stream.feed_eof()
+        try:
+            result: bytes | str = await reading
+        except DataRefused as refusal:
+            result = refusal.reply
+        return result, await stream.read()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("sent, kept", DATA_STREAMS)
+def test_data_ends_at_the_lone_dot_however_the_stream_is_split(sent, kept):
+    rng = random.Random(len(sent))
+    splits = {
+        "whole": [],
+        "byte by byte": [1] * (len(sent) + 5),
+        "at random": [rng.randint(1, 9) for _ in range(len(sent) // 3)],
+    }
+    for how, pieces in splits.items():
+        content, left = _read_data(sent, pieces)
+        assert unstuff(content) == kept, how
+        assert left == PIPELINED, how  # the next command stays for the command loop
+
+
+def test_data_over_the_size_limit_is_read_to_its_end_then_refused():
+    sent = b"0123456789\r\n" * 1000 + b".\r\n"
+    assert _read_data(sent, [100] * 50, size_limit=12_000) == (b"0123456789\r\n" * 1000, PIPELINED)
+    assert _read_data(sent, [100] * 50, size_limit=11_999) == (TOO_MUCH_DATA, PIPELINED)
+
+
+def test_a_line_over_the_limit_is_refused_whether_or_not_the_size_is_too():
+    long_line = b"x" * 8000 + b"\r\n"
+    assert _read_data(b"short\r\n" + long_line + b".\r\n", [512] * 20) == (
+        LINE_TOO_LONG,
+        PIPELINED,
+    )
+    # over both limits: the long line came first, and is what the client is told
+    sent = long_line + b"y\r\n" * 5000 + b".\r\n"
+    assert _read_data(sent, [512] * 20, size_limit=9000) == (LINE_TOO_LONG, PIPELINED)
+
+
+def test_pipelined_mails_over_one_connection_are_kept_byte_for_byte(server, state_dir):
+    # no parser wants these, so the inbox keeps each exactly as the server read it
+    first, _ = DATA_STREAMS[3]
+    second = b"Subject: second\r\n\r\nthe end.\r\n.\r\n"
+    with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=10) as raw:
+        reader = start_data(raw)
+        # RFC 2920: the next transaction's commands may follow the end of the mail at once
+        raw.sendall(first + f"MAIL FROM:<l@example.org>\r\nRCPT TO:<{RCPT}>\r\nDATA\r\n".encode())
+        replies = [reader.readline() for _ in range(4)]
+        assert [r[:4] for r in replies] == [b"250 ", b"250 ", b"250 ", b"354 "], replies
+        raw.sendall(second + b"QUIT\r\n")
+        assert reader.readline().startswith(b"250 ")
+        assert reader.readline().startswith(b"221 ")
+    inbox = state_dir / "spool" / "inbox"
+    wait_until(lambda: len(list(inbox.glob("*.eml"))) == 2, 20, "the two kept mails")
+    kept = sorted(path.read_bytes() for path in inbox.glob("*.eml"))
+    assert kept == sorted([b".\r\n..\r\n.x\r\n", b"Subject: second\r\n\r\nthe end.\r\n"])
