@@ -210,6 +210,8 @@ def _text_codec(charset: str | None) -> str | None:
 
 def without_surrogates(text: str) -> str:
     """*text* with lone surrogates (UTF-7 and surrogate-escape leftovers) replaced by U+FFFD."""
+    if text.isascii():  # most text, known without a copy: Python marks ASCII strings
+        return text
     try:
         text.encode("utf-8")
         return text

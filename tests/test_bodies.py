@@ -32,6 +32,8 @@ def test_tuples_become_lists_and_plain_values_pass_unchanged():
         ({"x": b"bytes"}, "body.x: bytes is not a JSON value"),
         ({"x": {1, 2}}, "body.x: set is not a JSON value"),
         ({1: "x"}, "body: key 1 is not a string"),
+        ({"a": [{"b": [0, {2: 0}]}]}, "body.a[0].b[1]: key 2 is not a string"),
+        ({"a": [[], [None, math.nan]]}, "body.a[1][1]: nan is not a finite number"),
         ({"x": "y" * (1 << 20)}, "over the limit"),
     ],
 )

@@ -67,34 +67,48 @@ def _index(event: Event) -> dict[str, Any]:
     return fields
 
 
-def _value(value: Any, path: str, depth: int) -> Any:
+# Where a value sits in a body: its container's place and its own key or index, linked
+# rather than spelled out, because spelling each value's path cost more than checking it.
+# The path is written out only for a refusal.
+Place = tuple[Any, str | int] | str
+
+
+def _where(place: Place) -> str:
+    steps: list[str] = []
+    while not isinstance(place, str):
+        place, step = place
+        steps.append(f"[{step}]" if isinstance(step, int) else f".{step}")
+    return place + "".join(reversed(steps))
+
+
+def _value(value: Any, place: Place, depth: int) -> Any:
     if depth > MAX_DEPTH:
-        raise EventRefused(f"{path}: nested deeper than {MAX_DEPTH} levels")
+        raise EventRefused(f"{_where(place)}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        return without_surrogates(value)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         if not INT64[0] <= value <= INT64[1]:
-            raise EventRefused(f"{path}: integer {_short(value)} does not fit in 64 bits")
+            raise EventRefused(f"{_where(place)}: integer {_short(value)} does not fit in 64 bits")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise EventRefused(f"{path}: {value} is not a finite number")
+            raise EventRefused(f"{_where(place)}: {value} is not a finite number")
         return value
-    if isinstance(value, str):
-        return without_surrogates(value)
     if isinstance(value, list | tuple):
-        return [_value(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        return [_value(v, (place, i), depth + 1) for i, v in enumerate(value)]
     if isinstance(value, Mapping):
-        return _mapping(value, path, depth)
-    raise EventRefused(f"{path}: {type(value).__name__} is not a JSON value")
+        return _mapping(value, place, depth)
+    raise EventRefused(f"{_where(place)}: {type(value).__name__} is not a JSON value")
 
 
-def _mapping(value: Mapping[Any, Any], path: str, depth: int) -> dict[str, Any]:
+def _mapping(value: Mapping[Any, Any], place: Place, depth: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, item in value.items():
         if not isinstance(key, str):
-            raise EventRefused(f"{path}: key {key!r} is not a string")
-        out[without_surrogates(key)] = _value(item, f"{path}.{key}", depth + 1)
+            raise EventRefused(f"{_where(place)}: key {key!r} is not a string")
+        out[without_surrogates(key)] = _value(item, (place, key), depth + 1)
     return out
 
 
