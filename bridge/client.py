@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 
 import zmq
@@ -175,6 +175,11 @@ def tail(
                 if wanted.matches(envelope):
                     yield envelope
         for envelope in _live(sock, timeout, follow):
+            if envelope is None:  # joined a publisher again: what it sent meanwhile is lost
+                if replayer is not None and last is not None:
+                    time.sleep(JOIN_DELAY)  # subscribed first, so nothing falls in between
+                    last = yield from _fill(replayer, last, None, wanted)
+                continue
             if last is not None and envelope.seq_id <= last:
                 continue  # already yielded (from history or a gap fill)
             if replayer is not None and last is not None and envelope.seq_id > last + 1:
@@ -193,9 +198,11 @@ def tail(
 class Following:
     """A subscription that follows its SRV records: when ZeroMQ reports the connection
     lost (or failing again), the records are asked again, at most once a second, and the
-    socket (and the replay client) moved to the endpoints they now name."""
+    socket (and the replay client) moved to the endpoints they now name. Each connection
+    made is noted (*rejoined*): a publisher's messages sent before it are not received, and
+    with no later message to show the gap, tail asks the replay endpoint for them."""
 
-    EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+    EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
 
     def __init__(self, domain: str, discovery: Discovery, follow_replay: bool):
         self.domain = domain
@@ -206,6 +213,7 @@ class Following:
         self.connected: list[str] = []
         self.replayer: Replayer | None = None
         self.asked = 0.0
+        self.rejoined = False
 
     def watch(self, sock: zmq.Socket, endpoints: Sequence[str], replayer: Replayer | None) -> None:
         self.sock, self.connected, self.replayer = sock, list(endpoints), replayer
@@ -216,7 +224,9 @@ class Following:
         from zmq.utils.monitor import recv_monitor_message
 
         assert self.monitor is not None and self.sock is not None
-        recv_monitor_message(self.monitor)
+        if recv_monitor_message(self.monitor)["event"] == zmq.EVENT_CONNECTED:
+            self.rejoined = True
+            return
         if time.monotonic() - self.asked < 1.0:
             return
         self.asked = time.monotonic()
@@ -247,7 +257,8 @@ class Following:
 
 def _live(
     sock: zmq.Socket, timeout: float | None, follow: Following | None = None
-) -> Iterator[Envelope]:
+) -> Iterator[Envelope | None]:
+    """The envelopes received, and None each time *follow* saw a connection made."""
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     if follow is not None and follow.monitor is not None:
@@ -260,6 +271,9 @@ def _live(
         ready = dict(poller.poll(wait))
         if follow is not None and follow.monitor in ready:
             follow.event()
+            if follow.rejoined:
+                follow.rejoined = False
+                yield None
         if sock not in ready:
             if timeout is not None and time.monotonic() >= idle_since + timeout:
                 return
@@ -270,19 +284,24 @@ def _live(
             yield envelope
 
 
-def _fill(replayer: Replayer, last: int, upto: int, wanted: Filter) -> Iterator[Envelope]:
-    """The envelopes between *last* and *upto* (both exclusive), from the replay endpoint."""
-    recovered = 0
+def _fill(
+    replayer: Replayer, last: int, upto: int | None, wanted: Filter
+) -> Generator[Envelope, None, int]:
+    """The envelopes after *last* and before *upto* (None: all there are), from the replay
+    endpoint; returns the last seq_id recovered (*last* if none)."""
+    recovered, newest = 0, last
+    missed = f"after seq_id {last}" if upto is None else f"between seq_id {last} and {upto}"
     try:
         for envelope in replayer.pages({"seq_id_after": last}):
-            if envelope.seq_id >= upto:
+            if upto is not None and envelope.seq_id >= upto:
                 break
-            recovered += 1
+            recovered, newest = recovered + 1, envelope.seq_id
             if wanted.matches(envelope):
                 yield envelope
-        log.info("recovered %d message(s) missed between seq_id %d and %d", recovered, last, upto)
+        log.info("recovered %d message(s) %s", recovered, missed)
     except ReplayError as e:
-        log.warning("could not recover seq_id %d..%d: %s", last + 1, upto - 1, e)
+        log.warning("could not recover the messages %s: %s", missed, e)
+    return newest
 
 
 def envelope_json(envelope: Envelope) -> str:

@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from bridge.discovery import Discovery, DiscoveryError
-from tests.helpers import Server, child_env, free_port, require, wait_until
+from tests.helpers import Server, child_env, free_port, journal_events, require, wait_until
 
 DOMAIN = "bus.test"
 
@@ -136,15 +136,22 @@ def test_tail_finds_the_bridge_by_srv_and_follows_it_when_it_moves(tmp_path):
         relay_message(relay, "before the move", shown)
         assert f"{DOMAIN}: {first.publish}" in out.read_text()
 
-        # the bridge moves: stopped, started on other ports, announced anew
+        # the bridge moves: stopped, started on other ports, and journals a message before
+        # it is announced anew, which tail, still asking for the old ports, cannot receive live
         first.stop()
         second = Server(state, config=config)
         assert second.publish != first.publish
+        second.start().wait_for_smtp()
+
+        def journaled(msg_id: str) -> bool:
+            return any(e.msg_id == msg_id for e in journal_events(state))
+
+        meanwhile = relay_message(relay, "while it moves", journaled)
         dns.serve(
             ("_fedmsg._tcp.bus.test", int(second.publish.rsplit(":", 1)[1])),
             ("_fedmsg-replay._tcp.bus.test", int(second.replay.rsplit(":", 1)[1])),
         )
-        second.start().wait_for_smtp()
+        wait_until(lambda: shown(meanwhile), 30, "the message sent while it moved, replayed")
         relay_message(relay, "after the move", shown)
     finally:
         if tail is not None:
@@ -157,8 +164,13 @@ def test_tail_finds_the_bridge_by_srv_and_follows_it_when_it_moves(tmp_path):
     text = out.read_text(errors="replace")
     assert f"now announces {second.publish}; following" in text
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-    assert [m["msg"]["text"] for m in lines] == ["before the move", "after the move"]
-    assert [m["origin"]["relay"] for m in lines] == ["relay", "relay"]
+    assert [m["msg"]["text"] for m in lines] == [
+        "before the move",
+        "while it moves",
+        "after the move",
+    ]
+    assert [m["origin"]["relay"] for m in lines] == ["relay"] * 3
+    assert "recovered 1 message(s) after seq_id 1" in text
 
 
 def test_bridge_tail_says_in_one_line_that_a_name_does_not_exist(tmp_path):
