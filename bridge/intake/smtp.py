@@ -209,7 +209,9 @@ class BridgeSMTP(SMTP):
                 self._reset_timeout()
 
     async def _data(self, arg: str) -> None:
-        """DATA as aiosmtpd answers it, with the mail read by :class:`DataReader`."""
+        """DATA as aiosmtpd (1.4) answers it, step for step, with the mail read by
+        :class:`DataReader`; the stream, the writer and the envelope's reset it uses are
+        aiosmtpd's own, which tests/test_smtp.py exercises reply by reply."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         assert self.envelope is not None
