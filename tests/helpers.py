@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import signal
 import smtplib
 import socket
@@ -41,8 +42,37 @@ def require(condition: object, reason: str) -> None:
         pytest.skip(reason)
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port nothing listens on, for a child to bind. Not one the kernel would pick (port 0):
+    those are the ephemeral ports, and any outgoing connection (a browser's, a client's) may
+    take one as its source port between this check and the child's bind, as a serve once
+    found its publish port taken. The ports below the ephemeral range are drawn at random,
+    each handed out once per test run."""
+    low, _ = _ephemeral_ports()
+    if low > 11000:
+        for _ in range(200):
+            port = random.randrange(10000, low)
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
+    with socket.socket() as s:  # a machine whose ephemeral range leaves nothing below it
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
