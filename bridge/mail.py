@@ -45,7 +45,7 @@ _BLANK_LINE = re.compile(rb"\n\r?\n")
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
 
-def _header_block(raw: bytes) -> bytes:
+def header_block(raw: bytes) -> bytes:
     """*raw*'s header block as RFC 5322 reads it: up to the first empty line (a line ends
     at CRLF or LF), without that last line end. The body is never looked at."""
     start = raw.find(b"\n") + 1 if raw.startswith(b"From ") else 0  # an mbox From_ line
@@ -66,7 +66,7 @@ def header_block_problem(raw: bytes) -> str | None:
     ``Subject:``, a ``DKIM-Signature:`` that shifts every other one). Such a mail has no
     single reading and is refused before anything looks at it.
     """
-    head = _header_block(raw)
+    head = header_block(raw)
     if head.count(b"\r") == head.count(b"\r\n"):
         return None
     bare = _BARE_CR.search(head)
@@ -80,7 +80,7 @@ def header_block_problem(raw: bytes) -> str | None:
 def header_field_count(raw: bytes) -> int:
     """How many fields *raw*'s header block holds as RFC 5322 reads it (its lines that do
     not continue another): a cheap first comparison with a parser's count."""
-    head = _header_block(raw)
+    head = header_block(raw)
     if not head:
         return 0
     return head.count(b"\n") + 1 - head.count(b"\n ") - head.count(b"\n\t")
@@ -90,7 +90,7 @@ def header_names(raw: bytes) -> list[str] | None:
     """The names of *raw*'s header fields, in order, as RFC 5322 reads the block (lines end
     at CRLF or LF, a line starting with white space continues a field); None when a line of
     the block is neither a field nor a continuation."""
-    head = _header_block(raw)
+    head = header_block(raw)
     names: list[str] = []
     for line in head.split(b"\n") if head else []:
         if line[:1] in (b" ", b"\t") and names:
