@@ -166,11 +166,16 @@ def _new_length(data: bytes, position: int) -> tuple[int, int]:
     raise Unreadable("a packet of partial body lengths")
 
 
+def v4_fingerprint(body: memoryview | bytes) -> bytes:
+    """The fingerprint of a version 4 public key or subkey packet's body (RFC 4880 §12.2)."""
+    return hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).digest()
+
+
 def key_id_of(body: memoryview | bytes) -> bytes:
     """The key ID of a public key or subkey packet's body (RFC 4880 §12.2, RFC 9580 §5.5.4)."""
     version = body[0] if len(body) else 0
     if version == 4:
-        return hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).digest()[-8:]
+        return v4_fingerprint(body)[-8:]
     if version in (5, 6):
         prefix = b"\x9a" if version == 5 else b"\x9b"
         return hashlib.sha256(prefix + len(body).to_bytes(4, "big") + body).digest()[:8]

@@ -38,6 +38,7 @@ from bridge.trust.keyring import (
     named_issuer,
     read_packets,
     subpackets,
+    v4_fingerprint,
 )
 
 EXPIRES = 3  # a signature's own expiration time subpacket
@@ -96,7 +97,7 @@ def signing_key(signed: bytes, key_blocks: bytes) -> tuple[Signature, bytes]:
 def fingerprint_of(key_body: bytes) -> bytes:
     if not key_body or key_body[0] != 4:
         raise Unsupported("not a version 4 key")
-    return hashlib.sha1(b"\x99" + len(key_body).to_bytes(2, "big") + key_body).digest()
+    return v4_fingerprint(key_body)
 
 
 def holds(signed: bytes, signature: Signature, key_body: bytes) -> bool:
