@@ -107,8 +107,11 @@ class Keys:
         cert = (self.home / "openpgp-revocs.d" / f"{fingerprint}.rev").read_text()
         self.gpg("--import", data=cert.replace(":-----BEGIN", "-----BEGIN").encode())
 
-    def add_signing_subkey(self, fingerprint: str) -> None:
+    def add_signing_subkey(self, fingerprint: str) -> str:
+        """A new signing subkey of the key *fingerprint*: its key ID."""
         self.gpg("--quick-add-key", fingerprint, "ed25519", "sign")
+        listing = self.gpg("--with-colons", "--list-keys", fingerprint).decode()
+        return [line.split(":")[4] for line in listing.splitlines() if line.startswith("sub")][-1]
 
     def keyring(self, path: Path, *fingerprints: str) -> Path:
         path.write_bytes(self.gpg("--export", *fingerprints))
@@ -231,9 +234,7 @@ def test_the_keyring_index_gives_gpgvs_verdict_on_the_whole_keyring(signed, stat
 def test_a_signature_by_a_subkey_is_checked_against_its_primary_keys_block(tmp_path):
     keys = Keys(tmp_path / "home")
     primary = keys.new("Sub Signer <sub@example.org>")
-    keys.add_signing_subkey(primary)
-    listing = keys.gpg("--with-colons", "--list-keys", primary).decode()
-    subkey = [line.split(":")[4] for line in listing.splitlines() if line.startswith("sub")][-1]
+    subkey = keys.add_signing_subkey(primary)
     text = keys.clearsign(subkey + "!", CHANGES.format(uid="Sub Signer <sub@example.org>"))
     issuer = signature_issuer(text.encode())
     assert issuer.key_id.hex().upper() == subkey != primary[-16:]
@@ -391,9 +392,7 @@ def test_the_builtin_check_gives_gpgvs_verdict_without_running_it_again(signed, 
 def test_a_subkeys_signatures_are_checked_in_process_after_the_first(tmp_path):
     keys = Keys(tmp_path / "home")
     primary = keys.new("Sub Signer <sub@example.org>")
-    keys.add_signing_subkey(primary)
-    listing = keys.gpg("--with-colons", "--list-keys", primary).decode()
-    subkey = [line.split(":")[4] for line in listing.splitlines() if line.startswith("sub")][-1]
+    subkey = keys.add_signing_subkey(primary)
     ring = [str(keys.keyring(tmp_path / "ring.gpg", primary))]
     texts = [
         keys.clearsign(subkey + "!", CHANGES.format(uid=f"Sub Signer {n} <sub@example.org>"))
